@@ -1,0 +1,218 @@
+//! `kiln`: the command-line front end. It parses arguments and calls the library crates; all
+//! logic lives in kiln-core, kiln-models, kiln-data and kiln-train.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln_core::DeviceSpec;
+use kiln_models::{Classifier, ModelConfig};
+use kiln_train::{TrainConfig, TrainOptions};
+
+/// Kiln: train, inspect and evaluate deep-learning models from the command line.
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the model zoo's presets.
+    Models,
+    /// Print a model's per-layer summary (output shapes, parameters, mult-adds).
+    Summary {
+        /// Preset name (see `kiln models`); optional with --config.
+        model: Option<String>,
+        /// Model config file (TOML or JSON) instead of, or overriding, the preset's config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Input shape as C,H,W (default: the preset's input).
+        #[arg(long, value_delimiter = ',', num_args = 3)]
+        input: Option<Vec<usize>>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Train a model and write a run folder (config, weights, metrics, report).
+    Train {
+        /// Preset name (see `kiln models`).
+        model: String,
+        /// Model config file (TOML or JSON) replacing the preset's config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Dataset (default: the preset's).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Mini-batch size.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Learning rate.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Master seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Device: cpu (flex), ndarray, wgpu, wgpu:N.
+        #[arg(long)]
+        device: Option<String>,
+        /// Run folder (default: runs/<model>-<unix time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print nothing but the final result.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Reload a run folder and print its held-out test accuracy.
+    Eval {
+        /// Run folder written by `kiln train`.
+        run_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Models => {
+            let device = DeviceSpec::Flex.device();
+            println!("{:<16} {:>10}  {:<8} description", "name", "params", "dataset");
+            for p in kiln_models::presets() {
+                let params = burn::module::Module::num_params(&p.config.init(&device)?);
+                println!("{:<16} {:>10}  {:<8} {}", p.name, params, p.dataset, p.description);
+            }
+        }
+        Command::Summary {
+            model,
+            config,
+            input,
+            format,
+        } => {
+            let (name, model_config, default_input) = match (&model, &config) {
+                (Some(name), _) => {
+                    let preset = kiln_models::preset(name)?;
+                    (name.clone(), preset.config.clone(), Some(preset.summary_input()))
+                }
+                (None, Some(path)) => {
+                    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                    (stem.unwrap_or_else(|| "model".into()), ModelConfig::from_file(path)?, None)
+                }
+                (None, None) => bail!("give a model name (see `kiln models`) or --config FILE"),
+            };
+            let model_config = match &config {
+                Some(path) if model.is_some() => ModelConfig::from_file(path)?,
+                _ => model_config,
+            };
+            let input = match (input, default_input) {
+                (Some(chw), _) => vec![1, chw[0], chw[1], chw[2]],
+                (None, Some(shape)) => shape,
+                (None, None) => bail!("--input C,H,W is required with a config file"),
+            };
+            // Parameters count as trainable only on an autodiff device.
+            let built = model_config.init(&DeviceSpec::Flex.autodiff_device())?;
+            let summary = built.summary(&name, &input)?;
+            match format {
+                Format::Text => println!("{summary}"),
+                Format::Json => println!("{}", summary.to_json()),
+            }
+        }
+        Command::Train {
+            model,
+            config,
+            dataset,
+            epochs,
+            batch_size,
+            lr,
+            seed,
+            device,
+            out,
+            quiet,
+        } => {
+            let mut cfg = TrainConfig::for_preset(&model)?;
+            if let Some(path) = config {
+                cfg.model = ModelConfig::from_file(&path)?;
+            }
+            if let Some(d) = dataset {
+                cfg.dataset = d;
+            }
+            if let Some(e) = epochs {
+                cfg.epochs = e;
+            }
+            if let Some(b) = batch_size {
+                cfg.batch_size = b;
+            }
+            if let Some(l) = lr {
+                cfg.lr = l;
+            }
+            if let Some(s) = seed {
+                cfg.seed = s;
+            }
+            if let Some(d) = device {
+                cfg.device = DeviceSpec::parse(&d)?;
+            }
+            let out = out.unwrap_or_else(|| kiln_train::default_run_dir(&cfg.name));
+            if !quiet {
+                println!(
+                    "training {} on {} for {} epochs (batch {}, lr {}, seed {}, device {}) -> {}",
+                    cfg.name,
+                    cfg.dataset,
+                    cfg.epochs,
+                    cfg.batch_size,
+                    cfg.lr,
+                    cfg.seed,
+                    cfg.device,
+                    out.display()
+                );
+            }
+            let report = kiln_train::train(&cfg, &out, &TrainOptions { quiet })
+                .with_context(|| format!("training {}", cfg.name))?;
+            println!(
+                "test accuracy {:.2}% ({}/{}), test loss {:.4}; trained in {:.1}s; run folder {}",
+                100.0 * report.test.accuracy,
+                report.test.correct,
+                report.test.total,
+                report.test.loss,
+                report.train_seconds,
+                out.display()
+            );
+        }
+        Command::Eval { run_dir, format } => {
+            let report = kiln_train::evaluate_run(&run_dir)?;
+            match format {
+                Format::Text => println!(
+                    "test accuracy {:.2}% ({}/{}), test loss {:.4}",
+                    100.0 * report.accuracy,
+                    report.correct,
+                    report.total,
+                    report.loss
+                ),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! burn `Dataset` and `Batcher` for image classification.
+
+use std::sync::Arc;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::ImageSet;
+
+/// One image and its label.
+#[derive(Clone, Debug)]
+pub struct ImageItem {
+    /// `[C, H, W]` pixels, row-major.
+    pub pixels: Vec<f32>,
+    /// Class index.
+    pub label: usize,
+}
+
+/// An [`ImageSet`] as a burn [`Dataset`].
+#[derive(Clone, Debug)]
+pub struct ImageDataset {
+    set: Arc<ImageSet>,
+}
+
+impl ImageDataset {
+    /// Wraps an image set.
+    pub fn new(set: ImageSet) -> Self {
+        Self { set: Arc::new(set) }
+    }
+
+    /// The underlying set.
+    pub fn set(&self) -> &ImageSet {
+        &self.set
+    }
+}
+
+impl Dataset<ImageItem> for ImageDataset {
+    fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
+        Ok(ImageItem {
+            pixels: self.set.image(index).to_vec(),
+            label: self.set.labels[index],
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+/// Per-channel standardisation `(x − mean[c]) / std[c]`, fitted on a training set only and
+/// saved with a run so evaluation applies exactly the same transform.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalizer {
+    /// Mean of each channel.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each channel (never below 1e-6).
+    pub std: Vec<f32>,
+}
+
+impl Normalizer {
+    /// Fits channel means and standard deviations on `set` (computed in f64).
+    pub fn fit(set: &ImageSet) -> Self {
+        let [c, h, w] = set.shape;
+        let plane = h * w;
+        let mut sum = vec![0f64; c];
+        let mut sq = vec![0f64; c];
+        for i in 0..set.len() {
+            for (ch, values) in set.image(i).chunks(plane).enumerate() {
+                for &v in values {
+                    sum[ch] += f64::from(v);
+                    sq[ch] += f64::from(v) * f64::from(v);
+                }
+            }
+        }
+        let n = (set.len() * plane).max(1) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| ((s / n - m * m).max(0.0).sqrt() as f32).max(1e-6))
+            .collect();
+        Self {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std,
+        }
+    }
+
+    /// The identity transform for `channels` channels.
+    pub fn identity(channels: usize) -> Self {
+        Self {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
+    }
+
+    /// Applies the transform in place to one `[C, H, W]` image.
+    pub fn apply(&self, pixels: &mut [f32]) {
+        let plane = pixels.len() / self.mean.len();
+        for (ch, values) in pixels.chunks_mut(plane).enumerate() {
+            let (m, s) = (self.mean[ch], self.std[ch]);
+            for v in values {
+                *v = (*v - m) / s;
+            }
+        }
+    }
+}
+
+/// A batch of images and class targets.
+#[derive(Clone, Debug)]
+pub struct ImageBatch {
+    /// `[batch, C, H, W]`, normalised.
+    pub images: Tensor<4>,
+    /// `[batch]` class indices.
+    pub targets: Tensor<1, Int>,
+}
+
+/// Stacks [`ImageItem`]s into an [`ImageBatch`], normalising on the way.
+#[derive(Clone, Debug)]
+pub struct ImageBatcher {
+    shape: [usize; 3],
+    normalizer: Normalizer,
+}
+
+impl ImageBatcher {
+    /// A batcher for images of `shape` (`[C, H, W]`).
+    pub fn new(shape: [usize; 3], normalizer: Normalizer) -> Self {
+        Self { shape, normalizer }
+    }
+
+    /// Builds a batch directly from an image set's indices (used by evaluation).
+    pub fn batch_indices(&self, set: &ImageSet, indices: &[usize], device: &Device) -> ImageBatch {
+        let items = indices
+            .iter()
+            .map(|&i| ImageItem {
+                pixels: set.image(i).to_vec(),
+                label: set.labels[i],
+            })
+            .collect();
+        self.batch(items, device)
+    }
+}
+
+impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
+        let [c, h, w] = self.shape;
+        let n = items.len();
+        let mut pixels = Vec::with_capacity(n * c * h * w);
+        let mut labels = Vec::with_capacity(n);
+        for mut item in items {
+            self.normalizer.apply(&mut item.pixels);
+            pixels.extend_from_slice(&item.pixels);
+            labels.push(item.label as i64);
+        }
+        ImageBatch {
+            images: Tensor::from_data(TensorData::new(pixels, [n, c, h, w]), device),
+            targets: Tensor::from_data(TensorData::new(labels, [n]), device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> ImageSet {
+        ImageSet {
+            pixels: vec![0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0],
+            labels: vec![0, 1],
+            shape: [1, 2, 2],
+            classes: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn normalizer_fits_mean_and_std() {
+        let norm = Normalizer::fit(&tiny());
+        assert!((norm.mean[0] - 3.5).abs() < 1e-6);
+        // population std of 0..=7 is sqrt(5.25)
+        assert!((norm.std[0] - 5.25f32.sqrt()).abs() < 1e-6);
+        let mut px = vec![3.5, 3.5 + 5.25f32.sqrt(), 0.0, 0.0];
+        norm.apply(&mut px);
+        assert!((px[0]).abs() < 1e-6 && (px[1] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn batcher_stacks_images_and_labels() {
+        let set = tiny();
+        let device = Device::flex();
+        let batch = ImageBatcher::new([1, 2, 2], Normalizer::identity(1)).batch_indices(&set, &[1, 0], &device);
+        assert_eq!(batch.images.dims(), [2, 1, 2, 2]);
+        assert_eq!(
+            batch.images.into_data().try_to_vec::<f32>().unwrap(),
+            vec![1.0, 3.0, 5.0, 7.0, 0.0, 2.0, 4.0, 6.0]
+        );
+        assert_eq!(batch.targets.into_data().try_to_vec::<i64>().unwrap(), vec![1, 0]);
+    }
+}

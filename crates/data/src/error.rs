@@ -1,0 +1,48 @@
+use std::path::PathBuf;
+
+/// Errors raised by kiln-data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A gzip stream that does not decode.
+    #[error("{path} is not a valid gzip file: {source}")]
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record (line) that does not have the expected content.
+    #[error("{path}, line {line}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
+    /// A dataset name Kiln does not know.
+    #[error("unknown dataset `{name}`; available datasets: {available}")]
+    UnknownDataset {
+        /// The name asked for.
+        name: String,
+        /// Comma-separated list of known datasets.
+        available: String,
+    },
+    /// Arguments that cannot work (empty set, bad fraction...).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// Result alias for kiln-data.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,34 @@
+/// Errors raised by kiln-models.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model name that the zoo does not have.
+    #[error("unknown model `{name}`; available models: {available}")]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// Comma-separated list of the zoo's presets.
+        available: String,
+    },
+    /// A configuration that cannot build a model.
+    #[error("invalid {model} config: {reason}")]
+    InvalidConfig {
+        /// The model type.
+        model: String,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// A config file that could not be read or parsed.
+    #[error("cannot read model config {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An error from kiln-core (e.g. an input shape the model cannot take).
+    #[error(transparent)]
+    Core(#[from] kiln_core::Error),
+}
+
+/// Result alias for kiln-models.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

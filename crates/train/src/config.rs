@@ -1,0 +1,112 @@
+use std::path::Path;
+
+use kiln_core::{DeviceSpec, Seed};
+use kiln_models::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, error::io};
+
+/// Everything that defines a training run. Saved as `config.toml` in the run folder; training
+/// again with the same config gives bit-identical results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Preset name or a free label for the model.
+    pub name: String,
+    /// Dataset name (see `kiln_data::DATASETS`).
+    pub dataset: String,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Master seed.
+    pub seed: u64,
+    /// Device name (`cpu`, `ndarray`, `wgpu`...).
+    pub device: DeviceSpec,
+    /// The model.
+    pub model: ModelConfig,
+}
+
+impl TrainConfig {
+    /// The default recipe for a zoo preset (hyper-parameters tuned for its default dataset).
+    pub fn for_preset(name: &str) -> Result<Self> {
+        let preset = kiln_models::preset(name)?;
+        let (epochs, batch_size, lr) = match name {
+            "mlp" => (30, 32, 1e-3),
+            _ => (10, 64, 1e-3),
+        };
+        Ok(Self {
+            name: preset.name.to_string(),
+            dataset: preset.dataset.to_string(),
+            epochs,
+            batch_size,
+            lr,
+            seed: Seed::default().0,
+            device: DeviceSpec::default(),
+            model: preset.config,
+        })
+    }
+
+    /// Checks the hyper-parameters and the model config.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::InvalidSetting("epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::InvalidSetting("batch size must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::InvalidSetting(format!(
+                "learning rate must be a positive number, found {}",
+                self.lr
+            )));
+        }
+        self.model.validate()?;
+        Ok(())
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("train configs always serialise to TOML")
+    }
+
+    /// Reads a config written by [`TrainConfig::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let config: TrainConfig = toml::from_str(&text).map_err(|e| Error::BadRunFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Writes the config as TOML.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_toml()).map_err(io(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_recipe_round_trips() {
+        let config = TrainConfig::for_preset("mlp").unwrap();
+        let back: TrainConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut config = TrainConfig::for_preset("mlp").unwrap();
+        config.lr = f64::NAN;
+        assert!(config.validate().unwrap_err().to_string().contains("learning rate"));
+        config.lr = 1e-3;
+        config.batch_size = 0;
+        assert!(config.validate().unwrap_err().to_string().contains("batch size"));
+    }
+}

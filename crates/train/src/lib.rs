@@ -1,0 +1,35 @@
+//! # kiln-train
+//!
+//! Training and evaluation on burn-train's `SupervisedTraining` + `Learner`:
+//!
+//! - [`TrainConfig`]: everything that defines a run (model, dataset, epochs, batch size,
+//!   learning rate, seed, device), saved as `config.toml` in the run folder.
+//! - [`train`]: trains a zoo classifier with cross-entropy and Adam, prints per-epoch train and
+//!   validation loss/accuracy, and writes a run folder.
+//! - [`evaluate_run`]: reloads a run folder and measures held-out test accuracy.
+//!
+//! ## Run folder
+//!
+//! | file | content |
+//! |---|---|
+//! | `config.toml` | the [`TrainConfig`], enough to reproduce the run |
+//! | `model.bpk` | trained weights (burn's burnpack format) |
+//! | `normalizer.json` | the input standardisation fitted on the training split |
+//! | `metrics.csv` | per-epoch train and validation loss and accuracy |
+//! | `report.json` | final held-out test metrics ([`TrainReport`]) |
+//!
+//! kiln-train depends on kiln-core, kiln-models and kiln-data, and never on the CLI.
+
+mod config;
+mod error;
+mod eval;
+mod renderer;
+mod run;
+mod task;
+
+pub use config::TrainConfig;
+pub use error::{Error, Result};
+pub use eval::{EvalReport, evaluate, evaluate_run, load_run};
+pub use renderer::EpochMetrics;
+pub use run::{TrainOptions, TrainReport, default_run_dir, train};
+pub use task::ClassificationTask;

@@ -1,0 +1,170 @@
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::module::Module;
+use burn::optim::AdamConfig;
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::train::logger::InMemoryMetricLogger;
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining};
+use kiln_core::Seed;
+use kiln_data::{ImageBatcher, ImageDataset, Normalizer};
+use serde::{Deserialize, Serialize};
+
+use crate::error::io;
+use crate::eval::RunFiles;
+use crate::renderer::KilnRenderer;
+use crate::{ClassificationTask, EpochMetrics, Error, EvalReport, Result, TrainConfig};
+
+/// How a run reports progress.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Print nothing while training (for CI and tests).
+    pub quiet: bool,
+}
+
+/// What a finished run reports (also written as `report.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Run folder.
+    pub run_dir: PathBuf,
+    /// Model name.
+    pub model: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Parameters of the model.
+    pub params: usize,
+    /// Training images.
+    pub train_size: usize,
+    /// Held-out test images.
+    pub test_size: usize,
+    /// Per-epoch metrics.
+    pub epochs: Vec<EpochMetrics>,
+    /// Held-out test metrics of the final model, measured after reloading the saved run.
+    pub test: EvalReport,
+    /// Wall-clock seconds spent in training (without data loading and evaluation).
+    pub train_seconds: f64,
+}
+
+/// Trains `config` and writes the run folder `run_dir` (created if needed).
+///
+/// The final test metrics are measured by reloading the saved run with
+/// [`evaluate_run`](crate::evaluate_run), exactly as `kiln eval` does.
+pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
+    config.validate()?;
+    let seed = Seed(config.seed);
+    let device = config.device.autodiff_device();
+    seed.apply(&device);
+
+    let data = kiln_data::load_split(&config.dataset, seed)?;
+    config.model.check_input(data.train.shape)?;
+    if config.model.num_classes() != data.train.num_classes() {
+        return Err(Error::InvalidSetting(format!(
+            "the model predicts {} classes but dataset `{}` has {}",
+            config.model.num_classes(),
+            config.dataset,
+            data.train.num_classes()
+        )));
+    }
+    let normalizer = Normalizer::fit(&data.train);
+
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let files = RunFiles::new(run_dir);
+    config.save(&files.config)?;
+    let json = serde_json::to_string_pretty(&normalizer).expect("normaliser serialises");
+    std::fs::write(&files.normalizer, json).map_err(io(&files.normalizer))?;
+
+    let batcher = ImageBatcher::new(data.train.shape, normalizer);
+    let train_loader = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.batch_size)
+        .shuffle(seed.derive("shuffle"))
+        .set_device(device.clone())
+        .build(ImageDataset::new(data.train.clone()));
+    let valid_loader = DataLoaderBuilder::new(batcher)
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(ImageDataset::new(data.test.clone()));
+
+    let model = config.model.init(&device)?;
+    let params = model.num_params();
+    let task = ClassificationTask { model };
+    let optimizer = AdamConfig::new().with_epsilon(1e-8).init();
+    let learner = Learner::new(task, optimizer, ConstantLr::new(config.lr));
+
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let result = SupervisedTraining::new(run_dir.join("logs"), train_loader, valid_loader)
+        .num_epochs(config.epochs)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(AccuracyMetric::new())
+        .metric_valid_numeric(AccuracyMetric::new())
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .with_application_logger(None)
+        .renderer(Box::new(KilnRenderer::new(options.quiet, history.clone())))
+        .launch(learner);
+    let train_seconds = started.elapsed().as_secs_f64();
+    if let Some(error) = result.error {
+        return Err(Error::Training(error.to_string()));
+    }
+    let epochs = history.lock().expect("history lock").clone();
+    for m in &epochs {
+        for (split, value) in [("train", m.train_loss), ("valid", m.valid_loss)] {
+            if !value.is_finite() {
+                return Err(Error::Diverged {
+                    split: split.into(),
+                    epoch: m.epoch,
+                    value,
+                });
+            }
+        }
+    }
+
+    result
+        .model
+        .model
+        .save_file(&files.model)
+        .map_err(|e| Error::Weights {
+            path: files.model.clone(),
+            reason: e.to_string(),
+        })?;
+    write_metrics_csv(&files.metrics, &epochs)?;
+
+    let test = crate::evaluate_run(run_dir)?;
+    let report = TrainReport {
+        run_dir: run_dir.to_path_buf(),
+        model: config.name.clone(),
+        dataset: config.dataset.clone(),
+        params,
+        train_size: data.train.len(),
+        test_size: data.test.len(),
+        epochs,
+        test,
+        train_seconds,
+    };
+    let json = serde_json::to_string_pretty(&report).expect("report serialises");
+    std::fs::write(&files.report, json).map_err(io(&files.report))?;
+    Ok(report)
+}
+
+fn write_metrics_csv(path: &Path, epochs: &[EpochMetrics]) -> Result<()> {
+    let mut text = String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds\n");
+    for m in epochs {
+        text.push_str(&format!(
+            "{},{},{},{},{},{:.3}\n",
+            m.epoch, m.train_loss, m.train_accuracy, m.valid_loss, m.valid_accuracy, m.seconds
+        ));
+    }
+    std::fs::write(path, text).map_err(io(path))
+}
+
+/// The default run folder for a model: `runs/<name>-<unix seconds>`.
+pub fn default_run_dir(name: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from("runs").join(format!("{name}-{secs}"))
+}

@@ -1,0 +1,86 @@
+//! Training on the real digits: quality bar, reproducibility, and reload equality.
+
+use kiln_train::{TrainConfig, TrainOptions, evaluate_run, train};
+
+fn quick(seed: u64, epochs: usize) -> TrainConfig {
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.seed = seed;
+    config.epochs = epochs;
+    config
+}
+
+#[test]
+fn default_recipe_reaches_95_percent_and_reloads_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig::for_preset("mlp").unwrap();
+    let report = train(&config, dir.path(), &TrainOptions { quiet: true }).unwrap();
+    assert!(
+        report.test.accuracy >= 0.95,
+        "held-out accuracy {:.4} below 0.95",
+        report.test.accuracy
+    );
+    assert_eq!(report.test.total, 360);
+    assert_eq!(report.epochs.len(), config.epochs);
+    // Training loss goes down.
+    assert!(report.epochs.last().unwrap().train_loss < report.epochs[0].train_loss / 3.0);
+    // The run folder reloads to exactly the same result.
+    let again = evaluate_run(dir.path()).unwrap();
+    assert_eq!(again, report.test);
+    for file in ["config.toml", "model.bpk", "normalizer.json", "metrics.csv", "report.json"] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), config.epochs + 1);
+}
+
+#[test]
+fn same_seed_same_losses_different_seed_different_losses() {
+    let run = |seed| {
+        let dir = tempfile::tempdir().unwrap();
+        let report = train(&quick(seed, 2), dir.path(), &TrainOptions { quiet: true }).unwrap();
+        report
+            .epochs
+            .iter()
+            .flat_map(|m| [m.train_loss.to_bits(), m.valid_loss.to_bits()])
+            .collect::<Vec<u64>>()
+    };
+    let a = run(7);
+    assert_eq!(a, run(7), "same seed must give bit-identical losses");
+    assert_ne!(a, run(8), "a different seed must give different losses");
+}
+
+#[test]
+fn bad_run_folders_are_clear_errors() {
+    let err = evaluate_run(std::path::Path::new("/nonexistent/run")).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/run"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    train(&quick(1, 1), dir.path(), &TrainOptions { quiet: true }).unwrap();
+    std::fs::write(dir.path().join("model.bpk"), b"not a burnpack").unwrap();
+    let err = evaluate_run(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("cannot load weights"), "{err}");
+    assert!(err.contains("model.bpk"), "{err}");
+    std::fs::remove_file(dir.path().join("model.bpk")).unwrap();
+    let err = evaluate_run(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("model.bpk: file not found"), "{err}");
+}
+
+#[test]
+fn mismatched_model_and_data_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick(1, 1);
+    config.model = kiln_models::preset("lenet-300-100").unwrap().config;
+    let err = train(&config, dir.path(), &TrainOptions { quiet: true }).unwrap_err().to_string();
+    assert!(err.contains("input_size is 784 but the data has 1x8x8 = 64"), "{err}");
+}
+
+#[test]
+fn divergence_is_reported_with_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick(1, 1);
+    config.lr = 1e30;
+    match train(&config, dir.path(), &TrainOptions { quiet: true }) {
+        Err(kiln_train::Error::Diverged { epoch, .. }) => assert_eq!(epoch, 1),
+        other => panic!("expected a divergence error, got {other:?}"),
+    }
+}

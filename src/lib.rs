@@ -1,0 +1,15 @@
+//! # Kiln
+//!
+//! A Rust deep-learning toolkit on burn. This facade re-exports the Kiln crates for users who
+//! want everything; each is also usable on its own:
+//!
+//! - [`core`] (`kiln-core`): devices, seeding, errors, model summaries.
+//! - [`models`] (`kiln-models`): the model zoo.
+//! - [`data`] (`kiln-data`): dataset readers, splits, batching.
+//! - [`train`] (`kiln-train`): training and evaluation, run folders.
+
+pub use kiln_core as core;
+pub use kiln_data as data;
+pub use kiln_models as models;
+pub use kiln_train as train;
+pub use kiln_core::burn;

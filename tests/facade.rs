@@ -1,0 +1,17 @@
+//! The facade crate exposes every part under one name, and the parts work together.
+
+use kiln::burn::module::Module;
+use kiln::models::Classifier;
+
+#[test]
+fn facade_reaches_every_crate() {
+    let device = kiln::core::parse_device("cpu").unwrap();
+    let preset = kiln::models::preset("mlp").unwrap();
+    let model = preset.config.init(&device).unwrap();
+    let summary = model.summary(preset.name, &preset.summary_input()).unwrap();
+    assert_eq!(summary.total_params, model.num_params());
+    let data = kiln::data::load_split(preset.dataset, kiln::core::Seed(1)).unwrap();
+    assert_eq!(data.train.shape, preset.input);
+    let config = kiln::train::TrainConfig::for_preset("mlp").unwrap();
+    assert_eq!(config.model, preset.config);
+}

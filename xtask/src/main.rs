@@ -1,0 +1,14 @@
+//! `cargo xtask`: project automation. `main` only dispatches; one module per command.
+
+mod ci;
+mod flags;
+mod train;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    match flags::Xtask::parse().command {
+        flags::Command::Train(args) => train::run(args),
+        flags::Command::Ci(args) => ci::run(args),
+    }
+}

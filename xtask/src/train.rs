@@ -1,0 +1,40 @@
+//! `cargo xtask train <preset>`: the preset's default recipe through kiln-train.
+
+use anyhow::Context;
+use kiln_train::{TrainConfig, TrainOptions};
+
+use crate::flags::TrainArgs;
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let mut config = TrainConfig::for_preset(&args.model)?;
+    if let Some(epochs) = args.epochs {
+        config.epochs = epochs;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    let out = args.out.unwrap_or_else(|| kiln_train::default_run_dir(&config.name));
+    println!(
+        "training {} on {} ({} epochs, batch {}, lr {}, seed {}, device {}) -> {}",
+        config.name,
+        config.dataset,
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        config.seed,
+        config.device,
+        out.display()
+    );
+    let report = kiln_train::train(&config, &out, &TrainOptions::default())
+        .with_context(|| format!("training {}", config.name))?;
+    println!(
+        "held-out test accuracy {:.2}% ({}/{}) after {:.1}s of training; run folder {} (reload with `cargo run -p kiln-cli -- eval {}`)",
+        100.0 * report.test.accuracy,
+        report.test.correct,
+        report.test.total,
+        report.train_seconds,
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}

@@ -9,7 +9,7 @@
 //! - [`train`] (`kiln-train`): training and evaluation, run folders.
 
 pub use kiln_core as core;
+pub use kiln_core::burn;
 pub use kiln_data as data;
 pub use kiln_models as models;
 pub use kiln_train as train;
-pub use kiln_core::burn;

@@ -19,7 +19,14 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 pub fn run(args: CiArgs) -> anyhow::Result<()> {
     if !args.tests_only {
         cargo(&["fmt", "--all", "--", "--check"])?;
-        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
     }
     cargo(&["test", "--workspace"])
 }

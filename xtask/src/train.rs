@@ -13,7 +13,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
-    let out = args.out.unwrap_or_else(|| kiln_train::default_run_dir(&config.name));
+    let out = args
+        .out
+        .unwrap_or_else(|| kiln_train::default_run_dir(&config.name));
     println!(
         "training {} on {} ({} epochs, batch {}, lr {}, seed {}, device {}) -> {}",
         config.name,

@@ -89,8 +89,17 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
+            // One line: the error and its causes, skipping causes a message already quotes.
+            let mut line = String::new();
+            for cause in err.chain().map(|e| e.to_string()) {
+                if !line.contains(&cause) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("error: {}", line.replace('\n', " "));
             ExitCode::FAILURE
         }
     }
@@ -100,10 +109,16 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Models => {
             let device = DeviceSpec::Flex.device();
-            println!("{:<16} {:>10}  {:<8} description", "name", "params", "dataset");
+            println!(
+                "{:<16} {:>10}  {:<8} description",
+                "name", "params", "dataset"
+            );
             for p in kiln_models::presets() {
                 let params = burn::module::Module::num_params(&p.config.init(&device)?);
-                println!("{:<16} {:>10}  {:<8} {}", p.name, params, p.dataset, p.description);
+                println!(
+                    "{:<16} {:>10}  {:<8} {}",
+                    p.name, params, p.dataset, p.description
+                );
             }
         }
         Command::Summary {
@@ -115,11 +130,19 @@ fn run(cli: Cli) -> Result<()> {
             let (name, model_config, default_input) = match (&model, &config) {
                 (Some(name), _) => {
                     let preset = kiln_models::preset(name)?;
-                    (name.clone(), preset.config.clone(), Some(preset.summary_input()))
+                    (
+                        name.clone(),
+                        preset.config.clone(),
+                        Some(preset.summary_input()),
+                    )
                 }
                 (None, Some(path)) => {
                     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-                    (stem.unwrap_or_else(|| "model".into()), ModelConfig::from_file(path)?, None)
+                    (
+                        stem.unwrap_or_else(|| "model".into()),
+                        ModelConfig::from_file(path)?,
+                        None,
+                    )
                 }
                 (None, None) => bail!("give a model name (see `kiln models`) or --config FILE"),
             };

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn kiln(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -16,18 +19,18 @@ fn train_then_eval_reports_the_same_accuracy() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let run_str = run.to_str().unwrap();
-    let (ok, stdout, stderr) = kiln(&["train", "mlp", "--epochs", "2", "--seed", "3", "--out", run_str, "--quiet"]);
+    let (ok, stdout, stderr) = kiln(&[
+        "train", "mlp", "--epochs", "2", "--seed", "3", "--out", run_str, "--quiet",
+    ]);
     assert!(ok, "train failed: {stderr}");
-    let trained = stdout
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .to_string();
+    let trained = stdout.split(',').next().unwrap().trim().to_string();
     assert!(trained.starts_with("test accuracy "), "{stdout}");
     let (ok, stdout, stderr) = kiln(&["eval", run_str]);
     assert!(ok, "eval failed: {stderr}");
-    assert!(stdout.starts_with(&trained), "train said `{trained}`, eval said `{stdout}`");
+    assert!(
+        stdout.starts_with(&trained),
+        "train said `{trained}`, eval said `{stdout}`"
+    );
 }
 
 #[test]
@@ -38,7 +41,10 @@ fn summary_prints_the_table() {
     let (ok, stdout, _) = kiln(&["summary", "mlp", "--format", "json"]);
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(json["total_params"], 64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10);
+    assert_eq!(
+        json["total_params"],
+        64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    );
 }
 
 #[test]
@@ -51,10 +57,22 @@ fn models_lists_the_zoo() {
 #[test]
 fn errors_are_one_line_with_nonzero_exit() {
     for (args, expected) in [
-        (vec!["summary", "resnet-9000"], "error: unknown model `resnet-9000`; available models: mlp, lenet-300-100"),
-        (vec!["train", "mlp", "--device", "tpu", "--epochs", "1"], "error: unknown device `tpu`"),
-        (vec!["train", "mlp", "--dataset", "imagenet", "--epochs", "1"], "error: training mlp: unknown dataset `imagenet`"),
-        (vec!["eval", "/nonexistent/run"], "error: /nonexistent/run: not a run folder"),
+        (
+            vec!["summary", "resnet-9000"],
+            "error: unknown model `resnet-9000`; available models: mlp, lenet-300-100",
+        ),
+        (
+            vec!["train", "mlp", "--device", "tpu", "--epochs", "1"],
+            "error: unknown device `tpu`",
+        ),
+        (
+            vec!["train", "mlp", "--dataset", "imagenet", "--epochs", "1"],
+            "error: training mlp: unknown dataset `imagenet`",
+        ),
+        (
+            vec!["eval", "/nonexistent/run"],
+            "error: /nonexistent/run: not a run folder",
+        ),
     ] {
         let (ok, _, stderr) = kiln(&args);
         assert!(!ok, "{args:?} should fail");

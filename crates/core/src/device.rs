@@ -20,21 +20,16 @@ use burn::tensor::Device;
 use crate::{Error, Result};
 
 /// A device Kiln can run on, parsed from a string.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
     /// burn's `flex` CPU backend (names: `cpu`, `flex`). The default.
+    #[default]
     Flex,
     /// burn's deprecated NdArray CPU backend (name: `ndarray`).
     NdArray,
     /// A GPU through wgpu (names: `wgpu` for the best adapter, `wgpu:N` for discrete GPU N).
     Wgpu(Option<usize>),
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        DeviceSpec::Flex
-    }
 }
 
 /// The device names this build accepts, in order of preference.
@@ -69,7 +64,10 @@ impl DeviceSpec {
             other => match other.strip_prefix("wgpu:") {
                 Some(index) => {
                     let index = index.parse::<usize>().map_err(|_| {
-                        unknown(name, format!("`{index}` is not a GPU index (expected wgpu:0, wgpu:1, ...)"))
+                        unknown(
+                            name,
+                            format!("`{index}` is not a GPU index (expected wgpu:0, wgpu:1, ...)"),
+                        )
                     })?;
                     DeviceSpec::Wgpu(Some(index))
                 }

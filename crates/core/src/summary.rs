@@ -229,7 +229,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -249,7 +249,14 @@ fn megabytes(bytes: u64) -> String {
 impl fmt::Display for ModelSummary {
     /// Fixed-width text in the Keras/torchinfo layout.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers = ["Layer (path)", "Type", "Output shape", "Param #", "Trainable", "Mult-adds"];
+        let headers = [
+            "Layer (path)",
+            "Type",
+            "Output shape",
+            "Param #",
+            "Trainable",
+            "Mult-adds",
+        ];
         let rows: Vec<[String; 6]> = self
             .layers
             .iter()
@@ -294,7 +301,12 @@ impl fmt::Display for ModelSummary {
             .map(|_| ())
         };
         writeln!(f, "{heavy}")?;
-        writeln!(f, "Model: {}    Input shape: {}", self.model, shape_str(&self.input_shape))?;
+        writeln!(
+            f,
+            "Model: {}    Input shape: {}",
+            self.model,
+            shape_str(&self.input_shape)
+        )?;
         writeln!(f, "{heavy}")?;
         line(f, headers)?;
         writeln!(f, "{light}")?;
@@ -303,12 +315,24 @@ impl fmt::Display for ModelSummary {
         }
         writeln!(f, "{heavy}")?;
         writeln!(f, "Total params: {}", thousands(self.total_params as u64))?;
-        writeln!(f, "Trainable params: {}", thousands(self.trainable_params as u64))?;
-        writeln!(f, "Non-trainable params: {}", thousands(self.non_trainable_params as u64))?;
+        writeln!(
+            f,
+            "Trainable params: {}",
+            thousands(self.trainable_params as u64)
+        )?;
+        writeln!(
+            f,
+            "Non-trainable params: {}",
+            thousands(self.non_trainable_params as u64)
+        )?;
         writeln!(f, "Total mult-adds: {}", thousands(self.total_mult_adds))?;
         writeln!(f, "{light}")?;
         writeln!(f, "Input size (MB): {}", megabytes(self.input_bytes))?;
-        writeln!(f, "Forward pass size (MB): {}", megabytes(self.forward_bytes))?;
+        writeln!(
+            f,
+            "Forward pass size (MB): {}",
+            megabytes(self.forward_bytes)
+        )?;
         writeln!(f, "Params size (MB): {}", megabytes(self.param_bytes))?;
         writeln!(
             f,
@@ -348,7 +372,13 @@ mod tests {
         let device = Device::flex().autodiff();
         let layer = LinearConfig::new(4, 3).init(&device);
         let mut builder = SummaryBuilder::new("one", &[2, 4]);
-        builder.layer("linear", "Linear", &layer, &[2, 3], mult_adds::linear(2, 4, 3));
+        builder.layer(
+            "linear",
+            "Linear",
+            &layer,
+            &[2, 3],
+            mult_adds::linear(2, 4, 3),
+        );
         let summary = builder.finish(&layer);
         assert_eq!(summary.layers[0].params, 15);
         assert_eq!(summary.layers[0].trainable_label(), "yes");

@@ -188,12 +188,24 @@ mod tests {
     fn batcher_stacks_images_and_labels() {
         let set = tiny();
         let device = Device::flex();
-        let batch = ImageBatcher::new([1, 2, 2], Normalizer::identity(1)).batch_indices(&set, &[1, 0], &device);
+        let batch = ImageBatcher::new([1, 2, 2], Normalizer::identity(1)).batch_indices(
+            &set,
+            &[1, 0],
+            &device,
+        );
         assert_eq!(batch.images.dims(), [2, 1, 2, 2]);
         assert_eq!(
             batch.images.into_data().try_to_vec::<f32>().unwrap(),
             vec![1.0, 3.0, 5.0, 7.0, 0.0, 2.0, 4.0, 6.0]
         );
-        assert_eq!(batch.targets.into_data().try_to_vec::<i64>().unwrap(), vec![1, 0]);
+        assert_eq!(
+            batch
+                .targets
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap(),
+            vec![1, 0]
+        );
     }
 }

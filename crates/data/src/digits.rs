@@ -68,9 +68,10 @@ fn parse_csv(path: &Path, text: &[u8]) -> Result<ImageSet> {
             )));
         }
         for (col, field) in record.iter().take(PIXELS).enumerate() {
-            let v: f32 = field.trim().parse().map_err(|_| {
-                parse_err(format!("column {}: `{field}` is not a number", col + 1))
-            })?;
+            let v: f32 = field
+                .trim()
+                .parse()
+                .map_err(|_| parse_err(format!("column {}: `{field}` is not a number", col + 1)))?;
             if !(0.0..=16.0).contains(&v) {
                 return Err(parse_err(format!(
                     "column {}: pixel value {v} is outside 0..=16",
@@ -119,7 +120,10 @@ mod tests {
             vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
         );
         // First image of the file, row 0: 0,0,5,13,9,1,0,0; label 0.
-        assert_eq!(&set.image(0)[..8], &[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0]);
+        assert_eq!(
+            &set.image(0)[..8],
+            &[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0]
+        );
         assert_eq!(set.labels[0], 0);
     }
 }

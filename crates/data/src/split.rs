@@ -7,7 +7,11 @@ use rand::seq::SliceRandom;
 /// Splits indices `0..labels.len()` into (train, test), keeping each class's proportion: each
 /// class contributes `round(count · test_fraction)` images to the test set. Deterministic for a
 /// given `seed`; both index lists come back sorted.
-pub fn stratified_split(labels: &[usize], test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub fn stratified_split(
+    labels: &[usize],
+    test_fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let num_classes = labels.iter().copied().max().map_or(0, |m| m + 1);
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
     for (i, &l) in labels.iter().enumerate() {

@@ -46,7 +46,10 @@ fn split_is_stratified_and_reproducible() {
 fn missing_file_names_the_path() {
     let err = digits::load(std::path::Path::new("/nonexistent/digits.csv.gz")).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
-    assert!(err.to_string().contains("/nonexistent/digits.csv.gz"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/digits.csv.gz"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -58,7 +61,10 @@ fn corrupt_gzip_is_reported() {
     std::fs::write(&path, bytes).unwrap();
     let err = digits::load(&path).unwrap_err();
     assert!(matches!(err, Error::Gzip { .. }), "{err:?}");
-    assert!(err.to_string().contains("is not a valid gzip file"), "{err}");
+    assert!(
+        err.to_string().contains("is not a valid gzip file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,6 +99,11 @@ fn bad_values_are_named() {
 
 #[test]
 fn unknown_dataset_lists_known_ones() {
-    let err = kiln_data::load_split("imagenet", kiln_core::Seed(1)).unwrap_err().to_string();
-    assert_eq!(err, "unknown dataset `imagenet`; available datasets: digits");
+    let err = kiln_data::load_split("imagenet", kiln_core::Seed(1))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "unknown dataset `imagenet`; available datasets: digits"
+    );
 }

@@ -106,7 +106,9 @@ impl MlpConfig {
             return Err(invalid("output_size must be at least 1".into()));
         }
         if let Some(i) = self.hidden_sizes.iter().position(|&h| h == 0) {
-            return Err(invalid(format!("hidden_sizes[{i}] is 0; every layer needs a width of at least 1")));
+            return Err(invalid(format!(
+                "hidden_sizes[{i}] is 0; every layer needs a width of at least 1"
+            )));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(invalid(format!(
@@ -157,7 +159,9 @@ impl Mlp {
     pub fn forward_flat(&self, x: Tensor<2>) -> Tensor<2> {
         let mut x = x;
         for layer in &self.hidden {
-            x = self.dropout.forward(self.activation.apply(layer.forward(x)));
+            x = self
+                .dropout
+                .forward(self.activation.apply(layer.forward(x)));
         }
         self.output.forward(x)
     }
@@ -195,7 +199,12 @@ impl Classifier for Mlp {
         let device = self.output.weight.device();
         let mut b = SummaryBuilder::new(name, input_shape);
         let mut x: Tensor<2> = Tensor::<4>::zeros(
-            [input_shape[0], input_shape[1], input_shape[2], input_shape[3]],
+            [
+                input_shape[0],
+                input_shape[1],
+                input_shape[2],
+                input_shape[3],
+            ],
             &device,
         )
         .flatten(1, 3);
@@ -203,9 +212,20 @@ impl Classifier for Mlp {
         for (i, layer) in self.hidden.iter().enumerate() {
             let [d_in, d_out] = layer.weight.dims();
             x = layer.forward(x);
-            b.layer(format!("hidden.{i}"), "Linear", layer, &x.dims(), mult_adds::linear(batch, d_in, d_out));
+            b.layer(
+                format!("hidden.{i}"),
+                "Linear",
+                layer,
+                &x.dims(),
+                mult_adds::linear(batch, d_in, d_out),
+            );
             x = self.activation.apply(x);
-            b.op(format!("hidden.{i}.act"), self.activation.name(), &x.dims(), 0);
+            b.op(
+                format!("hidden.{i}.act"),
+                self.activation.name(),
+                &x.dims(),
+                0,
+            );
             if self.dropout.prob > 0.0 {
                 x = self.dropout.forward(x);
                 b.op(format!("hidden.{i}.dropout"), "Dropout", &x.dims(), 0);
@@ -213,7 +233,13 @@ impl Classifier for Mlp {
         }
         let [d_in, d_out] = self.output.weight.dims();
         let x = self.output.forward(x);
-        b.layer("output", "Linear", &self.output, &x.dims(), mult_adds::linear(batch, d_in, d_out));
+        b.layer(
+            "output",
+            "Linear",
+            &self.output,
+            &x.dims(),
+            mult_adds::linear(batch, d_in, d_out),
+        );
         Ok(b.finish(self))
     }
 }
@@ -235,11 +261,21 @@ mod tests {
     #[test]
     fn invalid_configs_are_errors() {
         let device = Device::flex();
-        let err = MlpConfig::new(0, &[4], 2).init(&device).unwrap_err().to_string();
+        let err = MlpConfig::new(0, &[4], 2)
+            .init(&device)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("input_size must be at least 1"), "{err}");
-        let err = MlpConfig::new(4, &[4, 0], 2).init(&device).unwrap_err().to_string();
+        let err = MlpConfig::new(4, &[4, 0], 2)
+            .init(&device)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hidden_sizes[1] is 0"), "{err}");
-        let err = MlpConfig::new(4, &[4], 2).with_dropout(1.5).init(&device).unwrap_err().to_string();
+        let err = MlpConfig::new(4, &[4], 2)
+            .with_dropout(1.5)
+            .init(&device)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dropout must be in [0, 1)"), "{err}");
     }
 

@@ -104,7 +104,9 @@ impl ModelConfig {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let parsed = if is_json {
             Self::from_json(&text)
         } else {
@@ -230,13 +232,21 @@ mod tests {
 
     #[test]
     fn bad_config_files_are_clear_errors() {
-        let err = ModelConfig::from_toml("model = \"mlp\"\ninput_size = 64\nhidden_sizes = [32]\noutput_size = 10\nwidth = 3\n").unwrap_err();
+        let err = ModelConfig::from_toml(
+            "model = \"mlp\"\ninput_size = 64\nhidden_sizes = [32]\noutput_size = 10\nwidth = 3\n",
+        )
+        .unwrap_err();
         assert!(err.contains("unknown field `width`"), "{err}");
         let err = ModelConfig::from_toml("model = \"transformer-xxl\"\n").unwrap_err();
         assert!(err.contains("unknown variant `transformer-xxl`"), "{err}");
-        let err = ModelConfig::from_toml("model = \"mlp\"\ninput_size = 0\nhidden_sizes = []\noutput_size = 10\n").unwrap_err();
+        let err = ModelConfig::from_toml(
+            "model = \"mlp\"\ninput_size = 0\nhidden_sizes = []\noutput_size = 10\n",
+        )
+        .unwrap_err();
         assert!(err.contains("input_size must be at least 1"), "{err}");
-        let err = ModelConfig::from_file(Path::new("/nonexistent/model.toml")).unwrap_err().to_string();
+        let err = ModelConfig::from_file(Path::new("/nonexistent/model.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/model.toml"), "{err}");
     }
 
@@ -245,6 +255,9 @@ mod tests {
         let p = preset("mlp").unwrap();
         assert!(p.config.check_input([1, 8, 8]).is_ok());
         let err = p.config.check_input([1, 28, 28]).unwrap_err().to_string();
-        assert!(err.contains("input_size is 64 but the data has 1x28x28 = 784"), "{err}");
+        assert!(
+            err.contains("input_size is 64 but the data has 1x28x28 = 784"),
+            "{err}"
+        );
     }
 }

@@ -16,7 +16,11 @@ fn every_preset_summary_matches_snapshot_and_burn_count() {
         let summary = model.summary(preset.name, &preset.summary_input()).unwrap();
         assert_eq!(summary.total_params, model.num_params(), "{}", preset.name);
         let layer_sum: usize = summary.layers.iter().map(|l| l.params).sum();
-        assert_eq!(layer_sum, summary.total_params, "{}: rows must add up", preset.name);
+        assert_eq!(
+            layer_sum, summary.total_params,
+            "{}: rows must add up",
+            preset.name
+        );
         assert_eq!(summary.trainable_params, summary.total_params);
         insta::assert_snapshot!(format!("{}_text", preset.name), summary.to_string());
         insta::assert_snapshot!(format!("{}_json", preset.name), summary.to_json());
@@ -34,7 +38,11 @@ fn mlp_mult_adds_by_hand() {
     // A batch of 32 multiplies every linear layer's count by 32.
     let summary = model.summary("mlp", &[32, 1, 8, 8]).unwrap();
     assert_eq!(summary.total_mult_adds, 32 * 17_024);
-    let hidden0 = summary.layers.iter().find(|l| l.path == "hidden.0").unwrap();
+    let hidden0 = summary
+        .layers
+        .iter()
+        .find(|l| l.path == "hidden.0")
+        .unwrap();
     assert_eq!(hidden0.output_shape, vec![32, 128]);
     assert_eq!(hidden0.params, 64 * 128 + 128);
 }
@@ -44,7 +52,9 @@ fn lenet_300_100_counts_by_hand() {
     // 784*300 + 300*100 + 100*10 = 266,200 mult-adds; plus 410 biases = 266,610 parameters.
     let preset = kiln_models::preset("lenet-300-100").unwrap();
     let model = preset.config.init(&device()).unwrap();
-    let summary = model.summary("lenet-300-100", &preset.summary_input()).unwrap();
+    let summary = model
+        .summary("lenet-300-100", &preset.summary_input())
+        .unwrap();
     assert_eq!(summary.total_mult_adds, 266_200);
     assert_eq!(summary.total_params, 266_610);
     assert_eq!(summary.param_bytes, 266_610 * 4);
@@ -57,8 +67,15 @@ fn frozen_layers_show_as_non_trainable() {
     let kiln_models::ZooModel::Mlp(mut mlp) = model;
     mlp.hidden[0] = mlp.hidden[0].clone().no_grad();
     let summary = mlp.summary("mlp", &[1, 1, 8, 8]).unwrap();
-    let row = summary.layers.iter().find(|l| l.path == "hidden.0").unwrap();
+    let row = summary
+        .layers
+        .iter()
+        .find(|l| l.path == "hidden.0")
+        .unwrap();
     assert_eq!(row.trainable_label(), "no");
     assert_eq!(summary.non_trainable_params, 64 * 128 + 128);
-    assert_eq!(summary.trainable_params + summary.non_trainable_params, mlp.num_params());
+    assert_eq!(
+        summary.trainable_params + summary.non_trainable_params,
+        mlp.num_params()
+    );
 }

@@ -55,7 +55,9 @@ impl TrainConfig {
             return Err(Error::InvalidSetting("epochs must be at least 1".into()));
         }
         if self.batch_size == 0 {
-            return Err(Error::InvalidSetting("batch size must be at least 1".into()));
+            return Err(Error::InvalidSetting(
+                "batch size must be at least 1".into(),
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::InvalidSetting(format!(
@@ -104,9 +106,21 @@ mod tests {
     fn bad_settings_are_named() {
         let mut config = TrainConfig::for_preset("mlp").unwrap();
         config.lr = f64::NAN;
-        assert!(config.validate().unwrap_err().to_string().contains("learning rate"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("learning rate")
+        );
         config.lr = 1e-3;
         config.batch_size = 0;
-        assert!(config.validate().unwrap_err().to_string().contains("batch size"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("batch size")
+        );
     }
 }

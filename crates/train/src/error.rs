@@ -32,7 +32,9 @@ pub enum Error {
     #[error("invalid training setting: {0}")]
     InvalidSetting(String),
     /// The loss became NaN or infinite.
-    #[error("training diverged: the {split} loss of epoch {epoch} is {value}; lower the learning rate")]
+    #[error(
+        "training diverged: the {split} loss of epoch {epoch} is {value}; lower the learning rate"
+    )]
     Diverged {
         /// `train` or `valid`.
         split: String,

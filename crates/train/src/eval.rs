@@ -82,14 +82,19 @@ impl RunFiles {
     }
 }
 
-/// Loads a run folder's config, normaliser and trained model onto `device`.
-pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer, ZooModel)> {
+fn check_run_dir(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::BadRunFile {
             path: dir.to_path_buf(),
             reason: "not a run folder (expected a directory written by `kiln train`)".into(),
         });
     }
+    Ok(())
+}
+
+/// Loads a run folder's config, normaliser and trained model onto `device`.
+pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer, ZooModel)> {
+    check_run_dir(dir)?;
     let files = RunFiles::new(dir);
     let config = TrainConfig::load(&files.config)?;
     let text = std::fs::read_to_string(&files.normalizer).map_err(io(&files.normalizer))?;
@@ -117,9 +122,16 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer,
 /// Reloads a run folder and evaluates it on its dataset's held-out test split (the same split
 /// training used, re-derived from the saved seed).
 pub fn evaluate_run(dir: &Path) -> Result<EvalReport> {
+    check_run_dir(dir)?;
     let spec = TrainConfig::load(&RunFiles::new(dir).config)?.device;
     let device = spec.device();
     let (config, normalizer, model) = load_run(dir, &device)?;
     let data = kiln_data::load_split(&config.dataset, kiln_core::Seed(config.seed))?;
-    evaluate(&model, &data.test, &normalizer, config.batch_size.max(256), &device)
+    evaluate(
+        &model,
+        &data.test,
+        &normalizer,
+        config.batch_size.max(256),
+        &device,
+    )
 }

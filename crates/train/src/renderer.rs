@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
 use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining,
 };
-use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
 use serde::{Deserialize, Serialize};
 
 /// Metrics of one epoch (accuracies as fractions in 0..=1).
@@ -110,7 +110,7 @@ impl TrainingProgressLogger for KilnRenderer {
     fn update_epoch(&mut self, epoch: usize) {
         let current = std::mem::take(&mut self.current);
         let metrics = EpochMetrics {
-            epoch: epoch + 1,
+            epoch,
             train_loss: get(&current.train, "Loss"),
             train_accuracy: get(&current.train, "Accuracy") / 100.0,
             valid_loss: get(&current.valid, "Loss"),
@@ -121,7 +121,7 @@ impl TrainingProgressLogger for KilnRenderer {
         if !self.quiet {
             let width = self.total_epochs.to_string().len();
             println!(
-                "epoch {:>width$}/{}  train loss {:.4} acc {:6.2}%  valid loss {:.4} acc {:6.2}%  ({:.1}s)",
+                "epoch {:>width$}/{}  train loss {:.4} acc {:6.2}%  valid loss {:.4} acc {:6.2}%  ({:.2}s)",
                 metrics.epoch,
                 self.total_epochs,
                 metrics.train_loss,

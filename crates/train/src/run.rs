@@ -18,6 +18,8 @@ use crate::eval::RunFiles;
 use crate::renderer::KilnRenderer;
 use crate::{ClassificationTask, EpochMetrics, Error, EvalReport, Result, TrainConfig};
 
+static RUN_LOCK: Mutex<()> = Mutex::new(());
+
 /// How a run reports progress.
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
@@ -54,6 +56,11 @@ pub struct TrainReport {
 /// [`evaluate_run`](crate::evaluate_run), exactly as `kiln eval` does.
 pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
+    // burn's CPU backends keep one process-wide RNG (initialisation, dropout). Two runs
+    // interleaving their draws would break seed-exactness, so runs in one process take turns.
+    let _turn = RUN_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let seed = Seed(config.seed);
     let device = config.device.autodiff_device();
     seed.apply(&device);
@@ -150,7 +157,8 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
 }
 
 fn write_metrics_csv(path: &Path, epochs: &[EpochMetrics]) -> Result<()> {
-    let mut text = String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds\n");
+    let mut text =
+        String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds\n");
     for m in epochs {
         text.push_str(&format!(
             "{},{},{},{},{},{:.3}\n",

@@ -2,7 +2,6 @@
 //!
 //! `cargo run --example train_digits`
 
-use kiln::models::Classifier;
 use kiln::train::{TrainConfig, TrainOptions, evaluate_run, train};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,7 +1,6 @@
 //! The facade crate exposes every part under one name, and the parts work together.
 
 use kiln::burn::module::Module;
-use kiln::models::Classifier;
 
 #[test]
 fn facade_reaches_every_crate() {
@@ -11,7 +10,7 @@ fn facade_reaches_every_crate() {
     let summary = model.summary(preset.name, &preset.summary_input()).unwrap();
     assert_eq!(summary.total_params, model.num_params());
     let data = kiln::data::load_split(preset.dataset, kiln::core::Seed(1)).unwrap();
-    assert_eq!(data.train.shape, preset.input);
+    assert_eq!(data.train.shape.to_vec(), preset.input);
     let config = kiln::train::TrainConfig::for_preset("mlp").unwrap();
     assert_eq!(config.model, preset.config);
 }

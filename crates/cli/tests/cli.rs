@@ -59,7 +59,7 @@ fn errors_are_one_line_with_nonzero_exit() {
     for (args, expected) in [
         (
             vec!["summary", "resnet-9000"],
-            "error: unknown model `resnet-9000`; available models: mlp, lenet-300-100",
+            "error: unknown model `resnet-9000`; available models: mlp, mlp-mnist, lenet-300-100",
         ),
         (
             vec!["train", "mlp", "--device", "tpu", "--epochs", "1"],

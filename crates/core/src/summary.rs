@@ -225,7 +225,8 @@ pub mod mult_adds {
     }
 }
 
-fn thousands(n: u64) -> String {
+/// `1234567` → `"1,234,567"`.
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {

@@ -3,23 +3,38 @@
 //! The Kiln model zoo: configurable burn [`Module`](burn::module::Module)s with serde configs,
 //! usable on their own, without the CLI or the training crate.
 //!
-//! - [`Mlp`] / [`MlpConfig`]: a multi-layer perceptron over flattened images.
-//! - [`registry`]: model names → config presets → built models ([`ZooModel`]), and configs from
-//!   TOML/JSON files.
+//! | model | module | input |
+//! |---|---|---|
+//! | multi-layer perceptron | [`Mlp`] | images (flattened) |
+//! | convolutional classifier (`lenet5`, `cnn-small`) | [`cnn::Cnn`] | images |
+//! | ViT-lite | [`vit::VitLite`] | images |
+//! | transformer sequence classifier | [`transformer::TransformerClassifier`] | token ids |
+//! | decoder-only language model with `generate` | [`transformer::CausalLm`] | token ids |
+//! | BERT encoder (Hugging Face compatible) | [`bert::BertEncoder`] | token ids |
 //!
-//! Every zoo model takes images as `[batch, channels, height, width]` and returns logits
-//! `[batch, classes]` ([`Classifier`]), and describes itself with a
-//! [`ModelSummary`](kiln_core::ModelSummary).
+//! [`registry`] maps names to config presets and built models ([`ZooModel`], [`ImageModel`]);
+//! configs also come from TOML/JSON files. Every model describes itself with a
+//! [`ModelSummary`](kiln_core::ModelSummary) (per-layer output shape, parameters, trainable
+//! flag, mult-adds).
+//!
+//! Transformer layers are burn-nn's `TransformerEncoder` (multi-head attention with padding and
+//! causal masks, pre- or post-norm); Kiln writes no attention of its own.
 //!
 //! kiln-models knows nothing about datasets, training or the CLI.
 
+pub mod bert;
+pub mod cnn;
+mod common;
 mod error;
 pub mod mlp;
 pub mod registry;
+pub mod transformer;
+pub mod vit;
 
+pub use common::{Activation, Pool, conv_out};
 pub use error::{Error, Result};
-pub use mlp::{Activation, Mlp, MlpConfig};
-pub use registry::{ModelConfig, Preset, ZooModel, preset, presets};
+pub use mlp::{Mlp, MlpConfig};
+pub use registry::{ImageModel, InputKind, ModelConfig, Preset, ZooModel, preset, presets};
 
 use burn::tensor::Tensor;
 use kiln_core::ModelSummary;

@@ -7,49 +7,8 @@ use kiln_core::summary::{SummaryBuilder, mult_adds};
 use kiln_core::{Error as CoreError, ModelSummary};
 use serde::{Deserialize, Serialize};
 
+use crate::common::Activation;
 use crate::{Classifier, Error, Result};
-
-/// Activation functions selectable from configs (`"relu"`, `"gelu"`, ...).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activation {
-    /// max(0, x).
-    #[default]
-    Relu,
-    /// Gaussian error linear unit (exact, erf form).
-    Gelu,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// Logistic sigmoid.
-    Sigmoid,
-    /// x · sigmoid(x).
-    Silu,
-}
-
-impl Activation {
-    /// The layer name shown in summaries.
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Relu => "ReLU",
-            Activation::Gelu => "GELU",
-            Activation::Tanh => "Tanh",
-            Activation::Sigmoid => "Sigmoid",
-            Activation::Silu => "SiLU",
-        }
-    }
-
-    /// Applies the activation.
-    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        use burn::tensor::activation as act;
-        match self {
-            Activation::Relu => act::relu(x),
-            Activation::Gelu => act::gelu(x),
-            Activation::Tanh => act::tanh(x),
-            Activation::Sigmoid => act::sigmoid(x),
-            Activation::Silu => act::silu(x),
-        }
-    }
-}
 
 /// Configuration of an [`Mlp`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

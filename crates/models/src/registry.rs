@@ -1,9 +1,9 @@
 //! The zoo's registry: names → config presets → built models.
 //!
 //! ```
-//! use kiln_models::{preset, Classifier};
+//! use kiln_models::preset;
 //! let device = burn::tensor::Device::flex();
-//! let p = preset("mlp").unwrap();
+//! let p = preset("cnn-small").unwrap();
 //! let model = p.config.init(&device).unwrap();
 //! let summary = model.summary(p.name, &p.summary_input()).unwrap();
 //! assert_eq!(summary.total_params, burn::module::Module::num_params(&model));
@@ -16,7 +16,23 @@ use burn::tensor::{Device, Tensor};
 use kiln_core::ModelSummary;
 use serde::{Deserialize, Serialize};
 
+use crate::bert::{BertConfig, BertEncoder};
+use crate::cnn::{Cnn, CnnConfig};
+use crate::transformer::{
+    CausalLm, CausalLmConfig, EncoderConfig, Pooling, Positions, TransformerClassifier,
+    TransformerClassifierConfig,
+};
+use crate::vit::{VitConfig, VitLite};
 use crate::{Classifier, Error, Mlp, MlpConfig, Result};
+
+/// What a model takes as input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// Images `[batch, channels, height, width]`.
+    Image,
+    /// Token ids `[batch, sequence]`.
+    Tokens,
+}
 
 /// The configuration of any zoo model, tagged by `model` in TOML/JSON:
 ///
@@ -33,13 +49,36 @@ use crate::{Classifier, Error, Mlp, MlpConfig, Result};
 pub enum ModelConfig {
     /// A multi-layer perceptron.
     Mlp(MlpConfig),
+    /// A convolutional classifier.
+    Cnn(CnnConfig),
+    /// A small Vision Transformer.
+    VitLite(VitConfig),
+    /// A transformer sequence classifier.
+    TransformerClassifier(TransformerClassifierConfig),
+    /// A decoder-only language model.
+    CausalLm(CausalLmConfig),
+    /// A BERT encoder (Hugging Face compatible).
+    Bert(BertConfig),
 }
 
 impl ModelConfig {
-    /// The model type name (`mlp`, ...).
+    /// The model type name as written in config files.
     pub fn kind(&self) -> &'static str {
         match self {
             ModelConfig::Mlp(_) => "mlp",
+            ModelConfig::Cnn(_) => "cnn",
+            ModelConfig::VitLite(_) => "vit-lite",
+            ModelConfig::TransformerClassifier(_) => "transformer-classifier",
+            ModelConfig::CausalLm(_) => "causal-lm",
+            ModelConfig::Bert(_) => "bert",
+        }
+    }
+
+    /// What the model takes as input.
+    pub fn input_kind(&self) -> InputKind {
+        match self {
+            ModelConfig::Mlp(_) | ModelConfig::Cnn(_) | ModelConfig::VitLite(_) => InputKind::Image,
+            _ => InputKind::Tokens,
         }
     }
 
@@ -47,25 +86,63 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Mlp(c) => c.validate(),
+            ModelConfig::Cnn(c) => c.validate(),
+            ModelConfig::VitLite(c) => c.validate(),
+            ModelConfig::TransformerClassifier(c) => c.validate(),
+            ModelConfig::CausalLm(c) => c.validate(),
+            ModelConfig::Bert(c) => c.validate(),
         }
     }
 
     /// Builds the model on `device`.
     pub fn init(&self, device: &Device) -> Result<ZooModel> {
         Ok(match self {
-            ModelConfig::Mlp(c) => ZooModel::Mlp(c.init(device)?),
+            ModelConfig::TransformerClassifier(c) => {
+                ZooModel::TransformerClassifier(c.init(device)?)
+            }
+            ModelConfig::CausalLm(c) => ZooModel::CausalLm(c.init(device)?),
+            ModelConfig::Bert(c) => ZooModel::Bert(c.init(device)?),
+            _ => ZooModel::Image(self.init_image(device)?),
         })
     }
 
-    /// Number of classes the model predicts.
+    /// Builds an image classifier, or explains why this model is not one.
+    pub fn init_image(&self, device: &Device) -> Result<ImageModel> {
+        Ok(match self {
+            ModelConfig::Mlp(c) => ImageModel::Mlp(c.init(device)?),
+            ModelConfig::Cnn(c) => ImageModel::Cnn(c.init(device)?),
+            ModelConfig::VitLite(c) => ImageModel::VitLite(c.init(device)?),
+            other => {
+                return Err(Error::InvalidConfig {
+                    model: other.kind().into(),
+                    reason: "this model takes token ids, not images".into(),
+                });
+            }
+        })
+    }
+
+    /// Number of classes an image or sequence classifier predicts (vocabulary size for a
+    /// language model, hidden size for BERT).
     pub fn num_classes(&self) -> usize {
         match self {
             ModelConfig::Mlp(c) => c.output_size,
+            ModelConfig::Cnn(c) => c.num_classes,
+            ModelConfig::VitLite(c) => c.num_classes,
+            ModelConfig::TransformerClassifier(c) => c.num_classes,
+            ModelConfig::CausalLm(c) => c.encoder.vocab_size,
+            ModelConfig::Bert(c) => c.hidden_size,
         }
     }
 
     /// Checks that images of `[channels, height, width]` fit the model.
     pub fn check_input(&self, chw: [usize; 3]) -> Result<()> {
+        let mismatch = |expected: [usize; 3]| Error::InvalidConfig {
+            model: self.kind().into(),
+            reason: format!(
+                "the model takes {}x{}x{} images but the data has {}x{}x{}",
+                expected[0], expected[1], expected[2], chw[0], chw[1], chw[2]
+            ),
+        };
         match self {
             ModelConfig::Mlp(c) => {
                 let features = chw.iter().product::<usize>();
@@ -80,6 +157,13 @@ impl ModelConfig {
                 }
                 Ok(())
             }
+            ModelConfig::Cnn(c) if c.input != chw => Err(mismatch(c.input)),
+            ModelConfig::VitLite(c) if c.input != chw => Err(mismatch(c.input)),
+            ModelConfig::Cnn(_) | ModelConfig::VitLite(_) => Ok(()),
+            other => Err(Error::InvalidConfig {
+                model: other.kind().into(),
+                reason: "this model takes token ids, not images".into(),
+            }),
         }
     }
 
@@ -124,23 +208,60 @@ impl ModelConfig {
     }
 }
 
-/// A built zoo model.
+/// A built image classifier (what `kiln train` trains today).
+// A model is built once and moved rarely; the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum ZooModel {
+pub enum ImageModel {
     /// A multi-layer perceptron.
     Mlp(Mlp),
+    /// A convolutional classifier.
+    Cnn(Cnn),
+    /// A small Vision Transformer.
+    VitLite(VitLite),
 }
 
-impl Classifier for ZooModel {
+impl Classifier for ImageModel {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
-            ZooModel::Mlp(m) => m.forward(images),
+            ImageModel::Mlp(m) => m.forward(images),
+            ImageModel::Cnn(m) => m.forward(images),
+            ImageModel::VitLite(m) => m.forward(images),
         }
     }
 
     fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary> {
         match self {
-            ZooModel::Mlp(m) => m.summary(name, input_shape),
+            ImageModel::Mlp(m) => m.summary(name, input_shape),
+            ImageModel::Cnn(m) => m.summary(name, input_shape),
+            ImageModel::VitLite(m) => m.summary(name, input_shape),
+        }
+    }
+}
+
+/// Any built zoo model.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum ZooModel {
+    /// An image classifier.
+    Image(ImageModel),
+    /// A transformer sequence classifier.
+    TransformerClassifier(TransformerClassifier),
+    /// A decoder-only language model.
+    CausalLm(CausalLm),
+    /// A BERT encoder.
+    Bert(BertEncoder),
+}
+
+impl ZooModel {
+    /// Summary for `input_shape`: `[batch, channels, height, width]` for image models,
+    /// `[batch, sequence]` for token models.
+    pub fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary> {
+        match self {
+            ZooModel::Image(m) => m.summary(name, input_shape),
+            ZooModel::TransformerClassifier(m) => m.summary(name, input_shape),
+            ZooModel::CausalLm(m) => m.summary(name, input_shape),
+            ZooModel::Bert(m) => m.summary(name, input_shape),
         }
     }
 }
@@ -152,9 +273,9 @@ pub struct Preset {
     pub name: &'static str,
     /// One line for `kiln models`.
     pub description: &'static str,
-    /// Input the preset is made for: `[channels, height, width]`.
-    pub input: [usize; 3],
-    /// The dataset the preset trains on by default.
+    /// Input of one sample: `[channels, height, width]` or `[sequence]`.
+    pub input: Vec<usize>,
+    /// The dataset the preset is made for.
     pub dataset: &'static str,
     /// The model config.
     pub config: ModelConfig,
@@ -163,7 +284,31 @@ pub struct Preset {
 impl Preset {
     /// Input shape for summaries: batch 1 then [`Preset::input`].
     pub fn summary_input(&self) -> Vec<usize> {
-        vec![1, self.input[0], self.input[1], self.input[2]]
+        let mut shape = vec![1];
+        shape.extend_from_slice(&self.input);
+        shape
+    }
+}
+
+fn encoder(
+    vocab_size: usize,
+    max_len: usize,
+    d_model: usize,
+    n_heads: usize,
+    n_layers: usize,
+    d_ff: usize,
+) -> EncoderConfig {
+    EncoderConfig {
+        vocab_size,
+        max_len,
+        d_model,
+        n_heads,
+        n_layers,
+        d_ff,
+        dropout: 0.1,
+        norm_first: true,
+        positions: Positions::Learned,
+        layer_norm_eps: 1e-5,
     }
 }
 
@@ -173,16 +318,78 @@ pub fn presets() -> Vec<Preset> {
         Preset {
             name: "mlp",
             description: "MLP 64-128-64-10 (ReLU, dropout 0.1) for 8x8 UCI digits",
-            input: [1, 8, 8],
+            input: vec![1, 8, 8],
             dataset: "digits",
             config: ModelConfig::Mlp(MlpConfig::new(64, &[128, 64], 10).with_dropout(0.1)),
         },
         Preset {
+            name: "mlp-mnist",
+            description: "MLP 784-256-128-10 (ReLU) for 28x28 MNIST (the reference benchmark's MLP)",
+            input: vec![1, 28, 28],
+            dataset: "mnist",
+            config: ModelConfig::Mlp(MlpConfig::new(784, &[256, 128], 10)),
+        },
+        Preset {
             name: "lenet-300-100",
             description: "LeNet-300-100 MLP (784-300-100-10, ReLU) for 28x28 MNIST, as in Han et al. 2015",
-            input: [1, 28, 28],
+            input: vec![1, 28, 28],
             dataset: "mnist",
             config: ModelConfig::Mlp(MlpConfig::new(784, &[300, 100], 10)),
+        },
+        Preset {
+            name: "lenet5",
+            description: "LeNet-5 (conv 6-16 5x5, dense 120-84-10, ReLU, max pool) for 28x28 MNIST",
+            input: vec![1, 28, 28],
+            dataset: "mnist",
+            config: ModelConfig::Cnn(CnnConfig::lenet5()),
+        },
+        Preset {
+            name: "cnn-small",
+            description: "CNN: conv 32-64 3x3 + max pool, dense 1600-128-10, for 28x28 MNIST (the reference benchmark's CNN)",
+            input: vec![1, 28, 28],
+            dataset: "mnist",
+            config: ModelConfig::Cnn(CnnConfig::cnn_small()),
+        },
+        Preset {
+            name: "vit-lite",
+            description: "ViT-lite: 28x28x1, patch 4, dim 64, depth 4, heads 4, MLP 128 (the reference benchmark's ViT)",
+            input: vec![1, 28, 28],
+            dataset: "mnist",
+            config: ModelConfig::VitLite(VitConfig::vit_lite()),
+        },
+        Preset {
+            name: "vit-lite-digits",
+            description: "ViT-lite for 8x8 UCI digits: patch 2 (16 patches), dim 64, depth 4, heads 4, MLP 128",
+            input: vec![1, 8, 8],
+            dataset: "digits",
+            config: ModelConfig::VitLite(VitConfig::vit_lite_digits()),
+        },
+        Preset {
+            name: "transformer-classifier",
+            description: "Transformer text classifier: WordPiece vocab 30,522, 128 tokens, d 128, 2 layers, 4 heads, mean pooling, 2 classes",
+            input: vec![128],
+            dataset: "fine-foods-reviews",
+            config: ModelConfig::TransformerClassifier(TransformerClassifierConfig {
+                encoder: encoder(30522, 128, 128, 4, 2, 256),
+                num_classes: 2,
+                pooling: Pooling::Mean,
+            }),
+        },
+        Preset {
+            name: "char-lm",
+            description: "Character-level causal LM: vocab 128, context 128, d 128, 4 layers, 4 heads (pre-norm)",
+            input: vec![128],
+            dataset: "jane-austen",
+            config: ModelConfig::CausalLm(CausalLmConfig {
+                encoder: encoder(128, 128, 128, 4, 4, 512),
+            }),
+        },
+        Preset {
+            name: "bert-minilm",
+            description: "BERT encoder shaped as all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads, vocab 30,522",
+            input: vec![128],
+            dataset: "-",
+            config: ModelConfig::Bert(BertConfig::minilm_l6()),
         },
     ]
 }
@@ -206,19 +413,26 @@ mod tests {
     #[test]
     fn unknown_model_lists_presets() {
         let err = preset("resnet-9000").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "unknown model `resnet-9000`; available models: mlp, lenet-300-100"
-        );
+        assert!(err.starts_with("unknown model `resnet-9000`; available models: mlp, mlp-mnist, lenet-300-100, lenet5, cnn-small, vit-lite"), "{err}");
     }
 
     #[test]
     fn config_round_trips_through_toml_and_json() {
         for p in presets() {
             let toml_text = p.config.to_toml();
-            assert_eq!(ModelConfig::from_toml(&toml_text).unwrap(), p.config);
+            assert_eq!(
+                ModelConfig::from_toml(&toml_text).unwrap(),
+                p.config,
+                "{}",
+                p.name
+            );
             let json = serde_json::to_string(&p.config).unwrap();
-            assert_eq!(ModelConfig::from_json(&json).unwrap(), p.config);
+            assert_eq!(
+                ModelConfig::from_json(&json).unwrap(),
+                p.config,
+                "{}",
+                p.name
+            );
         }
     }
 
@@ -228,6 +442,13 @@ mod tests {
         let config = ModelConfig::from_toml(text).unwrap();
         let model = config.init(&Device::flex()).unwrap();
         assert_eq!(model.num_params(), 64 * 32 + 32 + 32 * 10 + 10);
+        let text = "model = \"vit-lite\"\ninput = [1, 8, 8]\npatch = 4\ndim = 32\ndepth = 1\nheads = 2\nmlp_dim = 64\nnum_classes = 10\n";
+        assert!(
+            ModelConfig::from_toml(text)
+                .unwrap()
+                .init(&Device::flex())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -244,6 +465,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("input_size must be at least 1"), "{err}");
+        let err = ModelConfig::from_toml("model = \"vit-lite\"\ninput = [1, 28, 28]\npatch = 3\ndim = 64\ndepth = 1\nheads = 4\nmlp_dim = 64\nnum_classes = 10\n").unwrap_err();
+        assert!(
+            err.contains("patch size 3 does not divide the 28x28 image"),
+            "{err}"
+        );
         let err = ModelConfig::from_file(Path::new("/nonexistent/model.toml"))
             .unwrap_err()
             .to_string();
@@ -259,5 +485,22 @@ mod tests {
             err.contains("input_size is 64 but the data has 1x28x28 = 784"),
             "{err}"
         );
+        let err = preset("vit-lite")
+            .unwrap()
+            .config
+            .check_input([1, 8, 8])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("takes 1x28x28 images but the data has 1x8x8"),
+            "{err}"
+        );
+        let err = preset("char-lm")
+            .unwrap()
+            .config
+            .init_image(&Device::flex())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("takes token ids, not images"), "{err}");
     }
 }

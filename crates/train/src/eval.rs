@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 use kiln_data::{ImageBatcher, ImageSet, Normalizer};
-use kiln_models::{Classifier, ZooModel};
+use kiln_models::{Classifier, ImageModel};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
@@ -25,7 +25,7 @@ pub struct EvalReport {
 
 /// Evaluates `model` on `set` (normalised with `normalizer`) on a non-autodiff `device`.
 pub fn evaluate(
-    model: &ZooModel,
+    model: &ImageModel,
     set: &ImageSet,
     normalizer: &Normalizer,
     batch_size: usize,
@@ -93,7 +93,7 @@ fn check_run_dir(dir: &Path) -> Result<()> {
 }
 
 /// Loads a run folder's config, normaliser and trained model onto `device`.
-pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer, ZooModel)> {
+pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer, ImageModel)> {
     check_run_dir(dir)?;
     let files = RunFiles::new(dir);
     let config = TrainConfig::load(&files.config)?;
@@ -110,7 +110,7 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer,
     }
     let model = config
         .model
-        .init(device)?
+        .init_image(device)?
         .try_load_file(&files.model)
         .map_err(|e| Error::Weights {
             path: files.model.clone(),

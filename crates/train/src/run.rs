@@ -94,7 +94,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
         .set_device(device.clone())
         .build(ImageDataset::new(data.test.clone()));
 
-    let model = config.model.init(&device)?;
+    let model = config.model.init_image(&device)?;
     let params = model.num_params();
     let task = ClassificationTask { model };
     let optimizer = AdamConfig::new().with_epsilon(1e-8).init();

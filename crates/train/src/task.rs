@@ -2,13 +2,13 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use kiln_data::ImageBatch;
-use kiln_models::{Classifier, ZooModel};
+use kiln_models::{Classifier, ImageModel};
 
 /// A zoo classifier trained with cross-entropy: the unit burn-train's `Learner` drives.
 #[derive(Module, Debug)]
 pub struct ClassificationTask {
     /// The model being trained.
-    pub model: ZooModel,
+    pub model: ImageModel,
 }
 
 impl ClassificationTask {

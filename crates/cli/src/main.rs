@@ -61,6 +61,12 @@ enum Command {
         /// Device: cpu (flex), ndarray, wgpu, wgpu:N.
         #[arg(long)]
         device: Option<String>,
+        /// Train on only the first N images of each class.
+        #[arg(long)]
+        train_per_class: Option<usize>,
+        /// Evaluate on only the first N test images of each class.
+        #[arg(long)]
+        test_per_class: Option<usize>,
         /// Run folder (default: runs/<model>-<unix time>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -187,6 +193,8 @@ fn run(cli: Cli) -> Result<()> {
             lr,
             seed,
             device,
+            train_per_class,
+            test_per_class,
             out,
             quiet,
         } => {
@@ -212,6 +220,8 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(d) = device {
                 cfg.device = DeviceSpec::parse(&d)?;
             }
+            cfg.train_per_class = train_per_class.or(cfg.train_per_class);
+            cfg.test_per_class = test_per_class.or(cfg.test_per_class);
             let out = out.unwrap_or_else(|| kiln_train::default_run_dir(&cfg.name));
             if !quiet {
                 println!(

@@ -39,6 +39,18 @@ pub enum Error {
         /// Comma-separated list of known datasets.
         available: String,
     },
+    /// A dataset whose files are not in the data directory.
+    #[error(
+        "dataset `{dataset}` not found: put {files:?} in {dir} (or point --data-dir / KILN_DATA_DIR at a folder holding {dataset}/)"
+    )]
+    Missing {
+        /// Dataset name.
+        dataset: String,
+        /// Where the files were looked for.
+        dir: PathBuf,
+        /// The files expected there.
+        files: Vec<String>,
+    },
     /// Arguments that cannot work (empty set, bad fraction...).
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -48,6 +48,19 @@ impl ImageSet {
         counts
     }
 
+    /// The first `n` images of each class (fewer where a class has fewer), in file order.
+    pub fn first_per_class(&self, n: usize) -> ImageSet {
+        let mut taken = vec![0usize; self.num_classes()];
+        let indices: Vec<usize> = (0..self.len())
+            .filter(|&i| {
+                let l = self.labels[i];
+                taken[l] += 1;
+                taken[l] <= n
+            })
+            .collect();
+        self.subset(&indices)
+    }
+
     /// The images at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> ImageSet {
         let mut pixels = Vec::with_capacity(indices.len() * self.image_len());

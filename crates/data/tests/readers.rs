@@ -104,6 +104,72 @@ fn unknown_dataset_lists_known_ones() {
         .to_string();
     assert_eq!(
         err,
-        "unknown dataset `imagenet`; available datasets: digits"
+        "unknown dataset `imagenet`; available datasets: digits, mnist, fashion-mnist"
     );
+}
+
+#[test]
+fn mnist_has_the_published_sizes_and_class_counts() {
+    let split = kiln_data::load_split_from("mnist", kiln_core::Seed(0), &data_dir()).unwrap();
+    assert_eq!((split.train.len(), split.test.len()), (60_000, 10_000));
+    assert_eq!(split.train.shape, [1, 28, 28]);
+    assert_eq!(split.train.pixels.len(), 60_000 * 784);
+    assert_eq!(
+        split.train.class_counts(),
+        vec![5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    );
+    assert_eq!(
+        split.test.class_counts(),
+        vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
+    // Pixels are scaled to 0..=1 and the first training image is a 5.
+    assert!(split.train.pixels.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    assert_eq!(split.train.labels[0], 5);
+    let few = split.train.first_per_class(7);
+    assert_eq!(few.class_counts(), vec![7; 10]);
+}
+
+#[test]
+fn fashion_mnist_is_balanced() {
+    let split =
+        kiln_data::load_split_from("fashion-mnist", kiln_core::Seed(0), &data_dir()).unwrap();
+    assert_eq!(split.train.class_counts(), vec![6000; 10]);
+    assert_eq!(split.test.class_counts(), vec![1000; 10]);
+    assert_eq!(split.train.classes[9], "Ankle boot");
+}
+
+#[test]
+fn missing_mnist_says_which_files_to_put_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = kiln_data::load_split_from("mnist", kiln_core::Seed(0), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dataset `mnist` not found"), "{err}");
+    assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
+    assert!(
+        err.contains(&dir.path().join("mnist").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_idx_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnist = dir.path().join("mnist");
+    std::fs::create_dir(&mnist).unwrap();
+    for name in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(data_dir().join("mnist").join(name), mnist.join(name)).unwrap();
+    }
+    let labels = mnist.join("t10k-labels-idx1-ubyte.gz");
+    let bytes = std::fs::read(&labels).unwrap();
+    std::fs::write(&labels, &bytes[..bytes.len() - 100]).unwrap();
+    let err = kiln_data::load_split_from("mnist", kiln_core::Seed(0), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("t10k-labels-idx1-ubyte.gz"), "{err}");
 }

@@ -25,6 +25,12 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Device name (`cpu`, `ndarray`, `wgpu`...).
     pub device: DeviceSpec,
+    /// Train on only the first N images of each class (few-label experiments, quick runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_per_class: Option<usize>,
+    /// Evaluate on only the first N test images of each class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_per_class: Option<usize>,
     /// The model.
     pub model: ModelConfig,
 }
@@ -46,6 +52,8 @@ impl TrainConfig {
             lr,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
+            train_per_class: None,
+            test_per_class: None,
             model: preset.config,
         })
     }
@@ -65,6 +73,11 @@ impl TrainConfig {
                 "learning rate must be a positive number, found {}",
                 self.lr
             )));
+        }
+        if self.train_per_class == Some(0) || self.test_per_class == Some(0) {
+            return Err(Error::InvalidSetting(
+                "images per class must be at least 1".into(),
+            ));
         }
         self.model.validate()?;
         Ok(())

@@ -119,6 +119,18 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer,
     Ok((config, normalizer, model))
 }
 
+/// The dataset of a run, with the run's per-class limits applied.
+pub(crate) fn load_data(config: &TrainConfig) -> Result<kiln_data::SplitImageSet> {
+    let mut data = kiln_data::load_split(&config.dataset, kiln_core::Seed(config.seed))?;
+    if let Some(n) = config.train_per_class {
+        data.train = data.train.first_per_class(n);
+    }
+    if let Some(n) = config.test_per_class {
+        data.test = data.test.first_per_class(n);
+    }
+    Ok(data)
+}
+
 /// Reloads a run folder and evaluates it on its dataset's held-out test split (the same split
 /// training used, re-derived from the saved seed).
 pub fn evaluate_run(dir: &Path) -> Result<EvalReport> {
@@ -126,7 +138,7 @@ pub fn evaluate_run(dir: &Path) -> Result<EvalReport> {
     let spec = TrainConfig::load(&RunFiles::new(dir).config)?.device;
     let device = spec.device();
     let (config, normalizer, model) = load_run(dir, &device)?;
-    let data = kiln_data::load_split(&config.dataset, kiln_core::Seed(config.seed))?;
+    let data = load_data(&config)?;
     evaluate(
         &model,
         &data.test,

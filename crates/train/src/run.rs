@@ -65,7 +65,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     let device = config.device.autodiff_device();
     seed.apply(&device);
 
-    let data = kiln_data::load_split(&config.dataset, seed)?;
+    let data = crate::eval::load_data(config)?;
     config.model.check_input(data.train.shape)?;
     if config.model.num_classes() != data.train.num_classes() {
         return Err(Error::InvalidSetting(format!(

@@ -98,3 +98,31 @@ fn divergence_is_reported_with_epoch() {
         other => panic!("expected a divergence error, got {other:?}"),
     }
 }
+
+#[test]
+fn every_image_preset_learns_on_real_data() {
+    // A few epochs on a small, real subset: the training loss must fall.
+    for name in [
+        "mlp",
+        "vit-lite-digits",
+        "mlp-mnist",
+        "lenet-300-100",
+        "lenet5",
+        "cnn-small",
+        "vit-lite",
+    ] {
+        let mut config = TrainConfig::for_preset(name).unwrap();
+        config.epochs = 3;
+        config.batch_size = 32;
+        config.train_per_class = Some(if config.dataset == "digits" { 40 } else { 60 });
+        config.test_per_class = Some(10);
+        let dir = tempfile::tempdir().unwrap();
+        let report = train(&config, dir.path(), &TrainOptions { quiet: true }).unwrap();
+        let losses: Vec<f64> = report.epochs.iter().map(|m| m.train_loss).collect();
+        assert!(
+            losses[2] < losses[0] * 0.9,
+            "{name}: training losses {losses:?} do not fall"
+        );
+        assert_eq!(report.test.total, 100, "{name}");
+    }
+}

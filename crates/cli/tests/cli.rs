@@ -2,6 +2,18 @@
 
 use std::process::Command;
 
+/// The suite's one wrapper around insta, with filters for machine-dependent output.
+macro_rules! cli_snapshot {
+    ($value:expr) => {
+        insta::with_settings!({filters => vec![
+            (r#"/tmp/[^\s"]+"#, "[TMP]"),
+            (r"\d+\.\d+s\b", "[SECONDS]"),
+        ]}, {
+            insta::assert_snapshot!($value);
+        })
+    };
+}
+
 fn kiln(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
@@ -37,7 +49,7 @@ fn train_then_eval_reports_the_same_accuracy() {
 fn summary_prints_the_table() {
     let (ok, stdout, _) = kiln(&["summary", "mlp"]);
     assert!(ok);
-    insta::assert_snapshot!(stdout);
+    cli_snapshot!(stdout);
     let (ok, stdout, _) = kiln(&["summary", "mlp", "--format", "json"]);
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -51,7 +63,7 @@ fn summary_prints_the_table() {
 fn models_lists_the_zoo() {
     let (ok, stdout, _) = kiln(&["models"]);
     assert!(ok);
-    insta::assert_snapshot!(stdout);
+    cli_snapshot!(stdout);
 }
 
 #[test]

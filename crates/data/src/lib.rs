@@ -6,6 +6,9 @@
 //! - [`idx`]: IDX files and the MNIST / Fashion-MNIST datasets (60,000 + 10,000 images of
 //!   28x28, found in the data directory).
 //! - [`ImageSet`]: an in-memory labelled image set (`[N, C, H, W]` pixels as `f32`).
+//! - [`text`]: a character corpus for language modelling (Jane Austen, one novel held out),
+//!   labelled text from CSV (fine-food reviews) and Hugging Face `tokenizer.json` tokenizers
+//!   with padding masks.
 //! - [`split`]: seeded, stratified train/test splits.
 //! - [`Normalizer`]: per-channel standardisation fitted on the training split only.
 //! - [`ImageDataset`] / [`ImageBatcher`] / [`ImageBatch`]: burn `Dataset` and `Batcher` for
@@ -22,6 +25,7 @@ mod error;
 pub mod idx;
 mod image_set;
 pub mod split;
+pub mod text;
 
 pub use batch::{ImageBatch, ImageBatcher, ImageDataset, ImageItem, Normalizer};
 pub use error::{Error, Result};

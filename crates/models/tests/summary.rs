@@ -5,6 +5,19 @@ use burn::module::Module;
 use burn::tensor::Device;
 use kiln_models::{Classifier, ImageModel, ZooModel, preset, presets};
 
+/// The suite's one wrapper around insta: snapshots go through the same filters, which blank
+/// out anything that could differ between machines (temporary paths, timings).
+macro_rules! summary_snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({filters => vec![
+            (r#"/tmp/[^\s"]+"#, "[TMP]"),
+            (r"\d+\.\d+s\b", "[SECONDS]"),
+        ]}, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}
+
 fn device() -> Device {
     Device::flex().autodiff()
 }
@@ -30,8 +43,8 @@ fn every_preset_summary_matches_snapshot_and_burn_count() {
             "{}: rows must add up",
             preset.name
         );
-        insta::assert_snapshot!(format!("{}_text", preset.name), summary.to_string());
-        insta::assert_snapshot!(format!("{}_json", preset.name), summary.to_json());
+        summary_snapshot!(format!("{}_text", preset.name), summary.to_string());
+        summary_snapshot!(format!("{}_json", preset.name), summary.to_json());
     }
 }
 

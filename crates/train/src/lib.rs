@@ -7,6 +7,10 @@
 //! - [`train`]: trains a zoo classifier with cross-entropy and Adam, prints per-epoch train and
 //!   validation loss/accuracy, and writes a run folder.
 //! - [`evaluate_run`]: reloads a run folder and measures held-out test accuracy.
+//! - [`lm::train_lm`]: trains a causal language model on a character corpus (Jane Austen),
+//!   reporting validation loss against the unigram baseline and a seeded text sample.
+//! - [`text::train_text_classifier`]: trains a transformer text classifier on labelled texts
+//!   tokenized with a Hugging Face `tokenizer.json`.
 //!
 //! ## Run folder
 //!
@@ -23,9 +27,11 @@
 mod config;
 mod error;
 mod eval;
+pub mod lm;
 mod renderer;
 mod run;
 mod task;
+pub mod text;
 
 pub use config::TrainConfig;
 pub use error::{Error, Result};

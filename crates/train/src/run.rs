@@ -18,7 +18,7 @@ use crate::eval::RunFiles;
 use crate::renderer::KilnRenderer;
 use crate::{ClassificationTask, EpochMetrics, Error, EvalReport, Result, TrainConfig};
 
-static RUN_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static RUN_LOCK: Mutex<()> = Mutex::new(());
 
 /// How a run reports progress.
 #[derive(Clone, Debug, Default)]
@@ -156,7 +156,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     Ok(report)
 }
 
-fn write_metrics_csv(path: &Path, epochs: &[EpochMetrics]) -> Result<()> {
+pub(crate) fn write_metrics_csv(path: &Path, epochs: &[EpochMetrics]) -> Result<()> {
     let mut text =
         String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds\n");
     for m in epochs {

@@ -1,0 +1,550 @@
+//! Text: a character-level corpus for language modelling (Jane Austen's novels, one held out
+//! for validation), labelled text from CSV, and a Hugging Face `tokenizer.json` tokenizer with
+//! padding and attention masks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A character vocabulary. Id 0 is reserved for characters not seen when it was built.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CharVocab {
+    /// Characters of ids `1..`, sorted.
+    pub chars: Vec<char>,
+}
+
+impl CharVocab {
+    /// The vocabulary of `text` (sorted distinct characters).
+    pub fn build(text: &str) -> Self {
+        let set: BTreeSet<char> = text.chars().collect();
+        Self {
+            chars: set.into_iter().collect(),
+        }
+    }
+
+    /// Vocabulary size, counting the unknown id 0.
+    pub fn len(&self) -> usize {
+        self.chars.len() + 1
+    }
+
+    /// Always false: the unknown id is always there.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Ids of `text` (0 for unknown characters).
+    pub fn encode(&self, text: &str) -> Vec<usize> {
+        text.chars()
+            .map(|c| self.chars.binary_search(&c).map_or(0, |i| i + 1))
+            .collect()
+    }
+
+    /// Text of `ids` (`\u{fffd}` for the unknown id or ids out of range).
+    pub fn decode(&self, ids: &[usize]) -> String {
+        ids.iter()
+            .map(|&i| {
+                if i == 0 {
+                    '\u{fffd}'
+                } else {
+                    self.chars.get(i - 1).copied().unwrap_or('\u{fffd}')
+                }
+            })
+            .collect()
+    }
+}
+
+/// A character-level corpus split into training and validation text.
+#[derive(Clone, Debug)]
+pub struct CharCorpus {
+    /// Vocabulary built from the training text.
+    pub vocab: CharVocab,
+    /// Training ids.
+    pub train: Vec<usize>,
+    /// Validation ids.
+    pub valid: Vec<usize>,
+}
+
+/// The six Jane Austen novels in `<data_dir>/text/jane-austen/`.
+pub const AUSTEN_NOVELS: [&str; 6] = [
+    "emma.txt",
+    "mansfieldpark.txt",
+    "northangerabbey.txt",
+    "prideprejudice.txt",
+    "sensesensibility.txt",
+    "persuasion.txt",
+];
+
+/// The novel held out for validation.
+pub const AUSTEN_VALIDATION: &str = "persuasion.txt";
+
+impl CharCorpus {
+    /// Jane Austen: five novels for training, *Persuasion* held out for validation.
+    pub fn jane_austen(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("text").join("jane-austen");
+        let mut train = String::new();
+        let mut valid = String::new();
+        for name in AUSTEN_NOVELS {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(Error::Missing {
+                    dataset: "jane-austen".into(),
+                    dir: dir.clone(),
+                    files: AUSTEN_NOVELS.iter().map(|s| s.to_string()).collect(),
+                });
+            }
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            if name == AUSTEN_VALIDATION {
+                valid.push_str(&text);
+            } else {
+                train.push_str(&text);
+                train.push('\n');
+            }
+        }
+        Ok(Self::from_texts(&train, &valid))
+    }
+
+    /// A corpus from two texts; the vocabulary comes from `train`.
+    pub fn from_texts(train: &str, valid: &str) -> Self {
+        let vocab = CharVocab::build(train);
+        Self {
+            train: vocab.encode(train),
+            valid: vocab.encode(valid),
+            vocab,
+        }
+    }
+
+    /// Cross-entropy (nats per character) of the validation text under the training text's
+    /// unigram distribution (add-one smoothed): the baseline a language model must beat.
+    pub fn unigram_cross_entropy(&self) -> f64 {
+        let v = self.vocab.len();
+        let mut counts = vec![1f64; v];
+        for &id in &self.train {
+            counts[id] += 1.0;
+        }
+        let total: f64 = counts.iter().sum();
+        let nll: f64 = self
+            .valid
+            .iter()
+            .map(|&id| -(counts[id] / total).ln())
+            .sum();
+        nll / self.valid.len().max(1) as f64
+    }
+}
+
+/// Windows of `seq_len + 1` ids: the model reads the first `seq_len` and predicts the last
+/// `seq_len`.
+#[derive(Clone, Debug)]
+pub struct SequenceDataset {
+    ids: Arc<Vec<usize>>,
+    seq_len: usize,
+    starts: Vec<usize>,
+}
+
+impl SequenceDataset {
+    /// Non-overlapping windows over `ids` (at most `max_windows`, evenly spaced over the text,
+    /// when given).
+    pub fn new(ids: Vec<usize>, seq_len: usize, max_windows: Option<usize>) -> Result<Self> {
+        if seq_len == 0 || ids.len() < seq_len + 1 {
+            return Err(Error::Invalid(format!(
+                "a text of {} tokens has no window of {} + 1 tokens",
+                ids.len(),
+                seq_len
+            )));
+        }
+        let total = (ids.len() - 1) / seq_len;
+        let n = max_windows.map_or(total, |m| m.min(total)).max(1);
+        let starts = (0..n).map(|i| (i * total / n) * seq_len).collect();
+        Ok(Self {
+            ids: Arc::new(ids),
+            seq_len,
+            starts,
+        })
+    }
+}
+
+/// One window.
+#[derive(Clone, Debug)]
+pub struct SequenceItem {
+    /// `seq_len + 1` ids.
+    pub ids: Vec<usize>,
+}
+
+impl Dataset<SequenceItem> for SequenceDataset {
+    fn get(&self, index: usize) -> Result<SequenceItem, DatasetError> {
+        let s = self.starts[index];
+        Ok(SequenceItem {
+            ids: self.ids[s..s + self.seq_len + 1].to_vec(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+/// A batch of next-token prediction windows.
+#[derive(Clone, Debug)]
+pub struct SequenceBatch {
+    /// `[batch, seq_len]` input ids.
+    pub inputs: Tensor<2, Int>,
+    /// `[batch, seq_len]` target ids (inputs shifted by one).
+    pub targets: Tensor<2, Int>,
+}
+
+/// Batches [`SequenceItem`]s.
+#[derive(Clone, Debug, Default)]
+pub struct SequenceBatcher;
+
+impl Batcher<SequenceItem, SequenceBatch> for SequenceBatcher {
+    fn batch(&self, items: Vec<SequenceItem>, device: &Device) -> SequenceBatch {
+        let n = items.len();
+        let len = items.first().map_or(0, |i| i.ids.len() - 1);
+        let mut inputs = Vec::with_capacity(n * len);
+        let mut targets = Vec::with_capacity(n * len);
+        for item in &items {
+            inputs.extend(item.ids[..len].iter().map(|&i| i as i64));
+            targets.extend(item.ids[1..].iter().map(|&i| i as i64));
+        }
+        SequenceBatch {
+            inputs: Tensor::from_data(TensorData::new(inputs, [n, len]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [n, len]), device),
+        }
+    }
+}
+
+/// Labelled texts (e.g. reviews with a class column).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelledTexts {
+    /// The texts.
+    pub texts: Vec<String>,
+    /// Class index of each text.
+    pub labels: Vec<usize>,
+    /// Class names, indexed by label (sorted).
+    pub classes: Vec<String>,
+}
+
+impl LabelledTexts {
+    /// Reads a CSV with a header, taking the text from `text_column` and the class from
+    /// `label_column`. Classes are the sorted distinct labels, unless `classes` fixes them
+    /// (so train and test files agree); an unknown label is then an error naming the line.
+    pub fn read_csv(
+        path: &Path,
+        text_column: &str,
+        label_column: &str,
+        classes: Option<&[String]>,
+    ) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let headers = reader
+            .headers()
+            .map_err(|e| Error::Parse {
+                path: path.to_path_buf(),
+                line: 1,
+                reason: e.to_string(),
+            })?
+            .clone();
+        let find = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| Error::Parse {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    reason: format!(
+                        "no column `{name}` (columns: {})",
+                        headers.iter().collect::<Vec<_>>().join(", ")
+                    ),
+                })
+        };
+        let (ti, li) = (find(text_column)?, find(label_column)?);
+        let mut texts = Vec::new();
+        let mut raw_labels = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let line = i + 2;
+            let record = record.map_err(|e| Error::Parse {
+                path: path.to_path_buf(),
+                line,
+                reason: e.to_string(),
+            })?;
+            let (Some(text), Some(label)) = (record.get(ti), record.get(li)) else {
+                return Err(Error::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    reason: format!("expected {} columns, found {}", headers.len(), record.len()),
+                });
+            };
+            texts.push(text.to_string());
+            raw_labels.push((line, label.to_string()));
+        }
+        let classes: Vec<String> = match classes {
+            Some(c) => c.to_vec(),
+            None => raw_labels
+                .iter()
+                .map(|(_, l)| l.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        let labels = raw_labels
+            .into_iter()
+            .map(|(line, l)| {
+                classes
+                    .iter()
+                    .position(|c| *c == l)
+                    .ok_or_else(|| Error::Parse {
+                        path: path.to_path_buf(),
+                        line,
+                        reason: format!("label `{l}` is not one of {classes:?}"),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            texts,
+            labels,
+            classes,
+        })
+    }
+
+    /// The fine-food reviews (`<data_dir>/text/fine-foods-reviews/{train,test}.csv`, columns
+    /// `review` and `score`, classes `great` / `other`).
+    pub fn fine_food_reviews(data_dir: &Path) -> Result<(Self, Self)> {
+        let dir = data_dir.join("text").join("fine-foods-reviews");
+        for f in ["train.csv", "test.csv"] {
+            if !dir.join(f).is_file() {
+                return Err(Error::Missing {
+                    dataset: "fine-foods-reviews".into(),
+                    dir: dir.clone(),
+                    files: vec!["train.csv".into(), "test.csv".into()],
+                });
+            }
+        }
+        let train = Self::read_csv(&dir.join("train.csv"), "review", "score", None)?;
+        let test = Self::read_csv(
+            &dir.join("test.csv"),
+            "review",
+            "score",
+            Some(&train.classes),
+        )?;
+        Ok((train, test))
+    }
+}
+
+/// A Hugging Face tokenizer (`tokenizer.json`) producing fixed-length id sequences and padding
+/// masks.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    pad_id: u32,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TextTokenizer({})", self.path.display())
+    }
+}
+
+/// Token ids and their padding mask for one text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    /// Ids, padded to the requested length.
+    pub ids: Vec<u32>,
+    /// True for real tokens, false for padding (Hugging Face's `attention_mask`).
+    pub attention: Vec<bool>,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`. Its own padding and truncation settings are turned off; Kiln pads
+    /// and truncates per call.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            line: 0,
+            reason: format!("not a tokenizer.json: {e}"),
+        })?;
+        let pad_id = inner.get_padding().map_or(0, |p| p.pad_id);
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| {
+            Error::Invalid(format!("disabling truncation of {}: {e}", path.display()))
+        })?;
+        Ok(Self {
+            inner,
+            path: path.to_path_buf(),
+            pad_id,
+        })
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Encodes `text` with special tokens (e.g. `[CLS] ... [SEP]`), without padding.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Invalid(format!("tokenizing with {}: {e}", self.path.display())))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes `text`, truncated to `max_len` (keeping the final special token) and padded to
+    /// `max_len`.
+    pub fn encode_padded(&self, text: &str, max_len: usize) -> Result<Encoded> {
+        let mut ids = self.encode(text)?;
+        if ids.len() > max_len {
+            let last = *ids.last().unwrap_or(&self.pad_id);
+            ids.truncate(max_len);
+            if let Some(end) = ids.last_mut() {
+                *end = last;
+            }
+        }
+        let real = ids.len();
+        ids.resize(max_len, self.pad_id);
+        let attention = (0..max_len).map(|i| i < real).collect();
+        Ok(Encoded { ids, attention })
+    }
+}
+
+/// A batch of tokenized texts with labels.
+#[derive(Clone, Debug)]
+pub struct TokenBatch {
+    /// `[batch, seq]` ids.
+    pub ids: Tensor<2, Int>,
+    /// `[batch, seq]` true at padding.
+    pub mask_pad: Tensor<2, Bool>,
+    /// `[batch]` class indices.
+    pub targets: Tensor<1, Int>,
+}
+
+/// One tokenized, labelled text.
+#[derive(Clone, Debug)]
+pub struct TokenItem {
+    /// Padded ids.
+    pub encoded: Encoded,
+    /// Class index.
+    pub label: usize,
+}
+
+/// Tokenized labelled texts as a burn dataset (tokenized once, up front).
+#[derive(Clone, Debug)]
+pub struct TokenDataset {
+    items: Arc<Vec<TokenItem>>,
+}
+
+impl TokenDataset {
+    /// Tokenizes every text to `max_len`.
+    pub fn new(texts: &LabelledTexts, tokenizer: &TextTokenizer, max_len: usize) -> Result<Self> {
+        let items = texts
+            .texts
+            .iter()
+            .zip(&texts.labels)
+            .map(|(t, &label)| {
+                Ok(TokenItem {
+                    encoded: tokenizer.encode_padded(t, max_len)?,
+                    label,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            items: Arc::new(items),
+        })
+    }
+}
+
+impl Dataset<TokenItem> for TokenDataset {
+    fn get(&self, index: usize) -> Result<TokenItem, DatasetError> {
+        Ok(self.items[index].clone())
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// Batches [`TokenItem`]s.
+#[derive(Clone, Debug, Default)]
+pub struct TokenBatcher;
+
+impl Batcher<TokenItem, TokenBatch> for TokenBatcher {
+    fn batch(&self, items: Vec<TokenItem>, device: &Device) -> TokenBatch {
+        let n = items.len();
+        let len = items.first().map_or(0, |i| i.encoded.ids.len());
+        let ids: Vec<i64> = items
+            .iter()
+            .flat_map(|i| i.encoded.ids.iter().map(|&x| i64::from(x)))
+            .collect();
+        let pad: Vec<bool> = items
+            .iter()
+            .flat_map(|i| i.encoded.attention.iter().map(|&a| !a))
+            .collect();
+        let targets: Vec<i64> = items.iter().map(|i| i.label as i64).collect();
+        TokenBatch {
+            ids: Tensor::from_data(TensorData::new(ids, [n, len]), device),
+            mask_pad: Tensor::from_data(TensorData::new(pad, [n, len]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [n]), device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn char_vocab_round_trips() {
+        let vocab = CharVocab::build("hello world");
+        assert_eq!(vocab.len(), 9); // 8 distinct characters + unknown
+        let ids = vocab.encode("hold");
+        assert_eq!(vocab.decode(&ids), "hold");
+        assert_eq!(vocab.encode("z"), vec![0]);
+    }
+
+    #[test]
+    fn windows_shift_by_one() {
+        let ds = SequenceDataset::new((0..10).collect(), 3, None).unwrap();
+        assert_eq!(ds.len(), 3);
+        assert_eq!(ds.get(1).unwrap().ids, vec![3, 4, 5, 6]);
+        let batch = SequenceBatcher.batch(vec![ds.get(0).unwrap()], &Device::flex());
+        assert_eq!(
+            batch
+                .inputs
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            batch
+                .targets
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap(),
+            vec![1, 2, 3]
+        );
+        assert!(SequenceDataset::new(vec![1, 2], 3, None).is_err());
+    }
+
+    #[test]
+    fn unigram_baseline_is_the_entropy_for_matching_text() {
+        // Two equally frequent characters: about ln 2 nats per character.
+        let corpus = CharCorpus::from_texts(&"ab".repeat(1000), &"ab".repeat(10));
+        assert!((corpus.unigram_cross_entropy() - 2f64.ln()).abs() < 0.01);
+    }
+}

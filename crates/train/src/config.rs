@@ -41,7 +41,7 @@ impl TrainConfig {
         let preset = kiln_models::preset(name)?;
         let (epochs, batch_size, lr) = match name {
             "mlp" => (30, 32, 1e-3),
-            "vit-lite-digits" => (60, 32, 1e-3),
+            "vit-lite-digits" => (25, 32, 1e-3),
             _ => (10, 64, 1e-3),
         };
         Ok(Self {

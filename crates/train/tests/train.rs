@@ -139,6 +139,10 @@ fn char_lm_beats_the_unigram_baseline_and_generates_reproducibly() {
     config.max_valid_windows = Some(64);
     let dir = tempfile::tempdir().unwrap();
     let report = train_lm(&config, dir.path(), &TrainOptions { quiet: true }).unwrap();
+    eprintln!(
+        "char-lm: validation loss {:.3} nats/char vs unigram {:.3}; sample: {:?}",
+        report.valid_loss, report.unigram_baseline, report.sample
+    );
     assert!(
         report.valid_loss < report.unigram_baseline,
         "validation loss {:.3} is not below the unigram baseline {:.3}",

@@ -5,9 +5,24 @@
 //! draws from a named stream, [`Seed::rng`], derived deterministically from the same seed, so
 //! adding a new consumer of randomness never changes the numbers another one sees.
 
+use std::sync::{Mutex, MutexGuard};
+
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+
+static BACKEND_RNG: Mutex<()> = Mutex::new(());
+
+/// Exclusive use of the backend RNG within this process.
+///
+/// burn's CPU backends keep one process-wide RNG (parameter initialisation, dropout,
+/// `Tensor::random`). Work that seeds it and expects the same numbers back (a training run, a
+/// reproducibility test) holds this guard so that other threads cannot draw in between.
+pub fn exclusive_rng() -> MutexGuard<'static, ()> {
+    BACKEND_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A run's master seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -72,6 +87,7 @@ mod tests {
 
     #[test]
     fn backend_rng_follows_the_seed() {
+        let _rng = exclusive_rng();
         let device = Device::flex();
         let draw = |seed: u64| {
             Seed(seed).apply(&device);

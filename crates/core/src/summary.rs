@@ -370,6 +370,7 @@ mod tests {
 
     #[test]
     fn rows_count_params_and_trainability() {
+        let _rng = crate::seed::exclusive_rng();
         let device = Device::flex().autodiff();
         let layer = LinearConfig::new(4, 3).init(&device);
         let mut builder = SummaryBuilder::new("one", &[2, 4]);

@@ -2,19 +2,13 @@
 //! against the unigram baseline, with a seeded sample of generated text.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
-use burn::train::logger::InMemoryMetricLogger;
-use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
-};
+use burn::train::{ClassificationOutput, InferenceStep, Learner, TrainOutput, TrainStep};
 use kiln_core::{DeviceSpec, Seed};
 use kiln_data::text::{CharCorpus, SequenceBatch, SequenceBatcher, SequenceDataset};
 use kiln_models::ModelConfig;
@@ -22,7 +16,6 @@ use kiln_models::transformer::{CausalLm, CausalLmConfig, Sampling};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
-use crate::renderer::KilnRenderer;
 use crate::{EpochMetrics, Error, Result, TrainOptions};
 
 /// A causal LM trained on next-token prediction: the unit burn-train's `Learner` drives.
@@ -161,9 +154,7 @@ pub fn train_lm(
             config.seq_len, config.model.encoder.max_len
         )));
     }
-    let _turn = crate::run::RUN_LOCK
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _turn = kiln_core::seed::exclusive_rng();
     let seed = Seed(config.seed);
     let device = config.device.autodiff_device();
     seed.apply(&device);
@@ -225,45 +216,20 @@ pub fn train_lm(
         AdamConfig::new().with_epsilon(1e-8).init(),
         ConstantLr::new(config.lr),
     );
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let result = SupervisedTraining::new(run_dir.join("logs"), train_loader, valid_loader)
-        .num_epochs(config.epochs)
-        .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
-        .metric_train_numeric(AccuracyMetric::new())
-        .metric_valid_numeric(AccuracyMetric::new())
-        .with_metric_logger(InMemoryMetricLogger::new())
-        .with_application_logger(None)
-        .renderer(Box::new(KilnRenderer::new(options.quiet, history.clone())))
-        .launch(learner);
-    let train_seconds = started.elapsed().as_secs_f64();
-    if let Some(error) = result.error {
-        return Err(Error::Training(error.to_string()));
-    }
-    let epochs = history.lock().expect("history lock").clone();
+    let fitted = crate::run::fit(
+        learner,
+        train_loader,
+        valid_loader,
+        config.epochs,
+        run_dir,
+        options,
+    )?;
+    let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
     let last = epochs
         .last()
         .cloned()
-        .ok_or_else(|| Error::Training("no epoch finished".into()))?;
-    for m in &epochs {
-        if !m.train_loss.is_finite() || !m.valid_loss.is_finite() {
-            return Err(Error::Diverged {
-                split: if m.train_loss.is_finite() {
-                    "valid".into()
-                } else {
-                    "train".into()
-                },
-                epoch: m.epoch,
-                value: if m.train_loss.is_finite() {
-                    m.valid_loss
-                } else {
-                    m.train_loss
-                },
-            });
-        }
-    }
-    let model = result.model.model;
+        .expect("fit returns at least one epoch");
+    let model = fitted.model.model;
     let model_path = run_dir.join("model.bpk");
     model
         .clone()

@@ -2,13 +2,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use burn::data::dataloader::DataLoader;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::optim::AdamConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{
+    ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainStep,
+};
 use kiln_core::Seed;
 use kiln_data::{ImageBatcher, ImageDataset, Normalizer};
 use serde::{Deserialize, Serialize};
@@ -17,8 +20,6 @@ use crate::error::io;
 use crate::eval::RunFiles;
 use crate::renderer::KilnRenderer;
 use crate::{ClassificationTask, EpochMetrics, Error, EvalReport, Result, TrainConfig};
-
-pub(crate) static RUN_LOCK: Mutex<()> = Mutex::new(());
 
 /// How a run reports progress.
 #[derive(Clone, Debug, Default)]
@@ -58,9 +59,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     config.validate()?;
     // burn's CPU backends keep one process-wide RNG (initialisation, dropout). Two runs
     // interleaving their draws would break seed-exactness, so runs in one process take turns.
-    let _turn = RUN_LOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = kiln_core::seed::exclusive_rng();
     let seed = Seed(config.seed);
     let device = config.device.autodiff_device();
     seed.apply(&device);
@@ -80,8 +79,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     let files = RunFiles::new(run_dir);
     config.save(&files.config)?;
-    let json = serde_json::to_string_pretty(&normalizer).expect("normaliser serialises");
-    std::fs::write(&files.normalizer, json).map_err(io(&files.normalizer))?;
+    write_json(&files.normalizer, &normalizer)?;
 
     let batcher = ImageBatcher::new(data.train.shape, normalizer);
     let train_loader = DataLoaderBuilder::new(batcher.clone())
@@ -100,36 +98,17 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     let optimizer = AdamConfig::new().with_epsilon(1e-8).init();
     let learner = Learner::new(task, optimizer, ConstantLr::new(config.lr));
 
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let result = SupervisedTraining::new(run_dir.join("logs"), train_loader, valid_loader)
-        .num_epochs(config.epochs)
-        .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
-        .metric_train_numeric(AccuracyMetric::new())
-        .metric_valid_numeric(AccuracyMetric::new())
-        .with_metric_logger(InMemoryMetricLogger::new())
-        .with_application_logger(None)
-        .renderer(Box::new(KilnRenderer::new(options.quiet, history.clone())))
-        .launch(learner);
-    let train_seconds = started.elapsed().as_secs_f64();
-    if let Some(error) = result.error {
-        return Err(Error::Training(error.to_string()));
-    }
-    let epochs = history.lock().expect("history lock").clone();
-    for m in &epochs {
-        for (split, value) in [("train", m.train_loss), ("valid", m.valid_loss)] {
-            if !value.is_finite() {
-                return Err(Error::Diverged {
-                    split: split.into(),
-                    epoch: m.epoch,
-                    value,
-                });
-            }
-        }
-    }
+    let fitted = fit(
+        learner,
+        train_loader,
+        valid_loader,
+        config.epochs,
+        run_dir,
+        options,
+    )?;
+    let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
 
-    result
+    fitted
         .model
         .model
         .save_file(&files.model)
@@ -151,8 +130,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
         test,
         train_seconds,
     };
-    let json = serde_json::to_string_pretty(&report).expect("report serialises");
-    std::fs::write(&files.report, json).map_err(io(&files.report))?;
+    write_json(&files.report, &report)?;
     Ok(report)
 }
 
@@ -175,4 +153,73 @@ pub fn default_run_dir(name: &str) -> PathBuf {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     PathBuf::from("runs").join(format!("{name}-{secs}"))
+}
+
+/// A trained model and its history.
+pub(crate) struct Fitted<M> {
+    /// The trained model (validation mode).
+    pub model: M,
+    /// Per-epoch metrics.
+    pub epochs: Vec<EpochMetrics>,
+    /// Wall-clock seconds of training.
+    pub seconds: f64,
+}
+
+/// Runs burn-train's `SupervisedTraining` with loss and accuracy metrics and Kiln's renderer,
+/// then checks every epoch's losses are finite.
+pub(crate) fn fit<M>(
+    learner: Learner<M>,
+    train: Arc<dyn DataLoader<<M as TrainStep>::Input>>,
+    valid: Arc<dyn DataLoader<<M as InferenceStep>::Input>>,
+    epochs: usize,
+    run_dir: &Path,
+    options: &TrainOptions,
+) -> Result<Fitted<M>>
+where
+    M: LearnerModel
+        + TrainStep<Output = ClassificationOutput>
+        + InferenceStep<Output = ClassificationOutput>,
+{
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let result = SupervisedTraining::new(run_dir.join("logs"), train, valid)
+        .num_epochs(epochs)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(AccuracyMetric::new())
+        .metric_valid_numeric(AccuracyMetric::new())
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .with_application_logger(None)
+        .renderer(Box::new(KilnRenderer::new(options.quiet, history.clone())))
+        .launch(learner);
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(error) = result.error {
+        return Err(Error::Training(error.to_string()));
+    }
+    let epochs = history.lock().expect("history lock").clone();
+    if epochs.is_empty() {
+        return Err(Error::Training("no epoch finished".into()));
+    }
+    for m in &epochs {
+        for (split, value) in [("train", m.train_loss), ("valid", m.valid_loss)] {
+            if !value.is_finite() {
+                return Err(Error::Diverged {
+                    split: split.into(),
+                    epoch: m.epoch,
+                    value,
+                });
+            }
+        }
+    }
+    Ok(Fitted {
+        model: result.model,
+        epochs,
+        seconds,
+    })
+}
+
+/// Writes `value` as pretty JSON.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_string_pretty(value).expect("Kiln's run files always serialise");
+    std::fs::write(path, json).map_err(io(path))
 }

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
-use burn::train::{ClassificationOutput, InferenceStep, Learner, TrainOutput, TrainStep};
+use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
 use kiln_data::text::{CharCorpus, SequenceBatch, SequenceBatcher, SequenceDataset};
 use kiln_models::ModelConfig;
@@ -39,24 +39,7 @@ impl LanguageModelTask {
     }
 }
 
-impl TrainStep for LanguageModelTask {
-    type Input = SequenceBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: SequenceBatch) -> TrainOutput<ClassificationOutput> {
-        let output = self.forward_lm(batch);
-        TrainOutput::new(self, output.loss.backward(), output)
-    }
-}
-
-impl InferenceStep for LanguageModelTask {
-    type Input = SequenceBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: SequenceBatch) -> ClassificationOutput {
-        self.forward_lm(batch)
-    }
-}
+crate::task::supervised_steps!(LanguageModelTask, SequenceBatch, forward_lm);
 
 /// Everything that defines a language-model run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn::train::ClassificationOutput;
 use kiln_data::ImageBatch;
 use kiln_models::{Classifier, ImageModel};
 
@@ -22,21 +22,30 @@ impl ClassificationTask {
     }
 }
 
-impl TrainStep for ClassificationTask {
-    type Input = ImageBatch;
-    type Output = ClassificationOutput;
+/// Implements burn-train's `TrainStep` (forward, loss, backward) and `InferenceStep` (forward,
+/// loss) for a task whose `$forward` method maps a batch to a `ClassificationOutput`.
+macro_rules! supervised_steps {
+    ($task:ty, $input:ty, $forward:ident) => {
+        impl burn::train::TrainStep for $task {
+            type Input = $input;
+            type Output = burn::train::ClassificationOutput;
 
-    fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
-        let output = self.forward_classification(batch);
-        TrainOutput::new(self, output.loss.backward(), output)
-    }
+            fn step(&self, batch: $input) -> burn::train::TrainOutput<Self::Output> {
+                let output = self.$forward(batch);
+                burn::train::TrainOutput::new(self, output.loss.backward(), output)
+            }
+        }
+
+        impl burn::train::InferenceStep for $task {
+            type Input = $input;
+            type Output = burn::train::ClassificationOutput;
+
+            fn step(&self, batch: $input) -> Self::Output {
+                self.$forward(batch)
+            }
+        }
+    };
 }
+pub(crate) use supervised_steps;
 
-impl InferenceStep for ClassificationTask {
-    type Input = ImageBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        self.forward_classification(batch)
-    }
-}
+supervised_steps!(ClassificationTask, ImageBatch, forward_classification);

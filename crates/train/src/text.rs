@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::AdamConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
-use burn::train::{ClassificationOutput, InferenceStep, Learner, TrainOutput, TrainStep};
+use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
 use kiln_data::text::{LabelledTexts, TextTokenizer, TokenBatch, TokenBatcher, TokenDataset};
 use kiln_models::ModelConfig;
@@ -36,24 +36,7 @@ impl TextClassificationTask {
     }
 }
 
-impl TrainStep for TextClassificationTask {
-    type Input = TokenBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: TokenBatch) -> TrainOutput<ClassificationOutput> {
-        let output = self.forward_classification(batch);
-        TrainOutput::new(self, output.loss.backward(), output)
-    }
-}
-
-impl InferenceStep for TextClassificationTask {
-    type Input = TokenBatch;
-    type Output = ClassificationOutput;
-
-    fn step(&self, batch: TokenBatch) -> ClassificationOutput {
-        self.forward_classification(batch)
-    }
-}
+crate::task::supervised_steps!(TextClassificationTask, TokenBatch, forward_classification);
 
 /// Everything that defines a text-classification run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

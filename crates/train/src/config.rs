@@ -60,20 +60,7 @@ impl TrainConfig {
 
     /// Checks the hyper-parameters and the model config.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 {
-            return Err(Error::InvalidSetting("epochs must be at least 1".into()));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::InvalidSetting(
-                "batch size must be at least 1".into(),
-            ));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::InvalidSetting(format!(
-                "learning rate must be a positive number, found {}",
-                self.lr
-            )));
-        }
+        check_schedule(self.epochs, self.batch_size, self.lr)?;
         if self.train_per_class == Some(0) || self.test_per_class == Some(0) {
             return Err(Error::InvalidSetting(
                 "images per class must be at least 1".into(),
@@ -101,8 +88,27 @@ impl TrainConfig {
 
     /// Writes the config as TOML.
     pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_toml()).map_err(io(path))
+        crate::run::write_toml(path, self)
     }
+}
+
+/// Checks the settings every training run shares: at least one epoch, a batch of at least one,
+/// a positive finite learning rate.
+pub(crate) fn check_schedule(epochs: usize, batch_size: usize, lr: f64) -> Result<()> {
+    if epochs == 0 {
+        return Err(Error::InvalidSetting("epochs must be at least 1".into()));
+    }
+    if batch_size == 0 {
+        return Err(Error::InvalidSetting(
+            "batch size must be at least 1".into(),
+        ));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(Error::InvalidSetting(format!(
+            "learning rate must be a positive number, found {lr}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

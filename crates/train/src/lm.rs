@@ -124,12 +124,11 @@ pub fn train_lm(
     options: &TrainOptions,
 ) -> Result<LmReport> {
     config.model.validate()?;
-    if config.epochs == 0
-        || config.batch_size == 0
-        || config.seq_len == 0
-        || !(config.lr > 0.0 && config.lr.is_finite())
-    {
-        return Err(Error::InvalidSetting("epochs, batch size and sequence length must be at least 1 and the learning rate positive".into()));
+    crate::config::check_schedule(config.epochs, config.batch_size, config.lr)?;
+    if config.seq_len == 0 {
+        return Err(Error::InvalidSetting(
+            "sequence length must be at least 1".into(),
+        ));
     }
     if config.seq_len > config.model.encoder.max_len {
         return Err(Error::InvalidSetting(format!(
@@ -158,18 +157,8 @@ pub fn train_lm(
         )));
     }
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    let config_path = run_dir.join("config.toml");
-    std::fs::write(
-        &config_path,
-        toml::to_string(config).expect("config serialises"),
-    )
-    .map_err(io(&config_path))?;
-    let vocab_path = run_dir.join("vocab.json");
-    std::fs::write(
-        &vocab_path,
-        serde_json::to_string(&corpus.vocab).expect("vocab serialises"),
-    )
-    .map_err(io(&vocab_path))?;
+    crate::run::write_toml(&run_dir.join("config.toml"), config)?;
+    crate::run::write_json(&run_dir.join("vocab.json"), &corpus.vocab)?;
 
     let train_set = SequenceDataset::new(
         corpus.train.clone(),

@@ -218,6 +218,12 @@ where
     })
 }
 
+/// Writes `value` as TOML.
+pub(crate) fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = toml::to_string(value).expect("Kiln's run configs always serialise to TOML");
+    std::fs::write(path, text).map_err(io(path))
+}
+
 /// Writes `value` as pretty JSON.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_string_pretty(value).expect("Kiln's run files always serialise");

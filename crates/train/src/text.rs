@@ -119,15 +119,9 @@ pub fn train_text_classifier(
     options: &TrainOptions,
 ) -> Result<TextReport> {
     config.model.validate()?;
-    if config.epochs == 0
-        || config.batch_size == 0
-        || config.max_len == 0
-        || !(config.lr > 0.0 && config.lr.is_finite())
-    {
-        return Err(Error::InvalidSetting(
-            "epochs, batch size and max_len must be at least 1 and the learning rate positive"
-                .into(),
-        ));
+    crate::config::check_schedule(config.epochs, config.batch_size, config.lr)?;
+    if config.max_len == 0 {
+        return Err(Error::InvalidSetting("max_len must be at least 1".into()));
     }
     if config.max_len > config.model.encoder.max_len {
         return Err(Error::InvalidSetting(format!(
@@ -170,12 +164,7 @@ pub fn train_text_classifier(
         )));
     }
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    let config_path = run_dir.join("config.toml");
-    std::fs::write(
-        &config_path,
-        toml::to_string(config).expect("config serialises"),
-    )
-    .map_err(io(&config_path))?;
+    crate::run::write_toml(&run_dir.join("config.toml"), config)?;
 
     let train_loader = DataLoaderBuilder::new(TokenBatcher)
         .batch_size(config.batch_size)

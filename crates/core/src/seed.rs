@@ -53,6 +53,14 @@ impl Seed {
         splitmix64(self.0 ^ hash)
     }
 
+    /// A 64-bit seed for the named stream keyed by integers (e.g. epoch and item index), so
+    /// that work spread over threads draws the same numbers whatever the scheduling.
+    pub fn derive_keyed(self, stream: &str, keys: &[u64]) -> u64 {
+        keys.iter().fold(self.derive(stream), |acc, &k| {
+            splitmix64(acc ^ splitmix64(k))
+        })
+    }
+
     /// An independent, reproducible RNG for the named stream.
     pub fn rng(self, stream: &str) -> StdRng {
         StdRng::seed_from_u64(self.derive(stream))
@@ -83,6 +91,10 @@ mod tests {
         assert_ne!(draw(Seed(7), "shuffle"), draw(Seed(8), "shuffle"));
         assert_ne!(Seed(7).derive("shuffle"), Seed(7).derive("split"));
         assert_ne!(Seed(7).derive("shuffle"), Seed(8).derive("shuffle"));
+        let keyed = |keys: &[u64]| Seed(7).derive_keyed("augment", keys);
+        assert_eq!(keyed(&[1, 2]), keyed(&[1, 2]));
+        assert_ne!(keyed(&[1, 2]), keyed(&[2, 1]));
+        assert_ne!(keyed(&[0, 0]), keyed(&[0, 1]));
     }
 
     #[test]

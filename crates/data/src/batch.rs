@@ -1,13 +1,20 @@
-//! burn `Dataset` and `Batcher` for image classification.
+//! burn `Dataset` and `Batcher` for image classification, with augmentation in the data-loader
+//! workers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderIterator};
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use kiln_core::Seed;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::ImageSet;
+use crate::augment::Augment;
 
 /// One image and its label.
 #[derive(Clone, Debug)]
@@ -16,6 +23,8 @@ pub struct ImageItem {
     pub pixels: Vec<f32>,
     /// Class index.
     pub label: usize,
+    /// Position of the image in its dataset (seeds its augmentation).
+    pub index: usize,
 }
 
 /// An [`ImageSet`] as a burn [`Dataset`].
@@ -41,6 +50,7 @@ impl Dataset<ImageItem> for ImageDataset {
         Ok(ImageItem {
             pixels: self.set.image(index).to_vec(),
             label: self.set.labels[index],
+            index,
         })
     }
 
@@ -112,21 +122,114 @@ impl Normalizer {
 pub struct ImageBatch {
     /// `[batch, C, H, W]`, normalised.
     pub images: Tensor<4>,
-    /// `[batch]` class indices.
+    /// `[batch]` class indices (after mixup/cutmix: the label with the larger weight).
     pub targets: Tensor<1, Int>,
+    /// `[batch, classes]` label distributions when mixup or cutmix mixed the batch.
+    pub soft_targets: Option<Tensor<2>>,
 }
 
-/// Stacks [`ImageItem`]s into an [`ImageBatch`], normalising on the way.
+/// The current epoch, shared between a training loop's data loader ([`EpochLoader`]) and the
+/// batchers in its workers, so augmentation differs from epoch to epoch yet stays seeded.
+#[derive(Clone, Debug, Default)]
+pub struct EpochCounter(Arc<AtomicUsize>);
+
+impl EpochCounter {
+    /// A counter at `epoch` (0 before the first pass; set it to `k` to resume after epoch `k`).
+    pub fn starting_at(epoch: usize) -> Self {
+        Self(Arc::new(AtomicUsize::new(epoch)))
+    }
+
+    /// The epoch of the pass in progress (1-based once a pass started).
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// A burn [`DataLoader`] that advances an [`EpochCounter`] each time a pass over the data
+/// starts (burn-train calls `iter` once per epoch).
+pub struct EpochLoader<O> {
+    inner: Arc<dyn DataLoader<O>>,
+    epochs: EpochCounter,
+}
+
+impl<O: 'static> EpochLoader<O> {
+    /// Wraps `inner`; its batchers should hold clones of `epochs`.
+    pub fn new(inner: Arc<dyn DataLoader<O>>, epochs: EpochCounter) -> Arc<dyn DataLoader<O>> {
+        Arc::new(Self { inner, epochs })
+    }
+}
+
+impl<O: 'static> DataLoader<O> for EpochLoader<O> {
+    fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
+        self.epochs.advance();
+        self.inner.iter()
+    }
+
+    fn num_items(&self) -> usize {
+        self.inner.num_items()
+    }
+
+    fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<O>> {
+        EpochLoader::new(self.inner.to_device(device), self.epochs.clone())
+    }
+
+    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<O>> {
+        EpochLoader::new(self.inner.slice(start, end), self.epochs.clone())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Augmentation {
+    augment: Arc<Augment>,
+    seed: Seed,
+    epochs: EpochCounter,
+    num_classes: usize,
+}
+
+/// Stacks [`ImageItem`]s into an [`ImageBatch`]: augments each image (when set up with
+/// [`ImageBatcher::with_augment`]), normalises it, then mixes the batch (mixup/cutmix).
+///
+/// burn's `DataLoader` calls the batcher in its worker threads, so augmentation never runs on
+/// the training thread. Each image's random draws are seeded by the run seed, the epoch and the
+/// image's dataset index: the same seed gives the same augmented epoch whatever the number of
+/// workers.
 #[derive(Clone, Debug)]
 pub struct ImageBatcher {
     shape: [usize; 3],
     normalizer: Normalizer,
+    augmentation: Option<Augmentation>,
 }
 
 impl ImageBatcher {
     /// A batcher for images of `shape` (`[C, H, W]`).
     pub fn new(shape: [usize; 3], normalizer: Normalizer) -> Self {
-        Self { shape, normalizer }
+        Self {
+            shape,
+            normalizer,
+            augmentation: None,
+        }
+    }
+
+    /// Augments training batches with `augment`, seeded by `seed`, the epoch in `epochs` and
+    /// each item's index. Mixup/cutmix targets are distributions over `num_classes`.
+    pub fn with_augment(
+        mut self,
+        augment: Augment,
+        seed: Seed,
+        epochs: EpochCounter,
+        num_classes: usize,
+    ) -> Self {
+        self.augmentation = (!augment.is_identity()).then(|| Augmentation {
+            augment: Arc::new(augment),
+            seed,
+            epochs,
+            num_classes,
+        });
+        self
     }
 
     /// Builds a batch directly from an image set's indices (used by evaluation).
@@ -136,6 +239,7 @@ impl ImageBatcher {
             .map(|&i| ImageItem {
                 pixels: set.image(i).to_vec(),
                 label: set.labels[i],
+                index: i,
             })
             .collect();
         self.batch(items, device)
@@ -148,14 +252,52 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
         let n = items.len();
         let mut pixels = Vec::with_capacity(n * c * h * w);
         let mut labels = Vec::with_capacity(n);
-        for mut item in items {
+        let mut first_index = 0;
+        for (k, mut item) in items.into_iter().enumerate() {
+            if let Some(aug) = &self.augmentation {
+                let key = aug
+                    .seed
+                    .derive_keyed("augment", &[aug.epochs.get() as u64, item.index as u64]);
+                aug.augment.apply(
+                    &mut item.pixels,
+                    self.shape,
+                    &mut StdRng::seed_from_u64(key),
+                );
+            }
+            if k == 0 {
+                first_index = item.index;
+            }
             self.normalizer.apply(&mut item.pixels);
             pixels.extend_from_slice(&item.pixels);
-            labels.push(item.label as i64);
+            labels.push(item.label);
         }
+        let mut soft_targets = None;
+        if let Some(aug) = &self.augmentation
+            && let Some(mix) = &aug.augment.mix
+            && n > 1
+        {
+            let key = aug.seed.derive_keyed(
+                "mix",
+                &[aug.epochs.get() as u64, first_index as u64, n as u64],
+            );
+            let mixed = mix.apply(&mut pixels, n, self.shape, &mut StdRng::seed_from_u64(key));
+            let k = aug.num_classes;
+            let mut soft = vec![0f32; n * k];
+            let mut hard = Vec::with_capacity(n);
+            for i in 0..n {
+                let (own, partner) = (labels[i], labels[n - 1 - i]);
+                soft[i * k + own] += mixed.lambda;
+                soft[i * k + partner] += 1.0 - mixed.lambda;
+                hard.push(if mixed.lambda >= 0.5 { own } else { partner });
+            }
+            labels = hard;
+            soft_targets = Some(Tensor::from_data(TensorData::new(soft, [n, k]), device));
+        }
+        let labels: Vec<i64> = labels.into_iter().map(|l| l as i64).collect();
         ImageBatch {
             images: Tensor::from_data(TensorData::new(pixels, [n, c, h, w]), device),
             targets: Tensor::from_data(TensorData::new(labels, [n]), device),
+            soft_targets,
         }
     }
 }

@@ -78,7 +78,7 @@ fn parse_csv(path: &Path, text: &[u8]) -> Result<ImageSet> {
                     col + 1
                 )));
             }
-            pixels.push(v);
+            pixels.push(v / 16.0);
         }
         let label_field = record[PIXELS].trim();
         let label: f32 = label_field
@@ -119,11 +119,12 @@ mod tests {
             set.class_counts(),
             vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
         );
-        // First image of the file, row 0: 0,0,5,13,9,1,0,0; label 0.
-        assert_eq!(
-            &set.image(0)[..8],
-            &[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0]
-        );
+        // First image of the file, row 0: 0,0,5,13,9,1,0,0 (of 16); label 0.
+        let row: Vec<f32> = [0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0]
+            .iter()
+            .map(|v| v / 16.0)
+            .collect();
+        assert_eq!(&set.image(0)[..8], row.as_slice());
         assert_eq!(set.labels[0], 0);
     }
 }

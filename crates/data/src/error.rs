@@ -51,6 +51,40 @@ pub enum Error {
         /// The files expected there.
         files: Vec<String>,
     },
+    /// An image file that does not decode.
+    #[error("cannot decode image {path}: {reason}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A file whose content does not have the published digest.
+    #[error(
+        "{path} has content SHA-256 {found}, expected {expected}: the file is corrupt or not the published one"
+    )]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// Published digest.
+        expected: String,
+        /// Digest found.
+        found: String,
+    },
+    /// A dataset that is not in the data directory and could not be downloaded.
+    #[error(
+        "dataset `{dataset}` is not in {dir} and downloading it failed ({reason}); if this machine is offline, put {files:?} in {dir}"
+    )]
+    Download {
+        /// Dataset name.
+        dataset: String,
+        /// Where the files belong.
+        dir: PathBuf,
+        /// The files missing there.
+        files: Vec<String>,
+        /// What each mirror answered.
+        reason: String,
+    },
     /// Arguments that cannot work (empty set, bad fraction...).
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -1,5 +1,9 @@
 /// An in-memory labelled image set: `len · C · H · W` pixels (`f32`, row-major, NCHW) and one
 /// class index per image.
+///
+/// Every reader scales pixels into `[0, 1]` (MNIST bytes / 255, UCI digits / 16, image files
+/// / 255), so augmentation parameters such as a noise level or a fill value mean the same on
+/// every dataset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSet {
     /// Pixels of all images, image after image, each `[C, H, W]`.

@@ -9,6 +9,13 @@
 //! - [`text`]: a character corpus for language modelling (Jane Austen, one novel held out),
 //!   labelled text from CSV (fine-food reviews) and Hugging Face `tokenizer.json` tokenizers
 //!   with padding masks.
+//! - [`augment`]: seeded, composable augmentation (flips, rotation, zoom, translation, random
+//!   resized crop, noise, brightness/contrast, random erasing, normalisation, mixup/cutmix),
+//!   applied in the data-loader workers by [`ImageBatcher`].
+//! - [`tabular`]: CSV tables with numeric and categorical columns (one-hot or index encoding,
+//!   missing values, standardisation fitted on the training split), regression batches.
+//! - [`image_folder`]: one sub-folder of PNG/JPEG images per class, resized and cropped.
+//! - [`download`]: fetching MNIST / Fashion-MNIST when absent, verified by SHA-256.
 //! - [`split`]: seeded, stratified train/test splits.
 //! - [`Normalizer`]: per-channel standardisation fitted on the training split only.
 //! - [`ImageDataset`] / [`ImageBatcher`] / [`ImageBatch`]: burn `Dataset` and `Batcher` for
@@ -18,21 +25,47 @@
 //!
 //! kiln-data knows nothing about models, training or the CLI.
 
+pub mod augment;
 pub mod batch;
 pub mod data_dir;
 pub mod digits;
+pub mod download;
 mod error;
 pub mod idx;
+pub mod image_folder;
 mod image_set;
 pub mod split;
+pub mod tabular;
 pub mod text;
 
-pub use batch::{ImageBatch, ImageBatcher, ImageDataset, ImageItem, Normalizer};
+pub use augment::Augment;
+pub use batch::{
+    EpochCounter, EpochLoader, ImageBatch, ImageBatcher, ImageDataset, ImageItem, Normalizer,
+};
 pub use error::{Error, Result};
 pub use image_set::ImageSet;
 
-/// Names of the datasets Kiln can load, for error messages and `--dataset`.
+/// Names of the image datasets Kiln can load, for error messages and `--dataset` (tables
+/// are in [`tabular::TABLES`]; a path to a `.csv` file or an image folder works too).
 pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist"];
+
+/// How to read a dataset given by path (CSV table or image folder); ignored by named image
+/// datasets.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataOptions {
+    /// Target column of a table (default: the named table's, else the last column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Categorical encoding of a table.
+    #[serde(default)]
+    pub encoding: tabular::Encoding,
+    /// `[height, width]` images of a folder are resized to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<[usize; 2]>,
+    /// Grey or RGB images of a folder.
+    #[serde(default)]
+    pub channels: image_folder::Channels,
+}
 
 /// A dataset split into training and test sets, ready to batch.
 #[derive(Clone, Debug)]
@@ -55,16 +88,81 @@ pub fn load_split(name: &str, seed: kiln_core::Seed) -> Result<SplitImageSet> {
 ///
 /// - `digits` comes from the copy bundled in this crate (no data dir needed); it is split
 ///   80/20, stratified by class, by `seed`.
-/// - `mnist` and `fashion-mnist` read `<data_dir>/<name>/` and keep the published 60,000 /
-///   10,000 train/test split.
+/// - `mnist` and `fashion-mnist` read `<data_dir>/<name>/` (downloading the files there when
+///   absent, see [`download`]) and keep the published 60,000 / 10,000 train/test split.
 pub fn load_split_from(
     name: &str,
     seed: kiln_core::Seed,
     data_dir: &std::path::Path,
 ) -> Result<SplitImageSet> {
+    load_dataset(name, seed, data_dir, &DataOptions::default())
+}
+
+/// Loads any classification dataset as train and test image sets:
+///
+/// - a named image dataset ([`DATASETS`], see [`load_split_from`]);
+/// - a named table ([`tabular::TABLES`]) or a path to a `.csv` / `.csv.gz` file: features
+///   encoded by [`tabular::TableEncoder`] fitted on the training rows, as `[1, 1, features]`
+///   "images", split 80/20 stratified by class (the target must be categorical);
+/// - a path to an image folder ([`image_folder::load_split`]), resized to
+///   `options.image_size`.
+pub fn load_dataset(
+    name: &str,
+    seed: kiln_core::Seed,
+    data_dir: &std::path::Path,
+    options: &DataOptions,
+) -> Result<SplitImageSet> {
+    let path = std::path::Path::new(name);
+    let is_csv = name.ends_with(".csv") || name.ends_with(".csv.gz");
+    if tabular::TABLES.iter().any(|t| t.name == name) || is_csv {
+        let (table, default_target) = if is_csv {
+            (tabular::Table::read_csv(path)?, None)
+        } else {
+            let (table, named) = tabular::load_named(name, data_dir)?;
+            (table, Some(named.target))
+        };
+        let target = match (&options.target, default_target) {
+            (Some(t), _) => t.clone(),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => table.columns.last().cloned().unwrap_or_default(),
+        };
+        let spec = tabular::TableSpec {
+            target: target.clone(),
+            encoding: options.encoding,
+            task: Some(tabular::TableTask::Classification),
+            drop: Vec::new(),
+        };
+        if table.is_numeric(table.column(&target)?) {
+            return Err(Error::Invalid(format!(
+                "{name}: target `{target}` is numeric; image-style training needs classes (regression tables are for tabular::RegressionBatcher)"
+            )));
+        }
+        let (train, test) = table.split_stratified(&target, 0.2, seed.derive("split"))?;
+        let encoder = tabular::TableEncoder::fit(&table, &spec, &train)?;
+        let classes = encoder.classes().unwrap_or_default().to_vec();
+        return Ok(SplitImageSet {
+            name: name.to_string(),
+            train: encoder.transform(&table, &train)?.to_image_set(&classes)?,
+            test: encoder.transform(&table, &test)?.to_image_set(&classes)?,
+        });
+    }
+    if !DATASETS.contains(&name) && path.is_dir() {
+        let size = options.image_size.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{name} is an image folder: give the image size (e.g. --image-size 28x28)"
+            ))
+        })?;
+        let folder = image_folder::FolderOptions {
+            size,
+            channels: options.channels,
+            resize: image_folder::Resize::default(),
+        };
+        return image_folder::load_split(path, &folder, seed.derive("split"));
+    }
     match name {
         "mnist" | "fashion-mnist" => {
-            let dir = data_dir.join(name);
+            let remote = download::remote(name).expect("both are remote datasets");
+            let dir = download::ensure(remote, data_dir, download::Policy::from_env())?;
             let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
             let digit_names: Vec<&str> = digits.iter().map(String::as_str).collect();
             let classes: &[&str] = if name == "mnist" {
@@ -89,7 +187,15 @@ pub fn load_split_from(
         }
         other => Err(Error::UnknownDataset {
             name: other.to_string(),
-            available: DATASETS.join(", "),
+            available: format!(
+                "{}, {}, a .csv file or an image folder",
+                DATASETS.join(", "),
+                tabular::TABLES
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }),
     }
 }

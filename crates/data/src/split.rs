@@ -30,9 +30,45 @@ pub fn stratified_split(
     (train, test)
 }
 
+/// Splits indices into (train, validation, test), each class keeping its proportion in each
+/// part: the test set first, then the validation set from what is left. Deterministic for a
+/// given `seed`; all lists come back sorted.
+pub fn train_valid_test_split(
+    labels: &[usize],
+    valid_fraction: f64,
+    test_fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (rest, test) = stratified_split(labels, test_fraction, seed);
+    let rest_labels: Vec<usize> = rest.iter().map(|&i| labels[i]).collect();
+    let share = if test_fraction < 1.0 {
+        valid_fraction / (1.0 - test_fraction)
+    } else {
+        0.0
+    };
+    let (train, valid) = stratified_split(&rest_labels, share.min(1.0), seed ^ 0x5eed);
+    (
+        train.iter().map(|&i| rest[i]).collect(),
+        valid.iter().map(|&i| rest[i]).collect(),
+        test,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn three_way_split_is_disjoint_complete_and_stratified() {
+        let labels: Vec<usize> = (0..100).map(|i| i % 2).collect();
+        let (train, valid, test) = train_valid_test_split(&labels, 0.1, 0.2, 3);
+        assert_eq!((train.len(), valid.len(), test.len()), (70, 10, 20));
+        let mut all: Vec<usize> = train.iter().chain(&valid).chain(&test).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert_eq!(valid.iter().filter(|&&i| labels[i] == 1).count(), 5);
+        assert_eq!(train_valid_test_split(&labels, 0.1, 0.2, 3).1, valid);
+    }
 
     #[test]
     fn stratified_and_seeded() {

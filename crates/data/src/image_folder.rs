@@ -1,0 +1,295 @@
+//! Image folders: one sub-folder per class holding PNG or JPEG files (torchvision's
+//! `ImageFolder` layout), decoded with the `image` crate and resized with `image::imageops`
+//! (bilinear).
+//!
+//! ```text
+//! flowers/
+//!   daisy/   001.jpg 002.png ...
+//!   tulip/   ...
+//! ```
+//!
+//! Classes are the sub-folder names in sorted order. A folder that has `train/` and `test/`
+//! sub-folders (each in that layout) keeps that split; otherwise [`load_split`] holds out a
+//! stratified, seeded 20%.
+
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GenericImageView};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ImageSet, Result, SplitImageSet};
+
+/// Colour handling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channels {
+    /// One grey channel (ITU-R 601-2 luma).
+    Grey,
+    /// Three channels, red, green, blue.
+    #[default]
+    Rgb,
+}
+
+impl Channels {
+    /// Number of channels.
+    pub fn count(self) -> usize {
+        match self {
+            Channels::Grey => 1,
+            Channels::Rgb => 3,
+        }
+    }
+}
+
+/// How an image is brought to the target size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resize {
+    /// Resize the shorter side to fit, then crop the centre (torchvision
+    /// `Resize(min(h, w))` + `CenterCrop((h, w))`): no distortion.
+    #[default]
+    ShorterSideThenCentreCrop,
+    /// Resize both sides to the target, distorting the aspect ratio.
+    Stretch,
+}
+
+/// Options of an image folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderOptions {
+    /// Target `[height, width]`.
+    pub size: [usize; 2],
+    /// Grey or RGB.
+    pub channels: Channels,
+    /// Resizing policy.
+    pub resize: Resize,
+}
+
+const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        entries.push(entry.map_err(io_err(dir))?.path());
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// Decodes one image file and converts it to `[C, H, W]` pixels in `[0, 1]` of the target
+/// size.
+pub fn load_image(path: &Path, options: &FolderOptions) -> Result<Vec<f32>> {
+    let image = image::open(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(to_pixels(&image, options))
+}
+
+/// Resizes and converts a decoded image (see [`load_image`]).
+pub fn to_pixels(image: &DynamicImage, options: &FolderOptions) -> Vec<f32> {
+    let [th, tw] = options.size;
+    let (w, h) = image.dimensions();
+    let resized = match options.resize {
+        Resize::Stretch => image.resize_exact(tw as u32, th as u32, FilterType::Triangle),
+        Resize::ShorterSideThenCentreCrop => {
+            // Scale so both sides cover the target, then cut the centre.
+            let scale = (tw as f64 / w as f64).max(th as f64 / h as f64);
+            let (nw, nh) = (
+                ((w as f64 * scale).round() as u32).max(tw as u32),
+                ((h as f64 * scale).round() as u32).max(th as u32),
+            );
+            let scaled = if (nw, nh) == (w, h) {
+                image.clone()
+            } else {
+                image.resize_exact(nw, nh, FilterType::Triangle)
+            };
+            let (left, top) = ((nw - tw as u32) / 2, (nh - th as u32) / 2);
+            scaled.crop_imm(left, top, tw as u32, th as u32)
+        }
+    };
+    let plane = th * tw;
+    match options.channels {
+        Channels::Grey => resized
+            .to_luma8()
+            .into_raw()
+            .into_iter()
+            .map(|v| f32::from(v) / 255.0)
+            .collect(),
+        Channels::Rgb => {
+            let rgb = resized.to_rgb8().into_raw();
+            let mut out = vec![0f32; 3 * plane];
+            for (i, px) in rgb.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    out[c * plane + i] = f32::from(px[c]) / 255.0;
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Reads a folder with one sub-folder of PNG/JPEG images per class. Other files are ignored;
+/// an unreadable image, an empty class folder or a folder without class folders is an error
+/// naming the path.
+pub fn load_folder(dir: &Path, options: &FolderOptions) -> Result<ImageSet> {
+    if options.size.contains(&0) {
+        return Err(Error::Invalid(format!(
+            "image size {}x{} must be at least 1x1",
+            options.size[0], options.size[1]
+        )));
+    }
+    let class_dirs: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
+    if class_dirs.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} has no class folders: expected one sub-folder of PNG/JPEG images per class",
+            dir.display()
+        )));
+    }
+    let [h, w] = options.size;
+    let c = options.channels.count();
+    let mut set = ImageSet {
+        pixels: Vec::new(),
+        labels: Vec::new(),
+        shape: [c, h, w],
+        classes: Vec::new(),
+    };
+    for (label, class_dir) in class_dirs.iter().enumerate() {
+        let name = class_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let files: Vec<PathBuf> = sorted_entries(class_dir)?
+            .into_iter()
+            .filter(|p| {
+                p.is_file()
+                    && p.extension().is_some_and(|e| {
+                        EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
+                    })
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(Error::Invalid(format!(
+                "class folder {} holds no PNG or JPEG images",
+                class_dir.display()
+            )));
+        }
+        for file in files {
+            set.pixels.extend(load_image(&file, options)?);
+            set.labels.push(label);
+        }
+        set.classes.push(name);
+    }
+    Ok(set)
+}
+
+/// Loads an image folder as train and test sets: `dir/train` and `dir/test` when both exist
+/// (with the same classes), otherwise `dir` split 80/20, stratified and seeded.
+pub fn load_split(dir: &Path, options: &FolderOptions, seed: u64) -> Result<SplitImageSet> {
+    let name = dir.display().to_string();
+    let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
+    if train_dir.is_dir() && test_dir.is_dir() {
+        let train = load_folder(&train_dir, options)?;
+        let test = load_folder(&test_dir, options)?;
+        if train.classes != test.classes {
+            return Err(Error::Invalid(format!(
+                "{} and {} have different class folders ({} vs {})",
+                train_dir.display(),
+                test_dir.display(),
+                train.classes.join(", "),
+                test.classes.join(", ")
+            )));
+        }
+        return Ok(SplitImageSet { name, train, test });
+    }
+    let all = load_folder(dir, options)?;
+    let (train, test) = crate::split::stratified_split(&all.labels, 0.2, seed);
+    Ok(SplitImageSet {
+        name,
+        train: all.subset(&train),
+        test: all.subset(&test),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    use super::*;
+
+    fn grey(size: [usize; 2]) -> FolderOptions {
+        FolderOptions {
+            size,
+            channels: Channels::Grey,
+            resize: Resize::Stretch,
+        }
+    }
+
+    #[test]
+    fn reads_classes_in_order_and_converts_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, value) in [("b", 255u8), ("a", 0u8)] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            let img = RgbImage::from_pixel(4, 2, Rgb([value, 0, value / 2]));
+            img.save(dir.path().join(class).join("x.png")).unwrap();
+        }
+        std::fs::write(dir.path().join("a").join("notes.txt"), "ignored").unwrap();
+        let options = FolderOptions {
+            size: [2, 4],
+            channels: Channels::Rgb,
+            resize: Resize::Stretch,
+        };
+        let set = load_folder(dir.path(), &options).unwrap();
+        assert_eq!(set.classes, ["a", "b"]);
+        assert_eq!(set.labels, [0, 1]);
+        assert_eq!(set.shape, [3, 2, 4]);
+        let b = set.image(1);
+        assert!(b[..8].iter().all(|&v| v == 1.0) && b[8..16].iter().all(|&v| v == 0.0));
+        assert!(b[16..].iter().all(|&v| (v - 127.0 / 255.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn centre_crop_keeps_the_middle() {
+        // A 6x2 grey image whose middle two columns are white, cropped to 2x2.
+        let dir = tempfile::tempdir().unwrap();
+        let img = GrayImage::from_fn(6, 2, |x, _| Luma([if x == 2 || x == 3 { 255 } else { 0 }]));
+        let path = dir.path().join("wide.png");
+        img.save(&path).unwrap();
+        let options = FolderOptions {
+            resize: Resize::ShorterSideThenCentreCrop,
+            ..grey([2, 2])
+        };
+        assert_eq!(load_image(&path, &options).unwrap(), vec![1.0; 4]);
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_folder(dir.path(), &grey([2, 2]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no class folders"), "{err}");
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let err = load_folder(dir.path(), &grey([2, 2]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("empty") && err.contains("no PNG or JPEG"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("empty").join("broken.png"), b"not a png").unwrap();
+        let err = load_folder(dir.path(), &grey([2, 2]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("broken.png"), "{err}");
+    }
+}

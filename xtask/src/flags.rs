@@ -18,6 +18,22 @@ pub enum Command {
     Train(TrainArgs),
     /// What CI runs: fmt check, clippy with warnings denied, the test suite.
     Ci(CiArgs),
+    /// Benchmarks (`cargo xtask bench data`: MNIST batching with and without augmentation
+    /// against a cnn-small training step).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Suite to run.
+    #[arg(default_value = "data")]
+    pub suite: String,
+    /// Measured rounds after one warm-up round.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// MNIST training images per round (the first N/10 of each class).
+    #[arg(long, default_value_t = 10_000)]
+    pub images: usize,
 }
 
 #[derive(Args, Debug)]
@@ -30,6 +46,16 @@ pub struct TrainArgs {
     /// Override the recipe's seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Another dataset than the preset's (the model's input and output follow the data).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Augmentation of training images, e.g. `flip,rotate=15,scale=0.9..1.1`.
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// Data directory (default: KILN_DATA_DIR, which `.cargo/config.toml` points at
+    /// ../shared/data, else ~/.cache/kiln/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Run folder (default: runs/<model>-<unix time>).
     #[arg(long)]
     pub out: Option<PathBuf>,

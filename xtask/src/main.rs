@@ -1,5 +1,6 @@
 //! `cargo xtask`: project automation. `main` only dispatches; one module per command.
 
+mod bench;
 mod ci;
 mod flags;
 mod train;
@@ -10,5 +11,6 @@ fn main() -> anyhow::Result<()> {
     match flags::Xtask::parse().command {
         flags::Command::Train(args) => train::run(args),
         flags::Command::Ci(args) => ci::run(args),
+        flags::Command::Bench(args) => bench::run(args),
     }
 }

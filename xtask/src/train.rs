@@ -13,13 +13,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
+    if let Some(dataset) = args.dataset {
+        config.adapt_model = dataset != config.dataset;
+        config.dataset = dataset;
+    }
+    if args.augment.is_some() {
+        config.augment = args.augment;
+    }
     let out = args
         .out
         .unwrap_or_else(|| kiln_train::default_run_dir(&config.name));
     println!(
-        "training {} on {} ({} epochs, batch {}, lr {}, seed {}, device {}) -> {}",
+        "training {} on {}{} ({} epochs, batch {}, lr {}, seed {}, device {}) -> {}",
         config.name,
         config.dataset,
+        config
+            .augment
+            .as_deref()
+            .map(|a| format!(" with augmentation {a}"))
+            .unwrap_or_default(),
         config.epochs,
         config.batch_size,
         config.lr,
@@ -27,8 +39,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         config.device,
         out.display()
     );
-    let report = kiln_train::train(&config, &out, &TrainOptions::default())
-        .with_context(|| format!("training {}", config.name))?;
+    let report = kiln_train::train(
+        &config,
+        &out,
+        &TrainOptions {
+            quiet: false,
+            data_dir: args.data_dir,
+        },
+    )
+    .with_context(|| format!("training {}", config.name))?;
     println!(
         "held-out test accuracy {:.2}% ({}/{}) after {:.1}s of training; run folder {} (reload with `cargo run -p kiln-cli -- eval {}`)",
         100.0 * report.test.accuracy,

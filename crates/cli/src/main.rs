@@ -43,9 +43,26 @@ enum Command {
         /// Model config file (TOML or JSON) replacing the preset's config.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Dataset (default: the preset's).
+        /// Dataset: digits, mnist, fashion-mnist, a table (iris, wine, breast-cancer), a .csv
+        /// file or an image folder (default: the preset's). On another dataset than the
+        /// preset's, the model's input and output sizes follow the data.
         #[arg(long)]
         dataset: Option<String>,
+        /// Augmentation of training images, e.g. `flip,rotate=15,scale=0.9..1.1,mixup=0.2`.
+        #[arg(long)]
+        augment: Option<String>,
+        /// Target column of a CSV table (default: the last column).
+        #[arg(long)]
+        target: Option<String>,
+        /// Size images of an image folder are resized to, HxW (e.g. 28x28).
+        #[arg(long, value_parser = parse_size)]
+        image_size: Option<[usize; 2]>,
+        /// Read an image folder as grey images instead of RGB.
+        #[arg(long)]
+        grey: bool,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Number of epochs.
         #[arg(long)]
         epochs: Option<usize>,
@@ -81,7 +98,24 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
+}
+
+fn parse_size(text: &str) -> std::result::Result<[usize; 2], String> {
+    let (h, w) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected HxW such as 28x28, found `{text}`"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("expected HxW with positive sizes, found `{text}`"))
+    };
+    Ok([parse(h)?, parse(w)?])
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -188,6 +222,11 @@ fn run(cli: Cli) -> Result<()> {
             model,
             config,
             dataset,
+            augment,
+            target,
+            image_size,
+            grey,
+            data_dir,
             epochs,
             batch_size,
             lr,
@@ -199,11 +238,19 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let mut cfg = TrainConfig::for_preset(&model)?;
+            let custom_model = config.is_some();
             if let Some(path) = config {
                 cfg.model = ModelConfig::from_file(&path)?;
             }
             if let Some(d) = dataset {
+                cfg.adapt_model = !custom_model && d != cfg.dataset;
                 cfg.dataset = d;
+            }
+            cfg.augment = augment;
+            cfg.data.target = target;
+            cfg.data.image_size = image_size;
+            if grey {
+                cfg.data.channels = kiln_data::image_folder::Channels::Grey;
             }
             if let Some(e) = epochs {
                 cfg.epochs = e;
@@ -236,7 +283,7 @@ fn run(cli: Cli) -> Result<()> {
                     out.display()
                 );
             }
-            let report = kiln_train::train(&cfg, &out, &TrainOptions { quiet })
+            let report = kiln_train::train(&cfg, &out, &TrainOptions { quiet, data_dir })
                 .with_context(|| format!("training {}", cfg.name))?;
             println!(
                 "test accuracy {:.2}% ({}/{}), test loss {:.4}; trained in {:.1}s; run folder {}",
@@ -248,8 +295,12 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
-        Command::Eval { run_dir, format } => {
-            let report = kiln_train::evaluate_run(&run_dir)?;
+        Command::Eval {
+            run_dir,
+            format,
+            data_dir,
+        } => {
+            let report = kiln_train::evaluate_run_in(&run_dir, data_dir.as_deref())?;
             match format {
                 Format::Text => println!(
                     "test accuracy {:.2}% ({}/{}), test loss {:.4}",

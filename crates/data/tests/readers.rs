@@ -104,7 +104,7 @@ fn unknown_dataset_lists_known_ones() {
         .to_string();
     assert_eq!(
         err,
-        "unknown dataset `imagenet`; available datasets: digits, mnist, fashion-mnist"
+        "unknown dataset `imagenet`; available datasets: digits, mnist, fashion-mnist, iris, wine, breast-cancer, diabetes, boston-housing, ames-housing, concrete, a .csv file or an image folder"
     );
 }
 
@@ -140,8 +140,9 @@ fn fashion_mnist_is_balanced() {
 
 #[test]
 fn missing_mnist_says_which_files_to_put_where() {
+    use kiln_data::download::{MNIST, Policy, ensure};
     let dir = tempfile::tempdir().unwrap();
-    let err = kiln_data::load_split_from("mnist", kiln_core::Seed(0), dir.path())
+    let err = ensure(&MNIST, dir.path(), Policy::Never)
         .unwrap_err()
         .to_string();
     assert!(err.contains("dataset `mnist` not found"), "{err}");

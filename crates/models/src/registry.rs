@@ -134,6 +134,22 @@ impl ModelConfig {
         }
     }
 
+    /// Resizes the model's ends to a dataset: an MLP's input to `C·H·W` features and its
+    /// output to `classes`; a CNN's or ViT's head to `classes` (their input shape is part of
+    /// the architecture and stays). Other models are unchanged.
+    pub fn adapt_to(&mut self, chw: [usize; 3], classes: usize) {
+        match self {
+            ModelConfig::Mlp(c) => {
+                c.input_size = chw.iter().product();
+                c.output_size = classes;
+            }
+            ModelConfig::Cnn(c) => c.num_classes = classes,
+            ModelConfig::VitLite(c) => c.num_classes = classes,
+            ModelConfig::TransformerClassifier(c) => c.num_classes = classes,
+            ModelConfig::CausalLm(_) | ModelConfig::Bert(_) => {}
+        }
+    }
+
     /// Checks that images of `[channels, height, width]` fit the model.
     pub fn check_input(&self, chw: [usize; 3]) -> Result<()> {
         let mismatch = |expected: [usize; 3]| Error::InvalidConfig {

@@ -1,6 +1,8 @@
 use std::path::Path;
 
 use kiln_core::{DeviceSpec, Seed};
+use kiln_data::DataOptions;
+use kiln_data::augment::Augment;
 use kiln_models::ModelConfig;
 use serde::{Deserialize, Serialize};
 
@@ -31,8 +33,23 @@ pub struct TrainConfig {
     /// Evaluate on only the first N test images of each class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_per_class: Option<usize>,
+    /// Augmentation spec applied to training batches (see `kiln_data::augment`), e.g.
+    /// `flip,rotate=15,scale=0.9..1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<String>,
+    /// How to read a dataset given as a CSV file or an image folder.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub data: DataOptions,
+    /// Resize the model's input and output to the dataset before training (see
+    /// `ModelConfig::adapt_to`); the saved config holds the resized model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adapt_model: bool,
     /// The model.
     pub model: ModelConfig,
+}
+
+fn is_default(options: &DataOptions) -> bool {
+    *options == DataOptions::default()
 }
 
 impl TrainConfig {
@@ -54,6 +71,9 @@ impl TrainConfig {
             device: DeviceSpec::default(),
             train_per_class: None,
             test_per_class: None,
+            augment: None,
+            data: DataOptions::default(),
+            adapt_model: false,
             model: preset.config,
         })
     }
@@ -65,6 +85,9 @@ impl TrainConfig {
             return Err(Error::InvalidSetting(
                 "images per class must be at least 1".into(),
             ));
+        }
+        if let Some(spec) = &self.augment {
+            Augment::parse(spec)?;
         }
         self.model.validate()?;
         Ok(())

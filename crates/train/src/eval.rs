@@ -119,9 +119,19 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer,
     Ok((config, normalizer, model))
 }
 
-/// The dataset of a run, with the run's per-class limits applied.
-pub(crate) fn load_data(config: &TrainConfig) -> Result<kiln_data::SplitImageSet> {
-    let mut data = kiln_data::load_split(&config.dataset, kiln_core::Seed(config.seed))?;
+/// The dataset of a run, with the run's per-class limits applied, read from `data_dir` (else
+/// `KILN_DATA_DIR`, else the user cache).
+pub(crate) fn load_data(
+    config: &TrainConfig,
+    data_dir: Option<&Path>,
+) -> Result<kiln_data::SplitImageSet> {
+    let dir = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
+    let mut data = kiln_data::load_dataset(
+        &config.dataset,
+        kiln_core::Seed(config.seed),
+        &dir,
+        &config.data,
+    )?;
     if let Some(n) = config.train_per_class {
         data.train = data.train.first_per_class(n);
     }
@@ -132,13 +142,19 @@ pub(crate) fn load_data(config: &TrainConfig) -> Result<kiln_data::SplitImageSet
 }
 
 /// Reloads a run folder and evaluates it on its dataset's held-out test split (the same split
-/// training used, re-derived from the saved seed).
+/// training used, re-derived from the saved seed), reading data from the default data
+/// directory.
 pub fn evaluate_run(dir: &Path) -> Result<EvalReport> {
+    evaluate_run_in(dir, None)
+}
+
+/// [`evaluate_run`] with an explicit data directory.
+pub fn evaluate_run_in(dir: &Path, data_dir: Option<&Path>) -> Result<EvalReport> {
     check_run_dir(dir)?;
     let spec = TrainConfig::load(&RunFiles::new(dir).config)?.device;
     let device = spec.device();
     let (config, normalizer, model) = load_run(dir, &device)?;
-    let data = load_data(&config)?;
+    let data = load_data(&config, data_dir)?;
     evaluate(
         &model,
         &data.test,

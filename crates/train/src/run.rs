@@ -13,7 +13,7 @@ use burn::train::{
     ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainStep,
 };
 use kiln_core::Seed;
-use kiln_data::{ImageBatcher, ImageDataset, Normalizer};
+use kiln_data::{Augment, EpochCounter, EpochLoader, ImageBatcher, ImageDataset, Normalizer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
@@ -21,11 +21,23 @@ use crate::eval::RunFiles;
 use crate::renderer::KilnRenderer;
 use crate::{ClassificationTask, EpochMetrics, Error, EvalReport, Result, TrainConfig};
 
-/// How a run reports progress.
+/// How a run reports progress and where it finds data (neither changes the results).
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
     /// Print nothing while training (for CI and tests).
     pub quiet: bool,
+    /// Data directory (default: `KILN_DATA_DIR`, else the user cache).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl TrainOptions {
+    /// Silent, default data directory.
+    pub fn quiet() -> Self {
+        Self {
+            quiet: true,
+            data_dir: None,
+        }
+    }
 }
 
 /// What a finished run reports (also written as `report.json`).
@@ -57,6 +69,7 @@ pub struct TrainReport {
 /// [`evaluate_run`](crate::evaluate_run), exactly as `kiln eval` does.
 pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
+    let mut config = config.clone();
     // burn's CPU backends keep one process-wide RNG (initialisation, dropout). Two runs
     // interleaving their draws would break seed-exactness, so runs in one process take turns.
     let _turn = kiln_core::seed::exclusive_rng();
@@ -64,7 +77,14 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     let device = config.device.autodiff_device();
     seed.apply(&device);
 
-    let data = crate::eval::load_data(config)?;
+    let data = crate::eval::load_data(&config, options.data_dir.as_deref())?;
+    if config.adapt_model {
+        config
+            .model
+            .adapt_to(data.train.shape, data.train.num_classes());
+        config.adapt_model = false;
+        config.validate()?;
+    }
     config.model.check_input(data.train.shape)?;
     if config.model.num_classes() != data.train.num_classes() {
         return Err(Error::InvalidSetting(format!(
@@ -81,14 +101,27 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     config.save(&files.config)?;
     write_json(&files.normalizer, &normalizer)?;
 
+    // Batches are built (and augmented) in one data-loader worker thread, overlapping the
+    // training step; one worker keeps the batch order, hence the run, seed-exact.
     let batcher = ImageBatcher::new(data.train.shape, normalizer);
-    let train_loader = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.batch_size)
-        .shuffle(seed.derive("shuffle"))
-        .set_device(device.clone())
-        .build(ImageDataset::new(data.train.clone()));
+    let epochs = EpochCounter::default();
+    let augment = Augment::parse(config.augment.as_deref().unwrap_or(""))?;
+    let train_batcher =
+        batcher
+            .clone()
+            .with_augment(augment, seed, epochs.clone(), data.train.num_classes());
+    let train_loader = EpochLoader::new(
+        DataLoaderBuilder::new(train_batcher)
+            .batch_size(config.batch_size)
+            .shuffle(seed.derive("shuffle"))
+            .num_workers(1)
+            .set_device(device.clone())
+            .build(ImageDataset::new(data.train.clone())),
+        epochs,
+    );
     let valid_loader = DataLoaderBuilder::new(batcher)
         .batch_size(config.batch_size)
+        .num_workers(1)
         .set_device(device.clone())
         .build(ImageDataset::new(data.test.clone()));
 
@@ -118,7 +151,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
         })?;
     write_metrics_csv(&files.metrics, &epochs)?;
 
-    let test = crate::evaluate_run(run_dir)?;
+    let test = crate::evaluate_run_in(run_dir, options.data_dir.as_deref())?;
     let report = TrainReport {
         run_dir: run_dir.to_path_buf(),
         model: config.name.clone(),

@@ -1,5 +1,7 @@
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_softmax;
 use burn::train::ClassificationOutput;
 use kiln_data::ImageBatch;
 use kiln_models::{Classifier, ImageModel};
@@ -15,11 +17,21 @@ impl ClassificationTask {
     /// Forward pass with the cross-entropy loss.
     pub fn forward_classification(&self, batch: ImageBatch) -> ClassificationOutput {
         let logits = self.model.forward(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
+        let loss = match batch.soft_targets {
+            Some(soft) => soft_cross_entropy(logits.clone(), soft),
+            None => CrossEntropyLossConfig::new()
+                .init(&logits.device())
+                .forward(logits.clone(), batch.targets.clone()),
+        };
         ClassificationOutput::new(loss, logits, batch.targets)
     }
+}
+
+/// Cross-entropy against label distributions (mixup / cutmix targets):
+/// `mean over the batch of −Σ_k p_k · log softmax(z)_k`.
+pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    let log_probs = log_softmax(logits, 1);
+    (targets * log_probs).sum_dim(1).mean().neg()
 }
 
 /// Implements burn-train's `TrainStep` (forward, loss, backward) and `InferenceStep` (forward,

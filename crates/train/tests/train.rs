@@ -13,7 +13,7 @@ fn quick(seed: u64, epochs: usize) -> TrainConfig {
 fn default_recipe_reaches_95_percent_and_reloads_identically() {
     let dir = tempfile::tempdir().unwrap();
     let config = TrainConfig::for_preset("mlp").unwrap();
-    let report = train(&config, dir.path(), &TrainOptions { quiet: true }).unwrap();
+    let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     assert!(
         report.test.accuracy >= 0.95,
         "held-out accuracy {:.4} below 0.95",
@@ -44,7 +44,7 @@ fn default_recipe_reaches_95_percent_and_reloads_identically() {
 fn same_seed_same_losses_different_seed_different_losses() {
     let run = |seed| {
         let dir = tempfile::tempdir().unwrap();
-        let report = train(&quick(seed, 2), dir.path(), &TrainOptions { quiet: true }).unwrap();
+        let report = train(&quick(seed, 2), dir.path(), &TrainOptions::quiet()).unwrap();
         report
             .epochs
             .iter()
@@ -64,7 +64,7 @@ fn bad_run_folders_are_clear_errors() {
     assert!(err.contains("/nonexistent/run"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
-    train(&quick(1, 1), dir.path(), &TrainOptions { quiet: true }).unwrap();
+    train(&quick(1, 1), dir.path(), &TrainOptions::quiet()).unwrap();
     std::fs::write(dir.path().join("model.bpk"), b"not a burnpack").unwrap();
     let err = evaluate_run(dir.path()).unwrap_err().to_string();
     assert!(err.contains("cannot load weights"), "{err}");
@@ -79,7 +79,7 @@ fn mismatched_model_and_data_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(1, 1);
     config.model = kiln_models::preset("lenet-300-100").unwrap().config;
-    let err = train(&config, dir.path(), &TrainOptions { quiet: true })
+    let err = train(&config, dir.path(), &TrainOptions::quiet())
         .unwrap_err()
         .to_string();
     assert!(
@@ -93,7 +93,7 @@ fn divergence_is_reported_with_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(1, 1);
     config.lr = 1e30;
-    match train(&config, dir.path(), &TrainOptions { quiet: true }) {
+    match train(&config, dir.path(), &TrainOptions::quiet()) {
         Err(kiln_train::Error::Diverged { epoch, .. }) => assert_eq!(epoch, 1),
         other => panic!("expected a divergence error, got {other:?}"),
     }
@@ -117,7 +117,7 @@ fn every_image_preset_learns_on_real_data() {
         config.train_per_class = Some(if config.dataset == "digits" { 40 } else { 60 });
         config.test_per_class = Some(10);
         let dir = tempfile::tempdir().unwrap();
-        let report = train(&config, dir.path(), &TrainOptions { quiet: true }).unwrap();
+        let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
         let losses: Vec<f64> = report.epochs.iter().map(|m| m.train_loss).collect();
         assert!(
             losses[2] < losses[0] * 0.9,
@@ -138,7 +138,7 @@ fn char_lm_beats_the_unigram_baseline_and_generates_reproducibly() {
     config.max_train_windows = Some(640);
     config.max_valid_windows = Some(64);
     let dir = tempfile::tempdir().unwrap();
-    let report = train_lm(&config, dir.path(), &TrainOptions { quiet: true }).unwrap();
+    let report = train_lm(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     eprintln!(
         "char-lm: validation loss {:.3} nats/char vs unigram {:.3}; sample: {:?}",
         report.valid_loss, report.unigram_baseline, report.sample
@@ -154,7 +154,7 @@ fn char_lm_beats_the_unigram_baseline_and_generates_reproducibly() {
     let again = train_lm(
         &config,
         tempfile::tempdir().unwrap().path(),
-        &TrainOptions { quiet: true },
+        &TrainOptions::quiet(),
     )
     .unwrap();
     assert_eq!(again.valid_loss.to_bits(), report.valid_loss.to_bits());
@@ -172,7 +172,7 @@ fn transformer_classifier_learns_on_reviews() {
     config.max_test = Some(64);
     config.lr = 1e-3;
     let dir = tempfile::tempdir().unwrap();
-    let report = train_text_classifier(&config, dir.path(), &TrainOptions { quiet: true }).unwrap();
+    let report = train_text_classifier(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     assert_eq!(report.classes, vec!["great", "other"]);
     let losses: Vec<f64> = report.epochs.iter().map(|m| m.train_loss).collect();
     assert!(
@@ -205,4 +205,49 @@ fn minilm_tokenizer_gives_the_reference_ids() {
         .encode_padded("The quick brown fox jumps over the lazy dog.", 4)
         .unwrap();
     assert_eq!(cut.ids, vec![101, 1996, 4248, 102]);
+}
+
+#[test]
+fn augmented_training_is_seed_exact_and_still_learns() {
+    let run = |seed| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = quick(seed, 10);
+        config.augment = Some("rotate=10,translate=0.1,noise=0.02,erase=0.2,mixup=0.2".into());
+        train(&config, dir.path(), &TrainOptions::quiet()).unwrap()
+    };
+    let a = run(11);
+    let b = run(11);
+    let losses = |r: &kiln_train::TrainReport| {
+        r.epochs
+            .iter()
+            .map(|m| m.train_loss.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&a), losses(&b), "augmentation is seeded");
+    assert!(
+        a.test.accuracy >= 0.85,
+        "augmented 10-epoch MLP reached only {:.4}",
+        a.test.accuracy
+    );
+}
+
+#[test]
+fn a_table_trains_an_mlp_sized_to_its_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.dataset = "iris".into();
+    config.adapt_model = true;
+    config.epochs = 40;
+    config.batch_size = 16;
+    let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    assert_eq!(report.test.total, 30);
+    assert!(
+        report.test.accuracy >= 0.9,
+        "iris test accuracy {:.4}",
+        report.test.accuracy
+    );
+    // The saved config holds the resized model, so the run reloads.
+    let saved = TrainConfig::load(&dir.path().join("config.toml")).unwrap();
+    assert!(!saved.adapt_model);
+    assert_eq!(evaluate_run(dir.path()).unwrap(), report.test);
 }

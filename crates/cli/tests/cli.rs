@@ -100,3 +100,53 @@ fn every_command_has_help() {
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");
     }
 }
+
+#[test]
+fn train_takes_a_table_an_augmentation_spec_and_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("iris");
+    let data_dir = kiln_data::data_dir::resolve(None);
+    let (ok, stdout, stderr) = kiln(&[
+        "train",
+        "mlp",
+        "--dataset",
+        "iris",
+        "--epochs",
+        "3",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "train on iris failed: {stderr}");
+    assert!(stdout.contains("/30)"), "30 held-out iris rows: {stdout}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("input_size = 4"), "{config}");
+    assert!(config.contains("output_size = 3"), "{config}");
+
+    let run = dir.path().join("digits");
+    let (ok, _, stderr) = kiln(&[
+        "train",
+        "mlp",
+        "--epochs",
+        "1",
+        "--augment",
+        "flip,rotate=15,scale=0.9..1.1,mixup=0.2",
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "augmented training failed: {stderr}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        config.contains(r#"augment = "flip,rotate=15,scale=0.9..1.1,mixup=0.2""#),
+        "{config}"
+    );
+    let (ok, _, stderr) = kiln(&["train", "mlp", "--augment", "blur=3", "--quiet"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown augmentation `blur`"),
+        "one-line error naming the item: {stderr}"
+    );
+}

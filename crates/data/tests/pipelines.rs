@@ -140,6 +140,11 @@ fn ames_loads_with_one_hot_encoding_and_predicts_prices() {
         .sum();
     assert_eq!(encoder.width(), 33 + one_hot);
     assert!((270..=281).contains(&one_hot), "{one_hot}");
+    assert_eq!(
+        encoder.width(),
+        309,
+        "33 numbers and 276 categories seen in training"
+    );
     let train_set = encoder.transform(&table, &train).unwrap();
     let test_set = encoder.transform(&table, &test).unwrap();
     // Standardisation fitted on the training rows: mean 0 there.

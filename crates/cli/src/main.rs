@@ -69,9 +69,25 @@ enum Command {
         /// Mini-batch size.
         #[arg(long)]
         batch_size: Option<usize>,
-        /// Learning rate.
+        /// Base learning rate.
         #[arg(long)]
         lr: Option<f64>,
+        /// Optimizer: sgd, momentum, nesterov, adam (default), adamw, rmsprop.
+        #[arg(long)]
+        optimizer: Option<String>,
+        /// Weight decay (L2; decoupled for adamw).
+        #[arg(long)]
+        weight_decay: Option<f64>,
+        /// Clip each parameter's gradient to this L2 norm.
+        #[arg(long, conflicts_with = "clip_value")]
+        clip_norm: Option<f64>,
+        /// Clip gradient elements to ±this.
+        #[arg(long)]
+        clip_value: Option<f64>,
+        /// Learning-rate schedule: constant, step:EVERY:GAMMA, exp:GAMMA, cosine[:MIN],
+        /// warmup-cosine:WARMUP[:MIN].
+        #[arg(long)]
+        schedule: Option<String>,
         /// Master seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -230,6 +246,11 @@ fn run(cli: Cli) -> Result<()> {
             epochs,
             batch_size,
             lr,
+            optimizer,
+            weight_decay,
+            clip_norm,
+            clip_value,
+            schedule,
             seed,
             device,
             train_per_class,
@@ -260,6 +281,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(l) = lr {
                 cfg.lr = l;
+            }
+            if let Some(name) = optimizer {
+                cfg.optim.optimizer = kiln_optim::OptimizerConfig::from_name(&name)?;
+            }
+            if let Some(lambda) = weight_decay {
+                cfg.optim.optimizer = cfg.optim.optimizer.clone().with_weight_decay(lambda);
+            }
+            if let Some(v) = clip_norm {
+                cfg.optim.clip = Some(kiln_optim::Clip::Norm(v));
+            }
+            if let Some(v) = clip_value {
+                cfg.optim.clip = Some(kiln_optim::Clip::Value(v));
+            }
+            if let Some(spec) = schedule {
+                cfg.schedule = kiln_optim::Schedule::parse(&spec)?;
             }
             if let Some(s) = seed {
                 cfg.seed = s;

@@ -4,6 +4,7 @@ use kiln_core::{DeviceSpec, Seed};
 use kiln_data::DataOptions;
 use kiln_data::augment::Augment;
 use kiln_models::ModelConfig;
+use kiln_optim::{OptimConfig, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, error::io};
@@ -21,8 +22,14 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Mini-batch size.
     pub batch_size: usize,
-    /// Adam learning rate.
+    /// Base learning rate (the schedule scales it per epoch).
     pub lr: f64,
+    /// Optimizer and gradient clipping (default: Adam with PyTorch's settings).
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// Learning-rate schedule (default: constant).
+    #[serde(default)]
+    pub schedule: Schedule,
     /// Master seed.
     pub seed: u64,
     /// Device name (`cpu`, `ndarray`, `wgpu`...).
@@ -67,6 +74,8 @@ impl TrainConfig {
             epochs,
             batch_size,
             lr,
+            optim: OptimConfig::default(),
+            schedule: Schedule::Constant,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
             train_per_class: None,
@@ -86,6 +95,8 @@ impl TrainConfig {
                 "images per class must be at least 1".into(),
             ));
         }
+        self.optim.optimizer.validate()?;
+        self.schedule.validate()?;
         if let Some(spec) = &self.augment {
             Augment::parse(spec)?;
         }

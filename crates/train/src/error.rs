@@ -55,6 +55,9 @@ pub enum Error {
     /// From kiln-data.
     #[error(transparent)]
     Data(#[from] kiln_data::Error),
+    /// An optimizer or schedule error.
+    #[error(transparent)]
+    Optim(#[from] kiln_optim::Error),
 }
 
 /// Result alias for kiln-train.

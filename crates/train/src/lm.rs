@@ -192,7 +192,7 @@ pub fn train_lm(
         learner,
         train_loader,
         valid_loader,
-        config.epochs,
+        vec![config.lr; config.epochs],
         run_dir,
         options,
     )?;

@@ -28,6 +28,9 @@ pub struct EpochMetrics {
     pub valid_accuracy: f64,
     /// Wall-clock seconds of the epoch (train and validation).
     pub seconds: f64,
+    /// Learning rate of the epoch.
+    #[serde(default)]
+    pub lr: f64,
 }
 
 #[derive(Default)]
@@ -37,6 +40,7 @@ struct Current {
 }
 
 pub(crate) struct KilnRenderer {
+    learning_rates: Vec<f64>,
     quiet: bool,
     total_epochs: usize,
     names: HashMap<MetricId, String>,
@@ -46,8 +50,13 @@ pub(crate) struct KilnRenderer {
 }
 
 impl KilnRenderer {
-    pub(crate) fn new(quiet: bool, history: Arc<Mutex<Vec<EpochMetrics>>>) -> Self {
+    pub(crate) fn new(
+        quiet: bool,
+        history: Arc<Mutex<Vec<EpochMetrics>>>,
+        learning_rates: Vec<f64>,
+    ) -> Self {
         Self {
+            learning_rates,
             quiet,
             total_epochs: 0,
             names: HashMap::new(),
@@ -116,14 +125,20 @@ impl TrainingProgressLogger for KilnRenderer {
             valid_loss: get(&current.valid, "Loss"),
             valid_accuracy: get(&current.valid, "Accuracy") / 100.0,
             seconds: self.started.elapsed().as_secs_f64(),
+            lr: self
+                .learning_rates
+                .get(epoch.saturating_sub(1))
+                .copied()
+                .unwrap_or(f64::NAN),
         };
         self.started = Instant::now();
         if !self.quiet {
             let width = self.total_epochs.to_string().len();
             println!(
-                "epoch {:>width$}/{}  train loss {:.4} acc {:6.2}%  valid loss {:.4} acc {:6.2}%  ({:.2}s)",
+                "epoch {:>width$}/{}  lr {:.3e}  train loss {:.4} acc {:6.2}%  valid loss {:.4} acc {:6.2}%  ({:.2}s)",
                 metrics.epoch,
                 self.total_epochs,
+                metrics.lr,
                 metrics.train_loss,
                 100.0 * metrics.train_accuracy,
                 metrics.valid_loss,

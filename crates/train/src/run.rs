@@ -5,8 +5,6 @@ use std::time::Instant;
 use burn::data::dataloader::DataLoader;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
-use burn::optim::AdamConfig;
-use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{
@@ -14,6 +12,7 @@ use burn::train::{
 };
 use kiln_core::Seed;
 use kiln_data::{Augment, EpochCounter, EpochLoader, ImageBatcher, ImageDataset, Normalizer};
+use kiln_optim::EpochScheduler;
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
@@ -128,14 +127,22 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
     let model = config.model.init_image(&device)?;
     let params = model.num_params();
     let task = ClassificationTask { model };
-    let optimizer = AdamConfig::new().with_epsilon(1e-8).init();
-    let learner = Learner::new(task, optimizer, ConstantLr::new(config.lr));
+    let optimizer = config.optim.init()?;
+    let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+    let scheduler = EpochScheduler::new(
+        config.schedule.clone(),
+        config.lr,
+        config.epochs,
+        steps_per_epoch,
+    );
+    let learning_rates = scheduler.per_epoch();
+    let learner = Learner::new(task, optimizer, scheduler);
 
     let fitted = fit(
         learner,
         train_loader,
         valid_loader,
-        config.epochs,
+        learning_rates,
         run_dir,
         options,
     )?;
@@ -169,11 +176,17 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
 
 pub(crate) fn write_metrics_csv(path: &Path, epochs: &[EpochMetrics]) -> Result<()> {
     let mut text =
-        String::from("epoch,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds\n");
+        String::from("epoch,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds\n");
     for m in epochs {
         text.push_str(&format!(
-            "{},{},{},{},{},{:.3}\n",
-            m.epoch, m.train_loss, m.train_accuracy, m.valid_loss, m.valid_accuracy, m.seconds
+            "{},{},{},{},{},{},{:.3}\n",
+            m.epoch,
+            m.lr,
+            m.train_loss,
+            m.train_accuracy,
+            m.valid_loss,
+            m.valid_accuracy,
+            m.seconds
         ));
     }
     std::fs::write(path, text).map_err(io(path))
@@ -204,7 +217,7 @@ pub(crate) fn fit<M>(
     learner: Learner<M>,
     train: Arc<dyn DataLoader<<M as TrainStep>::Input>>,
     valid: Arc<dyn DataLoader<<M as InferenceStep>::Input>>,
-    epochs: usize,
+    learning_rates: Vec<f64>,
     run_dir: &Path,
     options: &TrainOptions,
 ) -> Result<Fitted<M>>
@@ -216,14 +229,18 @@ where
     let history = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
     let result = SupervisedTraining::new(run_dir.join("logs"), train, valid)
-        .num_epochs(epochs)
+        .num_epochs(learning_rates.len())
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new())
         .metric_train_numeric(AccuracyMetric::new())
         .metric_valid_numeric(AccuracyMetric::new())
         .with_metric_logger(InMemoryMetricLogger::new())
         .with_application_logger(None)
-        .renderer(Box::new(KilnRenderer::new(options.quiet, history.clone())))
+        .renderer(Box::new(KilnRenderer::new(
+            options.quiet,
+            history.clone(),
+            learning_rates,
+        )))
         .launch(learner);
     let seconds = started.elapsed().as_secs_f64();
     if let Some(error) = result.error {

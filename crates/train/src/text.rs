@@ -188,7 +188,7 @@ pub fn train_text_classifier(
         learner,
         train_loader,
         valid_loader,
-        config.epochs,
+        vec![config.lr; config.epochs],
         run_dir,
         options,
     )?;

@@ -251,3 +251,30 @@ fn a_table_trains_an_mlp_sized_to_its_columns() {
     assert!(!saved.adapt_model);
     assert_eq!(evaluate_run(dir.path()).unwrap(), report.test);
 }
+
+#[test]
+fn optimizer_and_schedule_come_from_the_config_and_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick(3, 6);
+    config.lr = 0.05;
+    config.optim.optimizer = kiln_optim::OptimizerConfig::sgd_momentum(0.9, true);
+    config.optim.clip = Some(kiln_optim::Clip::Norm(5.0));
+    config.schedule = kiln_optim::Schedule::parse("warmup-cosine:1").unwrap();
+    let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    let lrs: Vec<f64> = report.epochs.iter().map(|m| m.lr).collect();
+    assert_eq!(lrs[0], 0.025, "warm-up epoch: base / 2");
+    assert_eq!(lrs[1], 0.05, "then the full rate");
+    assert!(lrs[5] < lrs[2], "cosine decay: {lrs:?}");
+    assert!(
+        report.test.accuracy >= 0.9,
+        "Nesterov SGD reached only {:.4}",
+        report.test.accuracy
+    );
+    let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("epoch,lr,"), "{csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with("1,0.025,"), "{csv}");
+    // The run folder's config reproduces the optimizer and the schedule.
+    let saved = TrainConfig::load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved.optim, config.optim);
+    assert_eq!(saved.schedule, config.schedule);
+}

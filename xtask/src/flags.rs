@@ -52,6 +52,15 @@ pub struct TrainArgs {
     /// Augmentation of training images, e.g. `flip,rotate=15,scale=0.9..1.1`.
     #[arg(long)]
     pub augment: Option<String>,
+    /// Target column of a CSV table (default: the last column).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Size images of an image folder are resized to, HxW (e.g. 28x28).
+    #[arg(long, value_parser = parse_size)]
+    pub image_size: Option<[usize; 2]>,
+    /// Read an image folder as grey images instead of RGB.
+    #[arg(long)]
+    pub grey: bool,
     /// Data directory (default: KILN_DATA_DIR, which `.cargo/config.toml` points at
     /// ../shared/data, else ~/.cache/kiln/data).
     #[arg(long)]
@@ -66,4 +75,18 @@ pub struct CiArgs {
     /// Skip fmt and clippy; run only the tests.
     #[arg(long)]
     pub tests_only: bool,
+}
+
+fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let (h, w) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected HxW such as 28x28, found `{text}`"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("expected HxW with positive sizes, found `{text}`"))
+    };
+    Ok([parse(h)?, parse(w)?])
 }

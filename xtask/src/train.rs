@@ -20,6 +20,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if args.augment.is_some() {
         config.augment = args.augment;
     }
+    config.data.target = args.target;
+    config.data.image_size = args.image_size;
+    if args.grey {
+        config.data.channels = kiln_data::image_folder::Channels::Grey;
+    }
     let out = args
         .out
         .unwrap_or_else(|| kiln_train::default_run_dir(&config.name));

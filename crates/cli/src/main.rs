@@ -338,13 +338,27 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let report = kiln_train::evaluate_run_in(&run_dir, data_dir.as_deref())?;
             match format {
-                Format::Text => println!(
-                    "test accuracy {:.2}% ({}/{}), test loss {:.4}",
-                    100.0 * report.accuracy,
-                    report.correct,
-                    report.total,
-                    report.loss
-                ),
+                Format::Text => {
+                    println!(
+                        "test accuracy {:.2}% ({}/{}), test loss {:.4}",
+                        100.0 * report.accuracy,
+                        report.correct,
+                        report.total,
+                        report.loss
+                    );
+                    println!(
+                        "top-5 accuracy {:.2}%, macro F1 {:.4}",
+                        100.0 * report.top5_accuracy,
+                        report.macro_f1
+                    );
+                    println!("class  support  precision  recall      f1");
+                    for m in &report.per_class {
+                        println!(
+                            "{:>5}  {:>7}  {:>9.4}  {:>6.4}  {:>6.4}",
+                            m.class, m.support, m.precision, m.recall, m.f1
+                        );
+                    }
+                }
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
         }

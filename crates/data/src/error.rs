@@ -41,7 +41,7 @@ pub enum Error {
     },
     /// A dataset whose files are not in the data directory.
     #[error(
-        "dataset `{dataset}` not found: put {files:?} in {dir} (or point --data-dir / KILN_DATA_DIR at a folder holding {dataset}/)"
+        "dataset `{dataset}` not found: put {files:?} in {dir} (or point --data-dir / KILN_DATA_DIR at the data folder that has them)"
     )]
     Missing {
         /// Dataset name.

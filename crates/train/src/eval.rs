@@ -21,6 +21,62 @@ pub struct EvalReport {
     pub accuracy: f64,
     /// Mean cross-entropy.
     pub loss: f64,
+    /// Share of images whose class is among the 5 highest logits (all classes when there are
+    /// fewer than 5).
+    #[serde(default)]
+    pub top5_accuracy: f64,
+    /// Precision, recall and F1 of each class.
+    #[serde(default)]
+    pub per_class: Vec<ClassMetrics>,
+    /// Unweighted mean of the per-class F1 scores.
+    #[serde(default)]
+    pub macro_f1: f64,
+    /// `confusion[true][predicted]` counts.
+    #[serde(default)]
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Precision, recall and F1 of one class (0 where undefined: no predictions or no images).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    /// Class index.
+    pub class: usize,
+    /// Images of this class.
+    pub support: usize,
+    /// Correct among those predicted as this class.
+    pub precision: f64,
+    /// Found among the images of this class.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+}
+
+/// Per-class metrics and macro F1 from a confusion matrix (`confusion[true][predicted]`).
+pub fn class_metrics(confusion: &[Vec<usize>]) -> (Vec<ClassMetrics>, f64) {
+    let k = confusion.len();
+    let per_class: Vec<ClassMetrics> = (0..k)
+        .map(|c| {
+            let tp = confusion[c][c] as f64;
+            let support: usize = confusion[c].iter().sum();
+            let predicted: usize = confusion.iter().map(|row| row[c]).sum();
+            let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
+            let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
+            let f1 = if precision + recall == 0.0 {
+                0.0
+            } else {
+                2.0 * precision * recall / (precision + recall)
+            };
+            ClassMetrics {
+                class: c,
+                support,
+                precision,
+                recall,
+                f1,
+            }
+        })
+        .collect();
+    let macro_f1 = per_class.iter().map(|m| m.f1).sum::<f64>() / k.max(1) as f64;
+    (per_class, macro_f1)
 }
 
 /// Evaluates `model` on `set` (normalised with `normalizer`) on a non-autodiff `device`.
@@ -34,7 +90,9 @@ pub fn evaluate(
     let batcher = ImageBatcher::new(set.shape, normalizer.clone());
     let indices: Vec<usize> = (0..set.len()).collect();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let (mut correct, mut loss_sum) = (0usize, 0f64);
+    let k = set.num_classes();
+    let mut confusion = vec![vec![0usize; k]; k];
+    let (mut correct, mut top5, mut loss_sum) = (0usize, 0usize, 0f64);
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = batcher.batch_indices(set, chunk, device);
         let logits = model.forward(batch.images);
@@ -43,21 +101,45 @@ pub fn evaluate(
             .try_into_scalar::<f64>()
             .map_err(|e| Error::Training(format!("reading the evaluation loss: {e:?}")))?;
         loss_sum += loss * chunk.len() as f64;
-        let predicted = logits.argmax(1).flatten::<1>(0, 1);
-        let hits = predicted
-            .equal(batch.targets)
-            .int()
-            .sum()
-            .try_into_scalar::<i64>()
-            .map_err(|e| Error::Training(format!("reading the evaluation accuracy: {e:?}")))?;
-        correct += hits as usize;
+        let values = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Training(format!("reading the evaluation logits: {e:?}")))?;
+        let width = values.len() / chunk.len().max(1);
+        for (row, &i) in values.chunks(width).zip(chunk) {
+            let truth = set.labels[i];
+            // Ties go to the lower index, like argmax.
+            let rank = row
+                .iter()
+                .enumerate()
+                .filter(|&(j, &v)| v > row[truth] || (v == row[truth] && j < truth))
+                .count();
+            let predicted = (0..row.len())
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+                .unwrap_or(0);
+            if predicted == truth {
+                correct += 1;
+            }
+            if rank < 5 {
+                top5 += 1;
+            }
+            if truth < k && predicted < k {
+                confusion[truth][predicted] += 1;
+            }
+        }
     }
     let total = set.len();
+    let (per_class, macro_f1) = class_metrics(&confusion);
     Ok(EvalReport {
         correct,
         total,
         accuracy: correct as f64 / total.max(1) as f64,
         loss: loss_sum / total.max(1) as f64,
+        top5_accuracy: top5 as f64 / total.max(1) as f64,
+        per_class,
+        macro_f1,
+        confusion,
     })
 }
 
@@ -162,4 +244,29 @@ pub fn evaluate_run_in(dir: &Path, data_dir: Option<&Path>) -> Result<EvalReport
         config.batch_size.max(256),
         &device,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_recall_and_f1_from_a_confusion_matrix() {
+        // Class 0: 3 images, 2 found; class 1: 1 image, found, plus one false positive.
+        let confusion = vec![vec![2, 1], vec![0, 1]];
+        let (per_class, macro_f1) = class_metrics(&confusion);
+        assert_eq!(per_class[0].support, 3);
+        assert_eq!(
+            (per_class[0].precision, per_class[0].recall),
+            (1.0, 2.0 / 3.0)
+        );
+        assert_eq!((per_class[1].precision, per_class[1].recall), (0.5, 1.0));
+        let f1_0 = 2.0 * (2.0 / 3.0) / (1.0 + 2.0 / 3.0);
+        let f1_1 = 2.0 * 0.5 / 1.5;
+        assert!((per_class[0].f1 - f1_0).abs() < 1e-12);
+        assert!((macro_f1 - (f1_0 + f1_1) / 2.0).abs() < 1e-12);
+        // A class never predicted and never present: zeros, not NaN.
+        let (empty, _) = class_metrics(&[vec![1, 0], vec![0, 0]]);
+        assert_eq!(empty[1].f1, 0.0);
+    }
 }

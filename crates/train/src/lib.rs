@@ -35,7 +35,9 @@ pub mod text;
 
 pub use config::TrainConfig;
 pub use error::{Error, Result};
-pub use eval::{EvalReport, evaluate, evaluate_run, evaluate_run_in, load_run};
+pub use eval::{
+    ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_run,
+};
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, train};
 pub use task::{ClassificationTask, soft_cross_entropy};

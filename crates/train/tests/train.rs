@@ -24,6 +24,14 @@ fn default_recipe_reaches_95_percent_and_reloads_identically() {
     assert_eq!(report.epochs.len(), config.epochs);
     // Training loss goes down.
     assert!(report.epochs.last().unwrap().train_loss < report.epochs[0].train_loss / 3.0);
+    // Classification metrics agree with each other.
+    let t = &report.test;
+    assert!(t.top5_accuracy >= t.accuracy && t.top5_accuracy > 0.99);
+    let diagonal: usize = (0..10).map(|c| t.confusion[c][c]).sum();
+    let all: usize = t.confusion.iter().flatten().sum();
+    assert_eq!((diagonal, all), (t.correct, t.total));
+    assert_eq!(t.per_class.iter().map(|m| m.support).sum::<usize>(), 359);
+    assert!(t.macro_f1 > 0.94 && t.macro_f1 <= 1.0, "{}", t.macro_f1);
     // The run folder reloads to exactly the same result.
     let again = evaluate_run(dir.path()).unwrap();
     assert_eq!(again, report.test);

@@ -98,6 +98,9 @@ fn every_command_has_help() {
     for cmd in ["models", "summary", "train", "eval"] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");
+        insta::with_settings!({snapshot_suffix => cmd}, {
+            cli_snapshot!(stdout);
+        });
     }
 }
 

@@ -4,9 +4,12 @@
 //!
 //! - [`TrainConfig`]: everything that defines a run (model, dataset, epochs, batch size,
 //!   learning rate, seed, device), saved as `config.toml` in the run folder.
-//! - [`train`]: trains a zoo classifier with cross-entropy and Adam, prints per-epoch train and
-//!   validation loss/accuracy, and writes a run folder.
-//! - [`evaluate_run`]: reloads a run folder and measures held-out test accuracy.
+//! - [`train`]: trains a zoo classifier with cross-entropy (soft targets under mixup/cutmix),
+//!   the configured `kiln-optim` optimizer and learning-rate schedule, and seeded augmentation;
+//!   prints per-epoch learning rate and train/validation loss and accuracy, and writes a run
+//!   folder.
+//! - [`evaluate_run`]: reloads a run folder and measures held-out test accuracy, top-5
+//!   accuracy, per-class precision/recall/F1 and the confusion matrix.
 //! - [`lm::train_lm`]: trains a causal language model on a character corpus (Jane Austen),
 //!   reporting validation loss against the unigram baseline and a seeded text sample.
 //! - [`text::train_text_classifier`]: trains a transformer text classifier on labelled texts
@@ -19,7 +22,7 @@
 //! | `config.toml` | the [`TrainConfig`], enough to reproduce the run |
 //! | `model.bpk` | trained weights (burn's burnpack format) |
 //! | `normalizer.json` | the input standardisation fitted on the training split |
-//! | `metrics.csv` | per-epoch train and validation loss and accuracy |
+//! | `metrics.csv` | per-epoch learning rate, train and validation loss and accuracy |
 //! | `report.json` | final held-out test metrics ([`TrainReport`]) |
 //!
 //! kiln-train depends on kiln-core, kiln-models and kiln-data, and never on the CLI.

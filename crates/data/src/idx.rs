@@ -91,7 +91,16 @@ pub fn parse_idx(path: &Path, bytes: &[u8], expected_dims: usize) -> Result<IdxA
             u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
         })
         .collect();
-    let expected = dims.iter().product::<usize>();
+    // Three u32 dimensions can overflow usize: such a header cannot describe this file.
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            bad(
+                path,
+                format!("header {dims:?} describes more bytes than any file can hold"),
+            )
+        })?;
     let found = bytes.len() - header;
     if found != expected {
         return Err(bad(
@@ -190,6 +199,17 @@ pub fn load_dir(dataset: &str, dir: &Path, split: Split, classes: &[&str]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dimensions_whose_product_overflows_are_an_error() {
+        // Found by the `idx` fuzz target: 0x04797979 · 0x79797979 · 0x79797979 overflows.
+        let mut bytes = header(&[0x0479_7979, 0x7979_7979, 0x7979_7979]);
+        bytes.extend_from_slice(&[0x79, 0x55, 0x01, 0x00]);
+        let err = parse_idx(Path::new("x.idx"), &bytes, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more bytes than any file can hold"), "{err}");
+    }
 
     fn header(dims: &[u32]) -> Vec<u8> {
         let mut b = vec![0, 0, 8, dims.len() as u8];

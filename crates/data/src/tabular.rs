@@ -648,11 +648,15 @@ impl TableEncoder {
                         let v = if is_missing(cell) {
                             *median
                         } else {
-                            cell.parse::<f64>().map_err(|_| Error::Parse {
+                            let parse_err = |reason: String| Error::Parse {
                                 path: table.source.clone(),
                                 line: table.lines[r],
-                                reason: format!("column `{}`: `{cell}` is not a number", f.name()),
-                            })?
+                                reason: format!("column `{}`: {reason}", f.name()),
+                            };
+                            let v = cell
+                                .parse::<f64>()
+                                .map_err(|_| parse_err(format!("`{cell}` is not a number")))?;
+                            check_range(v).map_err(parse_err)?
                         };
                         features.push(((v - mean) / std) as f32);
                     }
@@ -732,17 +736,27 @@ fn numeric_cells(table: &Table, c: usize, rows: &[usize], fill: Option<f64>) -> 
                 return fill
                     .ok_or_else(|| err(format!("target `{}` is missing", table.columns[c])));
             }
-            cell.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| {
-                    err(format!(
-                        "column `{}`: `{cell}` is not a number",
-                        table.columns[c]
-                    ))
-                })
+            let v = cell.parse::<f64>().map_err(|_| {
+                err(format!(
+                    "column `{}`: `{cell}` is not a number",
+                    table.columns[c]
+                ))
+            })?;
+            check_range(v).map_err(|reason| err(format!("column `{}`: {reason}", table.columns[c])))
         })
         .collect()
+}
+
+/// Kiln's tensors are f32: a number beyond f32's range cannot be represented (and would turn
+/// standardised features into infinities or NaN).
+fn check_range(v: f64) -> std::result::Result<f64, String> {
+    if v.is_finite() && v.abs() <= f64::from(f32::MAX) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v} is outside the range of 32-bit floats (±3.4e38)"
+        ))
+    }
 }
 
 fn categories(table: &Table, c: usize, rows: &[usize]) -> Vec<String> {
@@ -1061,6 +1075,19 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("not numeric")
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_f32_are_errors_not_infinities() {
+        // Found by the `csv_table` fuzz target.
+        let t = table("a,y\n1,2\n9222222222222222222222222222222222222222222222222,3\n");
+        let err = TableEncoder::fit(&t, &TableSpec::target("y"), &[0, 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("range of 32-bit floats"),
+            "{err}"
         );
     }
 

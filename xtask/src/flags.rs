@@ -56,7 +56,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub target: Option<String>,
     /// Size images of an image folder are resized to, HxW (e.g. 28x28).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = kiln_data::image_folder::parse_size)]
     pub image_size: Option<[usize; 2]>,
     /// Read an image folder as grey images instead of RGB.
     #[arg(long)]
@@ -75,18 +75,4 @@ pub struct CiArgs {
     /// Skip fmt and clippy; run only the tests.
     #[arg(long)]
     pub tests_only: bool,
-}
-
-fn parse_size(text: &str) -> Result<[usize; 2], String> {
-    let (h, w) = text
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("expected HxW such as 28x28, found `{text}`"))?;
-    let parse = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("expected HxW with positive sizes, found `{text}`"))
-    };
-    Ok([parse(h)?, parse(w)?])
 }

@@ -55,7 +55,7 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
         /// Size images of an image folder are resized to, HxW (e.g. 28x28).
-        #[arg(long, value_parser = parse_size)]
+        #[arg(long, value_parser = kiln_data::image_folder::parse_size)]
         image_size: Option<[usize; 2]>,
         /// Read an image folder as grey images instead of RGB.
         #[arg(long)]
@@ -118,20 +118,6 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-}
-
-fn parse_size(text: &str) -> std::result::Result<[usize; 2], String> {
-    let (h, w) = text
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("expected HxW such as 28x28, found `{text}`"))?;
-    let parse = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("expected HxW with positive sizes, found `{text}`"))
-    };
-    Ok([parse(h)?, parse(w)?])
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

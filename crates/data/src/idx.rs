@@ -5,10 +5,7 @@
 //! then each dimension as a `u32`) followed by the data. Images are `0x08` (unsigned byte) with
 //! 3 dimensions, labels `0x08` with 1.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use flate2::read::GzDecoder;
 
 use crate::{Error, ImageSet, Result};
 
@@ -32,22 +29,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
 /// Reads an IDX file of unsigned bytes (gzip when the name ends in `.gz`), validating the magic
 /// number, the dimension count and the data length.
 pub fn read_idx(path: &Path, expected_dims: usize) -> Result<IdxArray> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| Error::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        out
-    } else {
-        raw
-    };
+    let bytes = crate::read_maybe_gz(path)?;
     parse_idx(path, &bytes, expected_dims)
 }
 

@@ -64,6 +64,21 @@ pub struct FolderOptions {
     pub resize: Resize,
 }
 
+/// Parses an image size written `HxW` (e.g. `28x28`), both sides positive.
+pub fn parse_size(text: &str) -> std::result::Result<[usize; 2], String> {
+    let (h, w) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected HxW such as 28x28, found `{text}`"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("expected HxW with positive sizes, found `{text}`"))
+    };
+    Ok([parse(h)?, parse(w)?])
+}
+
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

@@ -45,6 +45,26 @@ pub use batch::{
 pub use error::{Error, Result};
 pub use image_set::ImageSet;
 
+/// Reads a file, gunzipping it when its name ends in `.gz`.
+pub(crate) fn read_maybe_gz(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let raw = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if path.extension().is_none_or(|e| e != "gz") {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|source| Error::Gzip {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(out)
+}
+
 /// Names of the image datasets Kiln can load, for error messages and `--dataset` (tables
 /// are in [`tabular::TABLES`]; a path to a `.csv` file or an image folder works too).
 pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist"];

@@ -30,13 +30,11 @@
 //! category `<missing>` (a category like any other). A missing target is an error naming the
 //! line, never a silently dropped row.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Tensor, TensorData};
-use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ImageSet, Result};
@@ -65,22 +63,7 @@ pub struct Table {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    let raw = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| Error::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        out
-    } else {
-        raw
-    };
+    let bytes = crate::read_maybe_gz(path)?;
     String::from_utf8(bytes).map_err(|e| Error::Parse {
         path: path.to_path_buf(),
         line: 0,

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::AdamConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
@@ -185,7 +184,7 @@ pub fn train_lm(
     };
     let learner = Learner::new(
         task,
-        AdamConfig::new().with_epsilon(1e-8).init(),
+        kiln_optim::OptimConfig::default().init()?,
         ConstantLr::new(config.lr),
     );
     let fitted = crate::run::fit(

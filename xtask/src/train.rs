@@ -50,6 +50,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &TrainOptions {
             quiet: false,
             data_dir: args.data_dir,
+            ..TrainOptions::default()
         },
     )
     .with_context(|| format!("training {}", config.name))?;

@@ -39,7 +39,12 @@ enum Command {
     /// Train a model and write a run folder (config, weights, metrics, report).
     Train {
         /// Preset name (see `kiln models`).
-        model: String,
+        #[arg(required_unless_present = "resume")]
+        model: Option<String>,
+        /// Continue the run in this folder from its last checkpoint (every other option is
+        /// read from the run's config.toml).
+        #[arg(long, conflicts_with = "model")]
+        resume: Option<PathBuf>,
         /// Model config file (TOML or JSON) replacing the preset's config.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -88,6 +93,24 @@ enum Command {
         /// warmup-cosine:WARMUP[:MIN].
         #[arg(long)]
         schedule: Option<String>,
+        /// Reduce the learning rate on a plateau of the monitored value: FACTOR:PATIENCE[:MIN_LR].
+        #[arg(long)]
+        reduce_on_plateau: Option<String>,
+        /// Stop after PATIENCE epochs without improvement by more than MIN_DELTA, keeping the
+        /// best epoch's weights: PATIENCE[:MIN_DELTA].
+        #[arg(long)]
+        early_stopping: Option<String>,
+        /// Validation value for the best epoch, early stopping and plateaus: valid-loss
+        /// (default) or valid-accuracy.
+        #[arg(long)]
+        monitor: Option<String>,
+        /// Label smoothing ε of the cross-entropy, in [0, 1).
+        #[arg(long)]
+        label_smoothing: Option<f32>,
+        /// Parameter group (repeatable): PATH=SCALE multiplies the learning rate of the
+        /// parameters under module PATH, PATH=frozen freezes them (e.g. model.Mlp.layers.0=frozen).
+        #[arg(long = "group")]
+        groups: Vec<String>,
         /// Master seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -124,6 +147,19 @@ enum Command {
 enum Format {
     Text,
     Json,
+}
+
+fn print_train_report(report: &kiln_train::TrainReport) {
+    println!(
+        "test accuracy {:.2}% ({}/{}), test loss {:.4} (weights of epoch {}); trained in {:.1}s; run folder {}",
+        100.0 * report.test.accuracy,
+        report.test.correct,
+        report.test.total,
+        report.test.loss,
+        report.model_epoch,
+        report.train_seconds,
+        report.run_dir.display()
+    );
 }
 
 fn main() -> ExitCode {
@@ -222,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train {
             model,
+            resume,
             config,
             dataset,
             augment,
@@ -237,6 +274,11 @@ fn run(cli: Cli) -> Result<()> {
             clip_norm,
             clip_value,
             schedule,
+            reduce_on_plateau,
+            early_stopping,
+            monitor,
+            label_smoothing,
+            groups,
             seed,
             device,
             train_per_class,
@@ -244,6 +286,20 @@ fn run(cli: Cli) -> Result<()> {
             out,
             quiet,
         } => {
+            if let Some(run_dir) = resume {
+                let report = kiln_train::resume(
+                    &run_dir,
+                    &TrainOptions {
+                        quiet,
+                        data_dir,
+                        ..TrainOptions::default()
+                    },
+                )
+                .with_context(|| format!("resuming {}", run_dir.display()))?;
+                print_train_report(&report);
+                return Ok(());
+            }
+            let model = model.expect("clap requires a model unless --resume is given");
             let mut cfg = TrainConfig::for_preset(&model)?;
             let custom_model = config.is_some();
             if let Some(path) = config {
@@ -283,6 +339,26 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(spec) = schedule {
                 cfg.schedule = kiln_optim::Schedule::parse(&spec)?;
             }
+            if let Some(spec) = reduce_on_plateau {
+                cfg.plateau = Some(kiln_optim::Plateau::parse(&spec)?);
+            }
+            if let Some(spec) = early_stopping {
+                let (patience, delta) = spec.split_once(':').unwrap_or((&spec, "0"));
+                let parsed = patience.trim().parse().ok().zip(delta.trim().parse().ok());
+                let Some((patience, min_delta)) = parsed else {
+                    anyhow::bail!(
+                        "--early-stopping `{spec}`: expected PATIENCE[:MIN_DELTA], e.g. 3:0.001"
+                    );
+                };
+                cfg.early_stopping = Some(kiln_train::EarlyStopping::new(patience, min_delta));
+            }
+            if let Some(m) = monitor {
+                cfg.monitor = kiln_train::Monitor::parse(&m)?;
+            }
+            cfg.label_smoothing = label_smoothing;
+            for spec in groups {
+                cfg.optim.groups.push(kiln_optim::GroupRule::parse(&spec)?);
+            }
             if let Some(s) = seed {
                 cfg.seed = s;
             }
@@ -305,17 +381,17 @@ fn run(cli: Cli) -> Result<()> {
                     out.display()
                 );
             }
-            let report = kiln_train::train(&cfg, &out, &TrainOptions { quiet, data_dir })
-                .with_context(|| format!("training {}", cfg.name))?;
-            println!(
-                "test accuracy {:.2}% ({}/{}), test loss {:.4}; trained in {:.1}s; run folder {}",
-                100.0 * report.test.accuracy,
-                report.test.correct,
-                report.test.total,
-                report.test.loss,
-                report.train_seconds,
-                out.display()
-            );
+            let report = kiln_train::train(
+                &cfg,
+                &out,
+                &TrainOptions {
+                    quiet,
+                    data_dir,
+                    ..TrainOptions::default()
+                },
+            )
+            .with_context(|| format!("training {}", cfg.name))?;
+            print_train_report(&report);
         }
         Command::Eval {
             run_dir,

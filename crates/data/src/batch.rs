@@ -1,8 +1,8 @@
 //! burn `Dataset` and `Batcher` for image classification, with augmentation in the data-loader
 //! workers.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderIterator};
@@ -11,6 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln_core::Seed;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::ImageSet;
@@ -150,22 +151,65 @@ impl EpochCounter {
 }
 
 /// A burn [`DataLoader`] that advances an [`EpochCounter`] each time a pass over the data
-/// starts (burn-train calls `iter` once per epoch).
+/// starts (burn-train calls `iter` once per epoch, on the training thread).
+///
+/// With [`EpochLoader::reseeding`], it also reseeds the device's random generator (dropout and
+/// other in-model randomness) from `(seed, epoch)` at the start of each pass, so a run resumed
+/// after epoch `k` draws exactly what an uninterrupted run draws from epoch `k + 1` on.
 pub struct EpochLoader<O> {
     inner: Arc<dyn DataLoader<O>>,
     epochs: EpochCounter,
+    reseed: Option<(Seed, Device)>,
 }
 
 impl<O: 'static> EpochLoader<O> {
     /// Wraps `inner`; its batchers should hold clones of `epochs`.
     pub fn new(inner: Arc<dyn DataLoader<O>>, epochs: EpochCounter) -> Arc<dyn DataLoader<O>> {
-        Arc::new(Self { inner, epochs })
+        Arc::new(Self {
+            inner,
+            epochs,
+            reseed: None,
+        })
+    }
+
+    /// Like [`EpochLoader::new`], and reseeds `device` from `seed` and the epoch at the start
+    /// of every pass.
+    pub fn reseeding(
+        inner: Arc<dyn DataLoader<O>>,
+        epochs: EpochCounter,
+        seed: Seed,
+        device: Device,
+    ) -> Arc<dyn DataLoader<O>> {
+        Arc::new(Self {
+            inner,
+            epochs,
+            reseed: Some((seed, device)),
+        })
+    }
+
+    fn wrap(
+        &self,
+        inner: Arc<dyn DataLoader<O>>,
+        device: Option<&Device>,
+    ) -> Arc<dyn DataLoader<O>> {
+        let reseed = self
+            .reseed
+            .clone()
+            .map(|(seed, old)| (seed, device.cloned().unwrap_or(old)));
+        Arc::new(Self {
+            inner,
+            epochs: self.epochs.clone(),
+            reseed,
+        })
     }
 }
 
 impl<O: 'static> DataLoader<O> for EpochLoader<O> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<O> + 'a> {
-        self.epochs.advance();
+        let epoch = self.epochs.advance();
+        if let Some((seed, device)) = &self.reseed {
+            Seed(seed.derive_keyed("device", &[epoch as u64])).apply(device);
+        }
         self.inner.iter()
     }
 
@@ -174,11 +218,72 @@ impl<O: 'static> DataLoader<O> for EpochLoader<O> {
     }
 
     fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<O>> {
-        EpochLoader::new(self.inner.to_device(device), self.epochs.clone())
+        self.wrap(self.inner.to_device(device), Some(device))
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<O>> {
-        EpochLoader::new(self.inner.slice(start, end), self.epochs.clone())
+        self.wrap(self.inner.slice(start, end), None)
+    }
+}
+
+/// A dataset visited in a fresh seeded order each epoch: the order of epoch `e` is the
+/// permutation drawn from `(seed, e)`, whatever happened before. Unlike a loader that shuffles
+/// from one running generator, a run resumed after epoch `k` sees the same batches in epoch
+/// `k + 1` as an uninterrupted run. Load it without the loader's own shuffling.
+pub struct EpochShuffled<D> {
+    inner: D,
+    seed: Seed,
+    epochs: EpochCounter,
+    order: RwLock<(usize, Arc<Vec<usize>>)>,
+}
+
+impl<D> EpochShuffled<D> {
+    /// Shuffles `inner` per epoch of `epochs` (share the counter with the [`EpochLoader`]).
+    pub fn new(inner: D, seed: Seed, epochs: EpochCounter) -> Self {
+        Self {
+            inner,
+            seed,
+            epochs,
+            order: RwLock::new((usize::MAX, Arc::new(Vec::new()))),
+        }
+    }
+
+    /// The visiting order of `epoch` over `len` items.
+    pub fn order_of(seed: Seed, epoch: usize, len: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..len).collect();
+        let mut rng = StdRng::seed_from_u64(seed.derive_keyed("shuffle", &[epoch as u64]));
+        order.shuffle(&mut rng);
+        order
+    }
+
+    fn current_order(&self, len: usize) -> Arc<Vec<usize>> {
+        let epoch = self.epochs.get();
+        {
+            let cached = self.order.read().unwrap_or_else(|e| e.into_inner());
+            if cached.0 == epoch {
+                return cached.1.clone();
+            }
+        }
+        let mut cached = self.order.write().unwrap_or_else(|e| e.into_inner());
+        if cached.0 != epoch {
+            *cached = (epoch, Arc::new(Self::order_of(self.seed, epoch, len)));
+        }
+        cached.1.clone()
+    }
+}
+
+impl<I, D: Dataset<I>> Dataset<I> for EpochShuffled<D> {
+    fn get(&self, index: usize) -> Result<I, DatasetError> {
+        let len = self.inner.len();
+        if index >= len {
+            return self.inner.get(index);
+        }
+        let order = self.current_order(len);
+        self.inner.get(order[index])
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
     }
 }
 
@@ -202,6 +307,7 @@ pub struct ImageBatcher {
     shape: [usize; 3],
     normalizer: Normalizer,
     augmentation: Option<Augmentation>,
+    smoothing: Option<(f32, usize)>,
 }
 
 impl ImageBatcher {
@@ -211,7 +317,16 @@ impl ImageBatcher {
             shape,
             normalizer,
             augmentation: None,
+            smoothing: None,
         }
+    }
+
+    /// Label smoothing ε over `num_classes` (PyTorch's `label_smoothing`): every batch gets
+    /// soft targets `(1 − ε)·t + ε/K`, where `t` is the one-hot label or the mixup/cutmix
+    /// mixture.
+    pub fn with_label_smoothing(mut self, epsilon: f32, num_classes: usize) -> Self {
+        self.smoothing = (epsilon > 0.0).then_some((epsilon, num_classes));
+        self
     }
 
     /// Augments training batches with `augment`, seeded by `seed`, the epoch in `epochs` and
@@ -271,7 +386,7 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
             pixels.extend_from_slice(&item.pixels);
             labels.push(item.label);
         }
-        let mut soft_targets = None;
+        let mut soft_targets: Option<Vec<f32>> = None;
         if let Some(aug) = &self.augmentation
             && let Some(mix) = &aug.augment.mix
             && n > 1
@@ -291,8 +406,25 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
                 hard.push(if mixed.lambda >= 0.5 { own } else { partner });
             }
             labels = hard;
-            soft_targets = Some(Tensor::from_data(TensorData::new(soft, [n, k]), device));
+            soft_targets = Some(soft);
         }
+        if let Some((eps, k)) = self.smoothing {
+            let mut soft = soft_targets.unwrap_or_else(|| {
+                let mut onehot = vec![0f32; n * k];
+                for (i, &label) in labels.iter().enumerate() {
+                    onehot[i * k + label] = 1.0;
+                }
+                onehot
+            });
+            for p in &mut soft {
+                *p = (1.0 - eps) * *p + eps / k as f32;
+            }
+            soft_targets = Some(soft);
+        }
+        let soft_targets = soft_targets.map(|soft| {
+            let k = soft.len() / n.max(1);
+            Tensor::from_data(TensorData::new(soft, [n, k]), device)
+        });
         let labels: Vec<i64> = labels.into_iter().map(|l| l as i64).collect();
         ImageBatch {
             images: Tensor::from_data(TensorData::new(pixels, [n, c, h, w]), device),

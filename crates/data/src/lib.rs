@@ -40,7 +40,8 @@ pub mod text;
 
 pub use augment::Augment;
 pub use batch::{
-    EpochCounter, EpochLoader, ImageBatch, ImageBatcher, ImageDataset, ImageItem, Normalizer,
+    EpochCounter, EpochLoader, EpochShuffled, ImageBatch, ImageBatcher, ImageDataset, ImageItem,
+    Normalizer,
 };
 pub use error::{Error, Result};
 pub use image_set::ImageSet;

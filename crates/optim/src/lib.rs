@@ -8,6 +8,7 @@
 //! let config = OptimConfig {
 //!     optimizer: OptimizerConfig::sgd_momentum(0.9, true),
 //!     clip: Some(Clip::Norm(1.0)),
+//!     groups: vec![],
 //! };
 //! let optimizer = config.init()?; // a burn `ModuleOptimizer`, ready for `Learner::new`
 //! # Ok::<(), kiln_optim::Error>(())
@@ -46,6 +47,7 @@
 //! clamps each element to `[−limit, limit]` (burn's `GradientClipping`, applied per parameter
 //! tensor before the update).
 
+mod groups;
 mod schedule;
 
 use burn::grad_clipping::GradientClippingConfig;
@@ -54,7 +56,8 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
 use serde::{Deserialize, Serialize};
 
-pub use schedule::{EpochScheduler, Schedule};
+pub use groups::{GroupRule, apply_groups, module_scheduler, param_paths};
+pub use schedule::{EpochScheduler, Plateau, PlateauTracker, Schedule};
 
 /// Errors raised by kiln-optim.
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +326,9 @@ pub struct OptimConfig {
     /// Gradient clipping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<Clip>,
+    /// Parameter groups: per-module learning-rate multipliers and frozen modules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRule>,
 }
 
 impl OptimConfig {

@@ -1,5 +1,7 @@
 //! Per-epoch learning-rate schedules, run by burn's `Learner` as an `LrScheduler`.
 
+use std::sync::{Arc, Mutex};
+
 use burn::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 use burn::optim::LearningRate;
 use serde::{Deserialize, Serialize};
@@ -122,6 +124,145 @@ impl Schedule {
     }
 }
 
+/// Reduce-on-plateau (PyTorch `ReduceLROnPlateau`, `threshold_mode="rel"`, no cooldown):
+/// after more than `patience` epochs without the monitored validation value improving by the
+/// relative `threshold`, the learning rate is multiplied by `factor`, never going below
+/// `min_lr`. It composes with any [`Schedule`]: the effective rate is
+/// `max(schedule(epoch) · factor^reductions, min_lr)` once a reduction happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plateau {
+    /// Multiplier applied at each reduction (0 < factor < 1).
+    pub factor: f64,
+    /// Epochs without improvement tolerated before reducing.
+    pub patience: usize,
+    /// Relative improvement that counts (PyTorch's default 1e-4).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Floor of the learning rate.
+    #[serde(default)]
+    pub min_lr: f64,
+}
+
+fn default_threshold() -> f64 {
+    1e-4
+}
+
+impl Plateau {
+    /// Parses `FACTOR:PATIENCE[:MIN_LR]`, e.g. `0.5:2`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let parts: Vec<&str> = spec.split(':').map(str::trim).collect();
+        let bad = || {
+            Error::Invalid(format!(
+                "reduce-on-plateau `{spec}`: expected FACTOR:PATIENCE[:MIN_LR], e.g. 0.5:2"
+            ))
+        };
+        if !(2..=3).contains(&parts.len()) {
+            return Err(bad());
+        }
+        let plateau = Plateau {
+            factor: parts[0].parse().map_err(|_| bad())?,
+            patience: parts[1].parse().map_err(|_| bad())?,
+            threshold: default_threshold(),
+            min_lr: match parts.get(2) {
+                Some(v) => v.parse().map_err(|_| bad())?,
+                None => 0.0,
+            },
+        };
+        plateau.validate()?;
+        Ok(plateau)
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.factor > 0.0
+            && self.factor < 1.0
+            && self.threshold >= 0.0
+            && self.threshold.is_finite()
+            && self.min_lr >= 0.0
+            && self.min_lr.is_finite();
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "reduce-on-plateau needs 0 < factor < 1, threshold ≥ 0 and min_lr ≥ 0: {self:?}"
+            )))
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PlateauState {
+    plateau: Plateau,
+    lower_is_better: bool,
+    best: Option<f64>,
+    bad_epochs: usize,
+    reductions: i32,
+}
+
+/// The running state of a [`Plateau`] rule, shared between the training loop (which reports
+/// each epoch's monitored value with [`PlateauTracker::observe`]) and the [`EpochScheduler`]
+/// (which reads the current scale). The state is a pure function of the observed values, so a
+/// resumed run rebuilds it by observing the recorded values again.
+#[derive(Clone, Debug)]
+pub struct PlateauTracker(Arc<Mutex<PlateauState>>);
+
+impl PlateauTracker {
+    /// A tracker for `plateau` on a value where lower is better (a loss) or higher is better
+    /// (an accuracy).
+    pub fn new(plateau: Plateau, lower_is_better: bool) -> Self {
+        Self(Arc::new(Mutex::new(PlateauState {
+            plateau,
+            lower_is_better,
+            best: None,
+            bad_epochs: 0,
+            reductions: 0,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PlateauState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one epoch's monitored value; returns true when it triggered a reduction.
+    pub fn observe(&self, value: f64) -> bool {
+        let mut s = self.state();
+        let t = s.plateau.threshold;
+        let improved = match s.best {
+            None => true,
+            Some(best) if s.lower_is_better => value < best * (1.0 - t),
+            Some(best) => value > best * (1.0 + t),
+        };
+        if improved && value.is_finite() {
+            s.best = Some(value);
+            s.bad_epochs = 0;
+            return false;
+        }
+        s.bad_epochs += 1;
+        if s.bad_epochs > s.plateau.patience {
+            s.reductions += 1;
+            s.bad_epochs = 0;
+            return true;
+        }
+        false
+    }
+
+    /// The learning rate `lr` of the base schedule after the reductions so far.
+    pub fn apply(&self, lr: f64) -> f64 {
+        let s = self.state();
+        if s.reductions == 0 {
+            lr
+        } else {
+            (lr * s.plateau.factor.powi(s.reductions)).max(s.plateau.min_lr)
+        }
+    }
+
+    /// Number of reductions so far.
+    pub fn reductions(&self) -> usize {
+        self.state().reductions as usize
+    }
+}
+
 /// A [`Schedule`] as burn's `LrScheduler`: burn calls `step` once per optimisation step, and
 /// the learning rate changes when a new epoch of `steps_per_epoch` steps starts. Its record is
 /// the step counter, so a resumed run continues the schedule.
@@ -132,6 +273,7 @@ pub struct EpochScheduler {
     total: usize,
     steps_per_epoch: usize,
     step: usize,
+    plateau: Option<PlateauTracker>,
 }
 
 impl EpochScheduler {
@@ -143,7 +285,20 @@ impl EpochScheduler {
             total,
             steps_per_epoch: steps_per_epoch.max(1),
             step: 0,
+            plateau: None,
         }
+    }
+
+    /// Scales the schedule by a reduce-on-plateau rule.
+    pub fn with_plateau(mut self, plateau: Option<PlateauTracker>) -> Self {
+        self.plateau = plateau;
+        self
+    }
+
+    /// The same schedule from another base learning rate (parameter groups).
+    pub fn with_base(mut self, base: f64) -> Self {
+        self.base = base;
+        self
     }
 
     /// The learning rate of each epoch, for logging and reports.
@@ -158,7 +313,11 @@ impl LrScheduler for EpochScheduler {
     fn step(&mut self) -> LearningRate {
         let epoch = self.step / self.steps_per_epoch;
         self.step += 1;
-        self.schedule.lr(self.base, epoch, self.total)
+        let lr = self.schedule.lr(self.base, epoch, self.total);
+        match &self.plateau {
+            Some(plateau) => plateau.apply(lr),
+            None => lr,
+        }
     }
 
     fn to_record(&self) -> LrSchedulerRecord {

@@ -71,6 +71,7 @@ fn plain(optimizer: OptimizerConfig) -> OptimConfig {
     OptimConfig {
         optimizer,
         clip: None,
+        groups: vec![],
     }
 }
 
@@ -201,6 +202,7 @@ fn gradient_clipping_by_value_and_norm() {
     let config = OptimConfig {
         optimizer: OptimizerConfig::sgd(),
         clip: Some(Clip::Value(1.0)),
+        groups: vec![],
     };
     assert_close(&run(config), &by_value, "clip by value");
     let norm = (G[0] * G[0] + G[1] * G[1]).sqrt();
@@ -208,6 +210,7 @@ fn gradient_clipping_by_value_and_norm() {
     let config = OptimConfig {
         optimizer: OptimizerConfig::sgd(),
         clip: Some(Clip::Norm(1.0)),
+        groups: vec![],
     };
     assert_close(&run(config), &by_norm, "clip by norm");
 }
@@ -224,11 +227,13 @@ fn bad_settings_are_named() {
     let bad = OptimConfig {
         optimizer: OptimizerConfig::sgd_momentum(1.5, false),
         clip: None,
+        groups: vec![],
     };
     assert!(bad.init().is_err());
     let bad = OptimConfig {
         optimizer: OptimizerConfig::sgd(),
         clip: Some(Clip::Norm(0.0)),
+        groups: vec![],
     };
     let err = bad.init().err().expect("a zero clipping limit is an error");
     assert!(err.to_string().contains("clipping"), "{err}");
@@ -236,6 +241,7 @@ fn bad_settings_are_named() {
     let config = OptimConfig {
         optimizer: OptimizerConfig::adamw(),
         clip: Some(Clip::Norm(1.0)),
+        groups: vec![],
     };
     let json = serde_json::to_string(&config).unwrap();
     assert_eq!(serde_json::from_str::<OptimConfig>(&json).unwrap(), config);

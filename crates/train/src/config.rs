@@ -4,7 +4,7 @@ use kiln_core::{DeviceSpec, Seed};
 use kiln_data::DataOptions;
 use kiln_data::augment::Augment;
 use kiln_models::ModelConfig;
-use kiln_optim::{OptimConfig, Schedule};
+use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, error::io};
@@ -30,6 +30,18 @@ pub struct TrainConfig {
     /// Learning-rate schedule (default: constant).
     #[serde(default)]
     pub schedule: Schedule,
+    /// Reduce-on-plateau on the [`TrainConfig::monitor`]ed value, composed with the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plateau: Option<Plateau>,
+    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
+    #[serde(default)]
+    pub monitor: Monitor,
+    /// Stop when the monitored value stops improving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Label smoothing ε of the cross-entropy (targets `(1 − ε)·onehot + ε/K`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f32>,
     /// Master seed.
     pub seed: u64,
     /// Device name (`cpu`, `ndarray`, `wgpu`...).
@@ -76,6 +88,10 @@ impl TrainConfig {
             lr,
             optim: OptimConfig::default(),
             schedule: Schedule::Constant,
+            plateau: None,
+            monitor: Monitor::default(),
+            early_stopping: None,
+            label_smoothing: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
             train_per_class: None,
@@ -97,6 +113,22 @@ impl TrainConfig {
         }
         self.optim.optimizer.validate()?;
         self.schedule.validate()?;
+        if let Some(plateau) = &self.plateau {
+            plateau.validate()?;
+        }
+        if let Some(early) = &self.early_stopping {
+            early.validate()?;
+        }
+        if let Some(eps) = self.label_smoothing
+            && !(0.0..1.0).contains(&eps)
+        {
+            return Err(Error::InvalidSetting(format!(
+                "label smoothing must be in [0, 1), found {eps}"
+            )));
+        }
+        for rule in &self.optim.groups {
+            rule.validate()?;
+        }
         if let Some(spec) = &self.augment {
             Augment::parse(spec)?;
         }
@@ -123,6 +155,98 @@ impl TrainConfig {
     /// Writes the config as TOML.
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::run::write_toml(path, self)
+    }
+}
+
+/// The validation value a run watches (best checkpoint, early stopping, reduce-on-plateau).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Monitor {
+    /// Mean validation loss (lower is better).
+    #[default]
+    ValidLoss,
+    /// Validation accuracy (higher is better).
+    ValidAccuracy,
+}
+
+impl Monitor {
+    /// Parses `valid-loss` / `loss` or `valid-accuracy` / `accuracy`.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "valid-loss" | "loss" => Ok(Self::ValidLoss),
+            "valid-accuracy" | "accuracy" => Ok(Self::ValidAccuracy),
+            other => Err(Error::InvalidSetting(format!(
+                "unknown monitor `{other}`: expected valid-loss or valid-accuracy"
+            ))),
+        }
+    }
+
+    /// The watched value of one epoch.
+    pub fn value(self, metrics: &crate::EpochMetrics) -> f64 {
+        match self {
+            Self::ValidLoss => metrics.valid_loss,
+            Self::ValidAccuracy => metrics.valid_accuracy,
+        }
+    }
+
+    /// Whether a lower value is better.
+    pub fn lower_is_better(self) -> bool {
+        self == Self::ValidLoss
+    }
+
+    /// Whether `value` improves on `best` by more than `min_delta` (Keras' rule).
+    pub fn improves(self, value: f64, best: Option<f64>, min_delta: f64) -> bool {
+        if !value.is_finite() {
+            return false;
+        }
+        match best {
+            None => true,
+            Some(best) if self.lower_is_better() => value < best - min_delta,
+            Some(best) => value > best + min_delta,
+        }
+    }
+}
+
+/// Early stopping (Keras' `EarlyStopping`): stop once `patience` epochs passed without the
+/// monitored value improving by more than `min_delta`; optionally end on the best epoch's
+/// weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// Epochs without improvement before stopping (at least 1).
+    pub patience: usize,
+    /// Smallest change that counts as an improvement (in the monitored value's units;
+    /// accuracies are fractions).
+    #[serde(default)]
+    pub min_delta: f64,
+    /// Save the best epoch's weights as the run's model (default true).
+    #[serde(default = "yes")]
+    pub restore_best: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EarlyStopping {
+    /// Stops after `patience` epochs without improvement, restoring the best weights.
+    pub fn new(patience: usize, min_delta: f64) -> Self {
+        Self {
+            patience,
+            min_delta,
+            restore_best: true,
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.patience == 0 || !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
+            return Err(Error::InvalidSetting(format!(
+                "early stopping needs patience ≥ 1 and min_delta ≥ 0, found patience {} and min_delta {}",
+                self.patience, self.min_delta
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -33,15 +33,29 @@ pub enum Error {
     InvalidSetting(String),
     /// The loss became NaN or infinite.
     #[error(
-        "training diverged: the {split} loss of epoch {epoch} is {value}; lower the learning rate"
+        "training diverged: the {split} loss is {value} at epoch {epoch}{}; {}lower the learning rate",
+        step.map(|s| format!(", step {s}")).unwrap_or_default(),
+        checkpoint.as_ref().map(|c| format!("the last good checkpoint is kept ({}); ", c.display())).unwrap_or_default()
     )]
     Diverged {
         /// `train` or `valid`.
         split: String,
         /// 1-based epoch.
         epoch: usize,
+        /// 1-based optimisation step within the epoch (training loss only).
+        step: Option<usize>,
         /// The non-finite value.
         value: f64,
+        /// The last complete checkpoint's model file, if any.
+        checkpoint: Option<PathBuf>,
+    },
+    /// The run paused as asked ([`crate::TrainOptions::pause_after`]); it can be resumed.
+    #[error("training paused after epoch {epoch}; continue with `kiln train --resume {}`", run_dir.display())]
+    Paused {
+        /// The last epoch done (its checkpoint is written).
+        epoch: usize,
+        /// The run folder.
+        run_dir: PathBuf,
     },
     /// burn-train stopped with an error.
     #[error("training failed: {0}")]

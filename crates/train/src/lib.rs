@@ -30,17 +30,18 @@
 mod config;
 mod error;
 mod eval;
+mod fit;
 pub mod lm;
 mod renderer;
 mod run;
 mod task;
 pub mod text;
 
-pub use config::TrainConfig;
+pub use config::{EarlyStopping, Monitor, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{
     ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_run,
 };
 pub use renderer::EpochMetrics;
-pub use run::{TrainOptions, TrainReport, default_run_dir, train};
+pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};
 pub use task::{ClassificationTask, soft_cross_entropy};

@@ -187,13 +187,12 @@ pub fn train_lm(
         kiln_optim::OptimConfig::default().init()?,
         ConstantLr::new(config.lr),
     );
-    let fitted = crate::run::fit(
+    let fitted = crate::fit::fit(
         learner,
         train_loader,
         valid_loader,
-        vec![config.lr; config.epochs],
         run_dir,
-        options,
+        crate::fit::FitPlan::plain(config.epochs, options.quiet),
     )?;
     let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
     let last = epochs

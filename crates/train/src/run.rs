@@ -1,23 +1,18 @@
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use burn::data::dataloader::DataLoader;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
-use burn::train::logger::InMemoryMetricLogger;
-use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainStep,
-};
+use burn::train::Learner;
 use kiln_core::Seed;
-use kiln_data::{Augment, EpochCounter, EpochLoader, ImageBatcher, ImageDataset, Normalizer};
-use kiln_optim::EpochScheduler;
+use kiln_data::{
+    Augment, EpochCounter, EpochLoader, EpochShuffled, ImageBatcher, ImageDataset, Normalizer,
+};
+use kiln_optim::{EpochScheduler, PlateauTracker};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
 use crate::eval::RunFiles;
-use crate::renderer::KilnRenderer;
+use crate::fit::{FitPlan, Resume, fit};
 use crate::{ClassificationTask, EpochMetrics, Error, EvalReport, Result, TrainConfig};
 
 /// How a run reports progress and where it finds data (neither changes the results).
@@ -27,6 +22,10 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Data directory (default: `KILN_DATA_DIR`, else the user cache).
     pub data_dir: Option<PathBuf>,
+    /// Pause once this epoch's checkpoint is written (counting all epochs of the run),
+    /// returning [`Error::Paused`]; [`resume`] continues the run. For time-sliced training
+    /// (preemptible machines, shared CPUs).
+    pub pause_after: Option<usize>,
 }
 
 impl TrainOptions {
@@ -34,7 +33,7 @@ impl TrainOptions {
     pub fn quiet() -> Self {
         Self {
             quiet: true,
-            data_dir: None,
+            ..Self::default()
         }
     }
 }
@@ -58,8 +57,22 @@ pub struct TrainReport {
     pub epochs: Vec<EpochMetrics>,
     /// Held-out test metrics of the final model, measured after reloading the saved run.
     pub test: EvalReport,
-    /// Wall-clock seconds spent in training (without data loading and evaluation).
+    /// Wall-clock seconds spent in training (without data loading and evaluation; this
+    /// session only when the run was resumed).
     pub train_seconds: f64,
+    /// Best epoch by the monitored validation value.
+    #[serde(default)]
+    pub best_epoch: Option<usize>,
+    /// The epoch whose weights were saved as `model.bpk` (the best one when early stopping
+    /// restores it, else the last).
+    #[serde(default)]
+    pub model_epoch: usize,
+    /// Epoch at which early stopping ended the run.
+    #[serde(default)]
+    pub stopped_early_at: Option<usize>,
+    /// The checkpoint epoch this session resumed from.
+    #[serde(default)]
+    pub resumed_from: Option<usize>,
 }
 
 /// Trains `config` and writes the run folder `run_dir` (created if needed).
@@ -67,6 +80,60 @@ pub struct TrainReport {
 /// The final test metrics are measured by reloading the saved run with
 /// [`evaluate_run`](crate::evaluate_run), exactly as `kiln eval` does.
 pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
+    run(config, run_dir, options, None)
+}
+
+/// Continues the run in `run_dir` from its last complete checkpoint (written after every
+/// epoch) to the end of its configured epochs. With the same seed, the result is the same as
+/// a run that was never interrupted.
+pub fn resume(run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
+    let files = RunFiles::new(run_dir);
+    let config = TrainConfig::load(&files.config)?;
+    if files.report.exists() {
+        return Err(Error::InvalidSetting(format!(
+            "the run in {} already finished ({} exists); start a new run instead",
+            run_dir.display(),
+            files.report.display()
+        )));
+    }
+    let saved = crate::fit::complete_checkpoints(run_dir);
+    let Some(&epoch) = saved.last() else {
+        return Err(Error::BadRunFile {
+            path: crate::fit::checkpoint_dir(run_dir),
+            reason: "no complete checkpoint to resume from (expected model-N.bpk, optim-N.bpk and scheduler-N.bpk)".into(),
+        });
+    };
+    // Check the records load before burn-train does (it would panic on a corrupt file).
+    crate::fit::check_checkpoint(run_dir, epoch)?;
+    let history = read_metrics_csv(&files.metrics)?;
+    let history: Vec<EpochMetrics> = history.into_iter().filter(|m| m.epoch <= epoch).collect();
+    if history.len() != epoch {
+        return Err(Error::BadRunFile {
+            path: files.metrics.clone(),
+            reason: format!(
+                "expected the metrics of epochs 1 to {epoch} (the last checkpoint), found {} rows",
+                history.len()
+            ),
+        });
+    }
+    run(
+        &config,
+        run_dir,
+        options,
+        Some(Resume {
+            epoch,
+            history,
+            saved,
+        }),
+    )
+}
+
+fn run(
+    config: &TrainConfig,
+    run_dir: &Path,
+    options: &TrainOptions,
+    resume: Option<Resume>,
+) -> Result<TrainReport> {
     config.validate()?;
     let mut config = config.clone();
     // burn's CPU backends keep one process-wide RNG (initialisation, dropout). Two runs
@@ -97,26 +164,45 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
 
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     let files = RunFiles::new(run_dir);
-    config.save(&files.config)?;
-    write_json(&files.normalizer, &normalizer)?;
+    if resume.is_none() {
+        config.save(&files.config)?;
+        write_json(&files.normalizer, &normalizer)?;
+        for stale in [&files.report, &files.model] {
+            if stale.exists() {
+                std::fs::remove_file(stale).map_err(io(stale))?;
+            }
+        }
+    }
 
     // Batches are built (and augmented) in one data-loader worker thread, overlapping the
-    // training step; one worker keeps the batch order, hence the run, seed-exact.
+    // training step. Every random draw is keyed by (seed, epoch): the order of each epoch
+    // (`EpochShuffled`), augmentation, and the device generator reseeded at each epoch start,
+    // so a resumed run continues exactly.
+    let num_classes = data.train.num_classes();
     let batcher = ImageBatcher::new(data.train.shape, normalizer);
-    let epochs = EpochCounter::default();
+    let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
+    let epochs = EpochCounter::starting_at(start_epoch);
     let augment = Augment::parse(config.augment.as_deref().unwrap_or(""))?;
-    let train_batcher =
+    let mut train_batcher =
         batcher
             .clone()
-            .with_augment(augment, seed, epochs.clone(), data.train.num_classes());
-    let train_loader = EpochLoader::new(
+            .with_augment(augment, seed, epochs.clone(), num_classes);
+    if let Some(eps) = config.label_smoothing {
+        train_batcher = train_batcher.with_label_smoothing(eps, num_classes);
+    }
+    let train_loader = EpochLoader::reseeding(
         DataLoaderBuilder::new(train_batcher)
             .batch_size(config.batch_size)
-            .shuffle(seed.derive("shuffle"))
             .num_workers(1)
             .set_device(device.clone())
-            .build(ImageDataset::new(data.train.clone())),
+            .build(EpochShuffled::new(
+                ImageDataset::new(data.train.clone()),
+                seed,
+                epochs.clone(),
+            )),
         epochs,
+        seed,
+        device.clone(),
     );
     let valid_loader = DataLoaderBuilder::new(batcher)
         .batch_size(config.batch_size)
@@ -126,27 +212,39 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
 
     let model = config.model.init_image(&device)?;
     let params = model.num_params();
-    let task = ClassificationTask { model };
+    let task = kiln_optim::apply_groups(ClassificationTask { model }, &config.optim.groups)?;
     let optimizer = config.optim.init()?;
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
+    let plateau = config
+        .plateau
+        .clone()
+        .map(|p| PlateauTracker::new(p, config.monitor.lower_is_better()));
     let scheduler = EpochScheduler::new(
         config.schedule.clone(),
         config.lr,
         config.epochs,
         steps_per_epoch,
-    );
-    let learning_rates = scheduler.per_epoch();
+    )
+    .with_plateau(plateau.clone());
+    let scheduler = kiln_optim::module_scheduler(scheduler, config.lr, &config.optim.groups);
     let learner = Learner::new(task, optimizer, scheduler);
 
+    let resumed_from = resume.as_ref().map(|r| r.epoch);
     let fitted = fit(
         learner,
         train_loader,
         valid_loader,
-        learning_rates,
         run_dir,
-        options,
+        FitPlan {
+            epochs: config.epochs,
+            monitor: config.monitor,
+            early_stopping: config.early_stopping.clone(),
+            plateau,
+            resume,
+            quiet: options.quiet,
+            pause_after: options.pause_after,
+        },
     )?;
-    let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
 
     fitted
         .model
@@ -156,7 +254,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
             path: files.model.clone(),
             reason: e.to_string(),
         })?;
-    write_metrics_csv(&files.metrics, &epochs)?;
+    write_metrics_csv(&files.metrics, &fitted.epochs)?;
 
     let test = crate::evaluate_run_in(run_dir, options.data_dir.as_deref())?;
     let report = TrainReport {
@@ -166,17 +264,23 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
         params,
         train_size: data.train.len(),
         test_size: data.test.len(),
-        epochs,
+        epochs: fitted.epochs,
         test,
-        train_seconds,
+        train_seconds: fitted.seconds,
+        best_epoch: fitted.best_epoch,
+        model_epoch: fitted.model_epoch,
+        stopped_early_at: fitted.stopped_early_at,
+        resumed_from,
     };
     write_json(&files.report, &report)?;
     Ok(report)
 }
 
+const METRICS_HEADER: &str = "epoch,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds";
+
+/// Writes the per-epoch metrics (atomically: a reader never sees half a file).
 pub(crate) fn write_metrics_csv(path: &Path, epochs: &[EpochMetrics]) -> Result<()> {
-    let mut text =
-        String::from("epoch,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds\n");
+    let mut text = format!("{METRICS_HEADER}\n");
     for m in epochs {
         text.push_str(&format!(
             "{},{},{},{},{},{},{:.3}\n",
@@ -189,7 +293,49 @@ pub(crate) fn write_metrics_csv(path: &Path, epochs: &[EpochMetrics]) -> Result<
             m.seconds
         ));
     }
-    std::fs::write(path, text).map_err(io(path))
+    crate::fit::write_atomic(path, text.as_bytes()).map_err(io(path))
+}
+
+/// Reads a `metrics.csv` written by [`write_metrics_csv`] (values round-trip exactly).
+pub(crate) fn read_metrics_csv(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let bad = |line: usize, reason: String| Error::BadRunFile {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: {reason}"),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(METRICS_HEADER) {
+        return Err(bad(1, format!("expected the header `{METRICS_HEADER}`")));
+    }
+    lines
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != 7 {
+                return Err(bad(
+                    i + 2,
+                    format!("expected 7 fields, found {}", fields.len()),
+                ));
+            }
+            let num = |k: usize| -> Result<f64> {
+                fields[k]
+                    .parse()
+                    .map_err(|_| bad(i + 2, format!("`{}` is not a number", fields[k])))
+            };
+            Ok(EpochMetrics {
+                epoch: fields[0]
+                    .parse()
+                    .map_err(|_| bad(i + 2, format!("`{}` is not an epoch", fields[0])))?,
+                lr: num(1)?,
+                train_loss: num(2)?,
+                train_accuracy: num(3)?,
+                valid_loss: num(4)?,
+                valid_accuracy: num(5)?,
+                seconds: num(6)?,
+            })
+        })
+        .collect()
 }
 
 /// The default run folder for a model: `runs/<name>-<unix seconds>`.
@@ -199,73 +345,6 @@ pub fn default_run_dir(name: &str) -> PathBuf {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     PathBuf::from("runs").join(format!("{name}-{secs}"))
-}
-
-/// A trained model and its history.
-pub(crate) struct Fitted<M> {
-    /// The trained model (validation mode).
-    pub model: M,
-    /// Per-epoch metrics.
-    pub epochs: Vec<EpochMetrics>,
-    /// Wall-clock seconds of training.
-    pub seconds: f64,
-}
-
-/// Runs burn-train's `SupervisedTraining` with loss and accuracy metrics and Kiln's renderer,
-/// then checks every epoch's losses are finite.
-pub(crate) fn fit<M>(
-    learner: Learner<M>,
-    train: Arc<dyn DataLoader<<M as TrainStep>::Input>>,
-    valid: Arc<dyn DataLoader<<M as InferenceStep>::Input>>,
-    learning_rates: Vec<f64>,
-    run_dir: &Path,
-    options: &TrainOptions,
-) -> Result<Fitted<M>>
-where
-    M: LearnerModel
-        + TrainStep<Output = ClassificationOutput>
-        + InferenceStep<Output = ClassificationOutput>,
-{
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let result = SupervisedTraining::new(run_dir.join("logs"), train, valid)
-        .num_epochs(learning_rates.len())
-        .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
-        .metric_train_numeric(AccuracyMetric::new())
-        .metric_valid_numeric(AccuracyMetric::new())
-        .with_metric_logger(InMemoryMetricLogger::new())
-        .with_application_logger(None)
-        .renderer(Box::new(KilnRenderer::new(
-            options.quiet,
-            history.clone(),
-            learning_rates,
-        )))
-        .launch(learner);
-    let seconds = started.elapsed().as_secs_f64();
-    if let Some(error) = result.error {
-        return Err(Error::Training(error.to_string()));
-    }
-    let epochs = history.lock().expect("history lock").clone();
-    if epochs.is_empty() {
-        return Err(Error::Training("no epoch finished".into()));
-    }
-    for m in &epochs {
-        for (split, value) in [("train", m.train_loss), ("valid", m.valid_loss)] {
-            if !value.is_finite() {
-                return Err(Error::Diverged {
-                    split: split.into(),
-                    epoch: m.epoch,
-                    value,
-                });
-            }
-        }
-    }
-    Ok(Fitted {
-        model: result.model,
-        epochs,
-        seconds,
-    })
 }
 
 /// Writes `value` as TOML.

@@ -1,5 +1,4 @@
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
 use burn::train::ClassificationOutput;
@@ -14,14 +13,20 @@ pub struct ClassificationTask {
 }
 
 impl ClassificationTask {
-    /// Forward pass with the cross-entropy loss.
+    /// Forward pass with the cross-entropy loss of each sample (`[batch]`; the training step
+    /// minimises their mean). Per-sample losses let burn-train's `LossMetric` weight each
+    /// batch by its size: with one mean per batch it would weigh a short last batch as much as
+    /// a full one, and the epoch's loss would not be the mean over the samples.
     pub fn forward_classification(&self, batch: ImageBatch) -> ClassificationOutput {
         let logits = self.model.forward(batch.images);
+        let [n, _] = logits.dims();
+        let log_probs = log_softmax(logits.clone(), 1);
         let loss = match batch.soft_targets {
-            Some(soft) => soft_cross_entropy(logits.clone(), soft),
-            None => CrossEntropyLossConfig::new()
-                .init(&logits.device())
-                .forward(logits.clone(), batch.targets.clone()),
+            Some(soft) => (soft * log_probs).sum_dim(1).reshape([n]).neg(),
+            None => log_probs
+                .gather(1, batch.targets.clone().reshape([n, 1]))
+                .reshape([n])
+                .neg(),
         };
         ClassificationOutput::new(loss, logits, batch.targets)
     }
@@ -44,7 +49,9 @@ macro_rules! supervised_steps {
 
             fn step(&self, batch: $input) -> burn::train::TrainOutput<Self::Output> {
                 let output = self.$forward(batch);
-                burn::train::TrainOutput::new(self, output.loss.backward(), output)
+                // The mean over the batch (a no-op for a task that already returns it).
+                let grads = output.loss.clone().mean().backward();
+                burn::train::TrainOutput::new(self, grads, output)
             }
         }
 

@@ -286,3 +286,225 @@ fn optimizer_and_schedule_come_from_the_config_and_are_logged() {
     assert_eq!(saved.optim, config.optim);
     assert_eq!(saved.schedule, config.schedule);
 }
+
+/// Per-epoch numbers without the wall-clock seconds, bit for bit.
+fn fingerprint(epochs: &[kiln_train::EpochMetrics]) -> Vec<[u64; 5]> {
+    epochs
+        .iter()
+        .map(|m| {
+            [
+                m.lr.to_bits(),
+                m.train_loss.to_bits(),
+                m.train_accuracy.to_bits(),
+                m.valid_loss.to_bits(),
+                m.valid_accuracy.to_bits(),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn a_paused_and_resumed_run_ends_exactly_like_an_uninterrupted_one() {
+    // Dropout, augmentation, label smoothing, momentum and a schedule: every kind of state a
+    // resume must restore.
+    let mut config = quick(11, 5);
+    config.augment = Some("rotate=10,noise=0.02".into());
+    config.label_smoothing = Some(0.1);
+    config.optim.optimizer = kiln_optim::OptimizerConfig::sgd_momentum(0.9, false);
+    config.lr = 0.02;
+    config.schedule = kiln_optim::Schedule::parse("step:2:0.5").unwrap();
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = train(&config, full_dir.path(), &TrainOptions::quiet()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrainOptions {
+        pause_after: Some(2),
+        ..TrainOptions::quiet()
+    };
+    match train(&config, dir.path(), &options) {
+        Err(kiln_train::Error::Paused { epoch: 2, .. }) => {}
+        other => panic!("expected a pause after epoch 2, got {other:?}"),
+    }
+    assert!(!dir.path().join("report.json").exists());
+    assert!(dir.path().join("checkpoint/model-2.bpk").is_file());
+    let resumed = kiln_train::resume(dir.path(), &TrainOptions::quiet()).unwrap();
+    assert_eq!(resumed.resumed_from, Some(2));
+    assert_eq!(fingerprint(&resumed.epochs), fingerprint(&full.epochs));
+    assert_eq!(resumed.test, full.test);
+    assert!(full.test.accuracy > 0.9, "{}", full.test.accuracy);
+    // Best and last checkpoints are kept, older ones deleted.
+    let best = full.best_epoch.unwrap();
+    for epoch in 1..=5 {
+        let kept = epoch >= 4 || epoch == best;
+        assert_eq!(
+            full_dir
+                .path()
+                .join(format!("checkpoint/model-{epoch}.bpk"))
+                .is_file(),
+            kept,
+            "epoch {epoch} (best {best})"
+        );
+    }
+    // A finished run does not resume.
+    let err = kiln_train::resume(dir.path(), &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("already finished"), "{err}");
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrainOptions {
+        pause_after: Some(1),
+        ..TrainOptions::quiet()
+    };
+    assert!(train(&quick(2, 3), dir.path(), &options).is_err());
+    let optim = dir.path().join("checkpoint/optim-1.bpk");
+    let bytes = std::fs::read(&optim).unwrap();
+    std::fs::write(&optim, &bytes[..bytes.len() / 2]).unwrap();
+    let err = kiln_train::resume(dir.path(), &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("optim-1.bpk"), "{err}");
+    // No checkpoint at all.
+    std::fs::remove_dir_all(dir.path().join("checkpoint")).unwrap();
+    let err = kiln_train::resume(dir.path(), &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("no complete checkpoint"), "{err}");
+}
+
+#[test]
+fn early_stopping_stops_on_a_plateau_and_restores_the_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick(4, 40);
+    config.early_stopping = Some(kiln_train::EarlyStopping::new(2, 0.01));
+    let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    let stopped = report.stopped_early_at.expect("the run should stop early");
+    assert!(stopped < 40 && report.epochs.len() == stopped);
+    let best = report.best_epoch.unwrap();
+    assert_eq!(report.model_epoch, best);
+    assert_eq!(
+        stopped - best,
+        2,
+        "stops after `patience` epochs without improvement"
+    );
+    // Keras' rule, recomputed from the logged losses: the best epoch is the last one that
+    // improved on the previous best by more than min_delta.
+    let mut expected = (1, report.epochs[0].valid_loss);
+    for m in &report.epochs[1..] {
+        if m.valid_loss < expected.1 - 0.01 {
+            expected = (m.epoch, m.valid_loss);
+        }
+    }
+    assert_eq!(expected.0, best);
+    // The saved model is the best epoch's: its test loss is that epoch's validation loss
+    // (validation runs on the test split here).
+    let best_loss = report.epochs[best - 1].valid_loss;
+    assert!(
+        (report.test.loss - best_loss).abs() < 1e-5,
+        "test loss {} vs best epoch's {best_loss}",
+        report.test.loss
+    );
+}
+
+#[test]
+fn reduce_on_plateau_follows_pytorchs_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick(6, 12);
+    config.lr = 0.01;
+    config.monitor = kiln_train::Monitor::ValidAccuracy;
+    config.plateau = Some(kiln_optim::Plateau::parse("0.5:1").unwrap());
+    let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    // Replay ReduceLROnPlateau(mode="max", factor=0.5, patience=1, threshold=1e-4, rel).
+    let (mut best, mut bad, mut lr) = (f64::NEG_INFINITY, 0, 0.01);
+    let mut reductions = 0;
+    for m in &report.epochs {
+        assert_eq!(m.lr, lr, "epoch {}", m.epoch);
+        if m.valid_accuracy > best * (1.0 + 1e-4) {
+            best = m.valid_accuracy;
+            bad = 0;
+        } else {
+            bad += 1;
+            if bad > 1 {
+                lr *= 0.5;
+                bad = 0;
+                reductions += 1;
+            }
+        }
+    }
+    assert!(reductions >= 1, "no plateau in {:?}", report.epochs);
+}
+
+#[test]
+fn divergence_mid_run_names_epoch_and_step_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick(1, 3);
+    config.optim.optimizer = kiln_optim::OptimizerConfig::sgd();
+    config.lr = 0.05;
+    // Epoch 2 runs at 0.05 × 1e30: the weights blow up within a few steps.
+    config.schedule = kiln_optim::Schedule::parse("step:1:1e30").unwrap();
+    match train(&config, dir.path(), &TrainOptions::quiet()) {
+        Err(err @ kiln_train::Error::Diverged { .. }) => {
+            let kiln_train::Error::Diverged {
+                epoch,
+                step,
+                ref checkpoint,
+                ..
+            } = err
+            else {
+                unreachable!()
+            };
+            assert_eq!(epoch, 2, "{err}");
+            assert!(step.is_some_and(|s| s >= 1), "{err}");
+            let checkpoint = checkpoint.clone().expect("epoch 1's checkpoint");
+            assert!(
+                checkpoint.ends_with("model-1.bpk") && checkpoint.is_file(),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("epoch 2, step") && message.contains("model-1.bpk"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a divergence error, got {other:?}"),
+    }
+}
+
+#[test]
+fn parameter_groups_freeze_and_scale_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick(8, 2);
+    config.optim.groups = vec![
+        kiln_optim::GroupRule::frozen("model.Mlp.hidden.0"),
+        kiln_optim::GroupRule::scaled("model.Mlp.hidden.1", 0.0),
+    ];
+    let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    // Only the output layer learns, on random features: well above chance (10%).
+    assert!(report.test.accuracy > 0.25, "{}", report.test.accuracy);
+    // The initial weights: the same run with every learning rate × 0.
+    let init_dir = tempfile::tempdir().unwrap();
+    let mut frozen_all = config.clone();
+    frozen_all.optim.groups = vec![kiln_optim::GroupRule::scaled("model", 0.0)];
+    train(&frozen_all, init_dir.path(), &TrainOptions::quiet()).unwrap();
+    let device = config.device.device();
+    let (_, _, initial) = kiln_train::load_run(init_dir.path(), &device).unwrap();
+    let (_, _, trained) = kiln_train::load_run(dir.path(), &device).unwrap();
+    let weights = |m: &kiln_models::ImageModel| -> Vec<Vec<f32>> {
+        let kiln_models::ImageModel::Mlp(mlp) = m else {
+            panic!("an MLP")
+        };
+        mlp.hidden
+            .iter()
+            .chain([&mlp.output])
+            .map(|l| l.weight.val().into_data().try_to_vec::<f32>().unwrap())
+            .collect()
+    };
+    let (before, after) = (weights(&initial), weights(&trained));
+    assert!(before[0] == after[0], "frozen layer changed");
+    assert!(
+        before[1] == after[1],
+        "layer with learning rate × 0 changed"
+    );
+    assert!(before[2] != after[2], "the output layer trains");
+    // An unknown path is an error naming it.
+    config.optim.groups = vec![kiln_optim::GroupRule::frozen("model.backbone")];
+    let err = train(&config, dir.path(), &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("model.backbone"), "{err}");
+}

@@ -1,0 +1,204 @@
+//! Parameter groups: a learning rate per module path (e.g. a backbone slower than its head)
+//! and frozen modules, on burn's `ParamGroup`, `ModuleLrScheduler` and `Module::freeze_group`.
+//!
+//! A parameter's path is its module path from the root the optimizer sees, joined with dots,
+//! e.g. `model.Mlp.layers.0.weight`; [`param_paths`] lists them. A rule's `path` selects the
+//! parameters whose path equals it or continues it after a dot (`model.Mlp.layers.0` selects
+//! that layer's weight and bias, not `layers.01`). When several rules select a parameter, the
+//! last one wins (burn's precedence).
+
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::{EpochScheduler, Error, Result};
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+/// One parameter group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRule {
+    /// Module path (prefix at a dot boundary) selecting the group's parameters.
+    pub path: String,
+    /// Learning-rate multiplier of the group (1: the base rate; the schedule applies as well).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub lr_scale: f64,
+    /// Frozen: the parameters get no gradient and no update, and the group's layers stay in
+    /// inference mode (BatchNorm keeps its running statistics, dropout is off).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub frozen: bool,
+}
+
+impl GroupRule {
+    /// A group trained at `scale` times the base learning rate.
+    pub fn scaled(path: &str, scale: f64) -> Self {
+        Self {
+            path: path.to_string(),
+            lr_scale: scale,
+            frozen: false,
+        }
+    }
+
+    /// A frozen group.
+    pub fn frozen(path: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            lr_scale: 1.0,
+            frozen: true,
+        }
+    }
+
+    /// Parses `PATH=SCALE` (learning-rate multiplier) or `PATH=frozen`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = || {
+            Error::Invalid(format!(
+                "parameter group `{spec}`: expected PATH=SCALE (e.g. model.Mlp.layers.0=0.1) or PATH=frozen"
+            ))
+        };
+        let (path, value) = spec.split_once('=').ok_or_else(bad)?;
+        let (path, value) = (path.trim(), value.trim());
+        if path.is_empty() {
+            return Err(bad());
+        }
+        let rule = if value == "frozen" {
+            Self::frozen(path)
+        } else {
+            Self::scaled(path, value.parse().map_err(|_| bad())?)
+        };
+        rule.validate()?;
+        Ok(rule)
+    }
+
+    /// Checks the multiplier.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr_scale.is_finite() && self.lr_scale >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "parameter group `{}`: the learning-rate multiplier must be ≥ 0, found {}",
+                self.path, self.lr_scale
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the parameter at `path` belongs to the group.
+    pub fn selects(&self, path: &str) -> bool {
+        path == self.path
+            || (path.starts_with(&self.path) && path[self.path.len()..].starts_with('.'))
+    }
+
+    /// The group as burn's `ParamGroup` (a regex anchored at a dot boundary).
+    pub fn param_group(&self) -> ParamGroup {
+        let pattern = format!("^{}(\\..*)?$", escape_regex(&self.path));
+        ParamGroup::from_regex(&pattern).expect("an escaped path is a valid regex")
+    }
+}
+
+fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~ ".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[derive(Default)]
+struct PathCollector {
+    stack: Vec<String>,
+    paths: Vec<String>,
+}
+
+impl ModuleVisitor for PathCollector {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+        self.paths.push(self.stack.join("."));
+    }
+}
+
+/// The dotted path of every float parameter of `module`, in visiting order.
+pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
+    let mut collector = PathCollector::default();
+    module.visit(&mut collector);
+    collector.paths
+}
+
+/// Checks every rule selects at least one parameter of `module` (an unknown path is an error
+/// naming it and listing the module's top-level paths), then freezes the frozen groups.
+pub fn apply_groups<M: Module>(module: M, rules: &[GroupRule]) -> Result<M> {
+    let paths = param_paths(&module);
+    for rule in rules {
+        rule.validate()?;
+        if !paths.iter().any(|p| rule.selects(p)) {
+            let mut layers: Vec<&str> = paths
+                .iter()
+                .map(|p| p.rsplit_once('.').map_or(p.as_str(), |(layer, _)| layer))
+                .collect();
+            layers.dedup();
+            return Err(Error::Invalid(format!(
+                "parameter group `{}` matches no parameter; the model's layers are: {}",
+                rule.path,
+                layers.join(", ")
+            )));
+        }
+    }
+    let mut module = module;
+    for rule in rules.iter().filter(|r| r.frozen) {
+        module = module.freeze_group(rule.param_group());
+    }
+    Ok(module)
+}
+
+/// burn's `ModuleLrScheduler` running `base` for every parameter and a copy of it, from
+/// `lr_scale` × its base rate, for each non-frozen group whose multiplier is not 1.
+pub fn module_scheduler(
+    base: EpochScheduler,
+    base_lr: f64,
+    rules: &[GroupRule],
+) -> ModuleLrScheduler {
+    let mut scheduler = ModuleLrScheduler::new(base.clone());
+    for rule in rules.iter().filter(|r| !r.frozen && r.lr_scale != 1.0) {
+        scheduler = scheduler.with_group(
+            rule.param_group(),
+            base.clone().with_base(base_lr * rule.lr_scale),
+        );
+    }
+    scheduler
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_and_select_at_dot_boundaries() {
+        let rule = GroupRule::parse("model.layers.1=0.1").unwrap();
+        assert_eq!(rule, GroupRule::scaled("model.layers.1", 0.1));
+        assert!(rule.selects("model.layers.1.weight"));
+        assert!(!rule.selects("model.layers.10.weight"));
+        let group = rule.param_group();
+        let id = burn::module::ParamId::new();
+        assert!(group.matches(&id, Some("model.layers.1.bias")));
+        assert!(!group.matches(&id, Some("model.layers.10.bias")));
+        assert!(GroupRule::parse("model.head=frozen").unwrap().frozen);
+        for bad in ["model", "=0.1", "x=-1", "x=fast"] {
+            assert!(GroupRule::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

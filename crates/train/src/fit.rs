@@ -1,0 +1,476 @@
+//! The training loop: burn-train's `SupervisedTraining` with Kiln's pieces plugged into its
+//! extension points.
+//!
+//! - [`AtomicCheckpointer`] (a burn `Checkpointer`): model, optimizer and scheduler records are
+//!   written to a temporary file, synced and renamed into place, so a kill at any moment
+//!   leaves every existing checkpoint whole.
+//! - [`Keeper`] (a burn `CheckpointingStrategy`): saves every epoch, then deletes all but the
+//!   last two and the best epoch (by the monitored value). Saving comes before deleting, and
+//!   two epochs are kept, so a complete checkpoint survives even when the three records of the
+//!   newest epoch were only partly written.
+//! - [`EpochEnd`] (a burn `EarlyStoppingStrategy`, called after each epoch's checkpoint):
+//!   feeds reduce-on-plateau and decides early stopping.
+//! - The renderer watches the training loss and interrupts on NaN/inf.
+//!
+//! Resuming relies on every random draw being a function of `(seed, epoch)`: the data order
+//! (`EpochShuffled`), augmentation (keyed by epoch and item), the device generator (reseeded
+//! each epoch by `EpochLoader::reseeding`). The optimizer and scheduler states come from the
+//! checkpoint; the plateau and best-epoch trackers are rebuilt by replaying the recorded
+//! per-epoch metrics. So a run resumed after epoch `k` computes what the uninterrupted run
+//! computes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::data::dataloader::DataLoader;
+use burn::store::ModuleRecord;
+use burn::train::checkpoint::{
+    Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy,
+};
+use burn::train::logger::InMemoryMetricLogger;
+use burn::train::metric::store::EventStoreClient;
+use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
+use burn::train::{
+    ClassificationOutput, EarlyStoppingStrategy, InferenceStep, Interrupter, Learner, LearnerModel,
+    SupervisedTraining, TrainStep,
+};
+use kiln_optim::PlateauTracker;
+
+use crate::renderer::{KilnRenderer, Shared};
+use crate::{EarlyStopping, EpochMetrics, Error, Monitor, Result};
+
+/// Names of the three records of a checkpoint (`<name>-<epoch>.bpk`).
+pub(crate) const RECORDS: [&str; 3] = ["model", "optim", "scheduler"];
+
+/// The checkpoint folder of a run.
+pub(crate) fn checkpoint_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint")
+}
+
+/// The file of one record of one epoch.
+pub(crate) fn checkpoint_file(run_dir: &Path, record: &str, epoch: usize) -> PathBuf {
+    checkpoint_dir(run_dir).join(format!("{record}-{epoch}.bpk"))
+}
+
+/// Epochs with all three records present, ascending.
+pub(crate) fn complete_checkpoints(run_dir: &Path) -> Vec<usize> {
+    let Ok(entries) = std::fs::read_dir(checkpoint_dir(run_dir)) else {
+        return Vec::new();
+    };
+    let mut epochs: Vec<usize> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("model-")?
+                .strip_suffix(".bpk")?
+                .parse()
+                .ok()
+        })
+        .filter(|&epoch| {
+            RECORDS
+                .iter()
+                .all(|r| checkpoint_file(run_dir, r, epoch).is_file())
+        })
+        .collect();
+    epochs.sort_unstable();
+    epochs
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        // Persist the rename itself; not every platform can sync a directory.
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// A burn `Checkpointer` writing `<name>-<epoch>.bpk` atomically.
+pub(crate) struct AtomicCheckpointer {
+    dir: PathBuf,
+    name: &'static str,
+}
+
+impl AtomicCheckpointer {
+    pub(crate) fn new(run_dir: &Path, name: &'static str) -> Self {
+        Self {
+            dir: checkpoint_dir(run_dir),
+            name,
+        }
+    }
+
+    fn path(&self, epoch: usize) -> PathBuf {
+        self.dir.join(format!("{}-{epoch}.bpk", self.name))
+    }
+}
+
+impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
+    fn save(&self, epoch: usize, record: R) -> Result<(), CheckpointerError> {
+        let bytes = record
+            .checkpoint_into_bytes()
+            .map_err(CheckpointerError::Record)?;
+        std::fs::create_dir_all(&self.dir).map_err(CheckpointerError::IOError)?;
+        write_atomic(&self.path(epoch), &bytes).map_err(CheckpointerError::IOError)
+    }
+
+    fn delete(&self, epoch: usize) -> Result<(), CheckpointerError> {
+        match std::fs::remove_file(self.path(epoch)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CheckpointerError::IOError(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn restore(&self, epoch: usize) -> Result<R, CheckpointerError> {
+        R::load(self.path(epoch))
+    }
+}
+
+/// The best epoch so far by the monitored value.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Best {
+    pub epoch: Option<usize>,
+    pub value: Option<f64>,
+}
+
+impl Best {
+    fn observe(&mut self, monitor: Monitor, min_delta: f64, epoch: usize, value: f64) {
+        if monitor.improves(value, self.value, min_delta) {
+            self.epoch = Some(epoch);
+            self.value = Some(value);
+        }
+    }
+}
+
+fn value_of(shared: &Shared, monitor: Monitor, epoch: usize) -> f64 {
+    shared
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|m| m.epoch == epoch)
+        .map_or(f64::NAN, |m| monitor.value(m))
+}
+
+/// Checkpointing strategy: save every epoch; keep the last two and the best.
+#[derive(Clone)]
+pub(crate) struct Keeper {
+    shared: Shared,
+    monitor: Monitor,
+    min_delta: f64,
+    best: Arc<Mutex<Best>>,
+    saved: Vec<usize>,
+}
+
+impl CheckpointingStrategy for Keeper {
+    fn checkpointing(
+        &mut self,
+        epoch: usize,
+        _store: &EventStoreClient,
+    ) -> Vec<CheckpointingAction> {
+        let value = value_of(&self.shared, self.monitor, epoch);
+        let best = {
+            let mut best = self.best.lock().unwrap_or_else(|e| e.into_inner());
+            best.observe(self.monitor, self.min_delta, epoch, value);
+            best.epoch
+        };
+        self.saved.push(epoch);
+        let mut actions = vec![CheckpointingAction::Save];
+        let recent: Vec<usize> = self.saved.iter().rev().take(2).copied().collect();
+        self.saved.retain(|&e| {
+            let keep = recent.contains(&e) || Some(e) == best;
+            if !keep {
+                actions.push(CheckpointingAction::Delete(e));
+            }
+            keep
+        });
+        actions
+    }
+}
+
+/// End-of-epoch hook: reduce-on-plateau and early stopping.
+#[derive(Clone)]
+pub(crate) struct EpochEnd {
+    shared: Shared,
+    monitor: Monitor,
+    best: Arc<Mutex<Best>>,
+    early: Option<EarlyStopping>,
+    plateau: Option<PlateauTracker>,
+    stopped_at: Arc<Mutex<Option<usize>>>,
+    pause_after: Option<usize>,
+    paused_at: Arc<Mutex<Option<usize>>>,
+    quiet: bool,
+}
+
+impl EarlyStoppingStrategy for EpochEnd {
+    fn should_stop(&mut self, epoch: usize, _store: &EventStoreClient) -> bool {
+        let value = value_of(&self.shared, self.monitor, epoch);
+        if let Some(plateau) = &self.plateau
+            && plateau.observe(value)
+            && !self.quiet
+        {
+            println!(
+                "reduce-on-plateau: no improvement of the {:?} for a while, learning rate reduced ({} reductions)",
+                self.monitor,
+                plateau.reductions()
+            );
+        }
+        if self.pause_after == Some(epoch) {
+            *self.paused_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
+            return true;
+        }
+        let Some(early) = &self.early else {
+            return false;
+        };
+        let best = self.best.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let since = epoch - best.epoch.unwrap_or(0);
+        if since >= early.patience {
+            *self.stopped_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
+            if !self.quiet {
+                println!(
+                    "early stopping at epoch {epoch}: no improvement of the {:?} by more than {} for {} epochs (best: epoch {})",
+                    self.monitor,
+                    early.min_delta,
+                    early.patience,
+                    best.epoch.unwrap_or(0)
+                );
+            }
+            return true;
+        }
+        false
+    }
+}
+
+/// How a run is driven beyond the learner: what to watch, when to stop, where it resumes.
+pub(crate) struct FitPlan {
+    pub epochs: usize,
+    pub monitor: Monitor,
+    pub early_stopping: Option<EarlyStopping>,
+    pub plateau: Option<PlateauTracker>,
+    pub resume: Option<Resume>,
+    pub quiet: bool,
+    pub pause_after: Option<usize>,
+}
+
+impl FitPlan {
+    /// A plain run of `epochs` (no early stopping, no plateau, no resume).
+    pub(crate) fn plain(epochs: usize, quiet: bool) -> Self {
+        Self {
+            epochs,
+            monitor: Monitor::default(),
+            early_stopping: None,
+            plateau: None,
+            resume: None,
+            quiet,
+            pause_after: None,
+        }
+    }
+}
+
+/// Where a resumed run starts.
+#[derive(Clone, Debug)]
+pub(crate) struct Resume {
+    /// The last complete checkpoint.
+    pub epoch: usize,
+    /// Metrics of epochs `1..=epoch`.
+    pub history: Vec<EpochMetrics>,
+    /// Checkpoint epochs on disk.
+    pub saved: Vec<usize>,
+}
+
+/// A trained model and its history.
+pub(crate) struct Fitted<M> {
+    /// The final model (validation mode): the best epoch's when early stopping restores it.
+    pub model: M,
+    /// Per-epoch metrics (including the epochs before a resume).
+    pub epochs: Vec<EpochMetrics>,
+    /// Wall-clock seconds of training (this session).
+    pub seconds: f64,
+    /// Best epoch by the monitored value.
+    pub best_epoch: Option<usize>,
+    /// Epoch at which early stopping ended the run.
+    pub stopped_early_at: Option<usize>,
+    /// Epoch whose weights the returned model holds.
+    pub model_epoch: usize,
+}
+
+/// Runs burn-train's `SupervisedTraining` with loss, accuracy and learning-rate metrics,
+/// Kiln's renderer, atomic checkpoints, the end-of-epoch hook, and the divergence watch.
+pub(crate) fn fit<M>(
+    learner: Learner<M>,
+    train: Arc<dyn DataLoader<<M as TrainStep>::Input>>,
+    valid: Arc<dyn DataLoader<<M as InferenceStep>::Input>>,
+    run_dir: &Path,
+    plan: FitPlan,
+) -> Result<Fitted<M>>
+where
+    M: LearnerModel
+        + TrainStep<Output = ClassificationOutput>
+        + InferenceStep<Output = ClassificationOutput>,
+{
+    let min_delta = plan.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
+    let (history, saved) = match &plan.resume {
+        Some(r) => (r.history.clone(), r.saved.clone()),
+        None => {
+            // A fresh run never inherits another run's checkpoints.
+            let dir = checkpoint_dir(run_dir);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(crate::error::io(&dir))?;
+            }
+            (Vec::new(), Vec::new())
+        }
+    };
+    let mut best = Best::default();
+    for m in &history {
+        best.observe(plan.monitor, min_delta, m.epoch, plan.monitor.value(m));
+        if let Some(plateau) = &plan.plateau {
+            plateau.observe(plan.monitor.value(m));
+        }
+    }
+    let best = Arc::new(Mutex::new(best));
+    let shared = Shared::with_history(history);
+    let interrupter = Interrupter::new();
+    let stopped_at = Arc::new(Mutex::new(None));
+    let paused_at = Arc::new(Mutex::new(None));
+
+    let keeper = Keeper {
+        shared: shared.clone(),
+        monitor: plan.monitor,
+        min_delta,
+        best: best.clone(),
+        saved,
+    };
+    let epoch_end = EpochEnd {
+        shared: shared.clone(),
+        monitor: plan.monitor,
+        best: best.clone(),
+        early: plan.early_stopping.clone(),
+        plateau: plan.plateau.clone(),
+        stopped_at: stopped_at.clone(),
+        pause_after: plan.pause_after,
+        paused_at: paused_at.clone(),
+        quiet: plan.quiet,
+    };
+    let mut training = SupervisedTraining::new(run_dir.join("logs"), train, valid)
+        .num_epochs(plan.epochs)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(AccuracyMetric::new())
+        .metric_valid_numeric(AccuracyMetric::new())
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .with_application_logger(None)
+        .with_interrupter(interrupter.clone())
+        .with_custom_checkpointers(
+            AtomicCheckpointer::new(run_dir, RECORDS[0]),
+            AtomicCheckpointer::new(run_dir, RECORDS[1]),
+            AtomicCheckpointer::new(run_dir, RECORDS[2]),
+        )
+        .with_checkpointing_strategy(keeper)
+        .early_stopping(epoch_end)
+        .renderer(Box::new(KilnRenderer::new(
+            plan.quiet,
+            shared.clone(),
+            interrupter,
+            Some(run_dir.join("metrics.csv")),
+        )));
+    if let Some(resume) = &plan.resume {
+        training = training.checkpoint(resume.epoch);
+    }
+    let started = Instant::now();
+    let result = training.launch(learner);
+    let seconds = started.elapsed().as_secs_f64();
+
+    let last_good = complete_checkpoints(run_dir).last().copied();
+    if let Some(d) = shared.divergence() {
+        return Err(Error::Diverged {
+            split: "train".into(),
+            epoch: d.epoch,
+            step: Some(d.step),
+            value: d.value,
+            checkpoint: last_good.map(|e| checkpoint_file(run_dir, "model", e)),
+        });
+    }
+    if let Some(error) = result.error {
+        return Err(Error::Training(error.to_string()));
+    }
+    if let Some(epoch) = *paused_at.lock().unwrap_or_else(|e| e.into_inner()) {
+        return Err(Error::Paused {
+            epoch,
+            run_dir: run_dir.to_path_buf(),
+        });
+    }
+    let epochs = shared.history();
+    let Some(last) = epochs.last() else {
+        return Err(Error::Training("no epoch finished".into()));
+    };
+    for m in &epochs {
+        if !m.valid_loss.is_finite() {
+            return Err(Error::Diverged {
+                split: "valid".into(),
+                epoch: m.epoch,
+                step: None,
+                value: m.valid_loss,
+                checkpoint: last_good.map(|e| checkpoint_file(run_dir, "model", e)),
+            });
+        }
+    }
+    let best_epoch = best.lock().unwrap_or_else(|e| e.into_inner()).epoch;
+    let stopped_early_at = *stopped_at.lock().unwrap_or_else(|e| e.into_inner());
+    let mut model = result.model;
+    let mut model_epoch = last.epoch;
+    let restore = plan.early_stopping.as_ref().is_some_and(|e| e.restore_best);
+    if restore
+        && let Some(best) = best_epoch
+        && best != last.epoch
+    {
+        let path = checkpoint_file(run_dir, "model", best);
+        let record = ModuleRecord::load(&path).map_err(|e| Error::Weights {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        model = model.load_record(record);
+        model_epoch = best;
+        if !plan.quiet {
+            println!("restored the weights of the best epoch, {best}");
+        }
+    }
+    Ok(Fitted {
+        model,
+        epochs,
+        seconds,
+        best_epoch,
+        stopped_early_at,
+        model_epoch,
+    })
+}
+
+/// Loads the three records of checkpoint `epoch`, so that a corrupt or truncated file is an
+/// error naming it rather than a panic inside burn-train.
+pub(crate) fn check_checkpoint(run_dir: &Path, epoch: usize) -> Result<()> {
+    let fail = |record: &str, reason: String| Error::Weights {
+        path: checkpoint_file(run_dir, record, epoch),
+        reason,
+    };
+    ModuleRecord::load(checkpoint_file(run_dir, "model", epoch))
+        .map_err(|e| fail("model", e.to_string()))?;
+    burn::optim::OptimizerRecord::load(checkpoint_file(run_dir, "optim", epoch))
+        .map_err(|e| fail("optim", e.to_string()))?;
+    burn::lr_scheduler::LrSchedulerRecord::load(checkpoint_file(run_dir, "scheduler", epoch))
+        .map_err(|e| fail("scheduler", e.to_string()))?;
+    Ok(())
+}

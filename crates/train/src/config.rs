@@ -78,7 +78,20 @@ impl TrainConfig {
         let (epochs, batch_size, lr) = match name {
             "mlp" => (30, 32, 1e-3),
             "vit-lite-digits" => (25, 32, 1e-3),
+            "vit-lite" => (12, 64, 1e-3),
             _ => (10, 64, 1e-3),
+        };
+        // ViT-lite on MNIST: light geometric augmentation and warm-up + cosine, the usual
+        // recipe for small vision transformers (they overfit and dislike a cold start).
+        let (schedule, augment) = match name {
+            "vit-lite" => (
+                Schedule::WarmupCosine {
+                    warmup: 1,
+                    min_lr: 0.0,
+                },
+                Some("rotate=10,translate=0.1".to_string()),
+            ),
+            _ => (Schedule::Constant, None),
         };
         Ok(Self {
             name: preset.name.to_string(),
@@ -87,7 +100,7 @@ impl TrainConfig {
             batch_size,
             lr,
             optim: OptimConfig::default(),
-            schedule: Schedule::Constant,
+            schedule,
             plateau: None,
             monitor: Monitor::default(),
             early_stopping: None,
@@ -96,7 +109,7 @@ impl TrainConfig {
             device: DeviceSpec::default(),
             train_per_class: None,
             test_per_class: None,
-            augment: None,
+            augment,
             data: DataOptions::default(),
             adapt_model: false,
             model: preset.config,

@@ -57,6 +57,9 @@ pub enum Error {
         /// The run folder.
         run_dir: PathBuf,
     },
+    /// A plot could not be drawn or written.
+    #[error("cannot draw a plot: {0}")]
+    Plot(String),
     /// burn-train stopped with an error.
     #[error("training failed: {0}")]
     Training(String),

@@ -24,6 +24,8 @@
 //! | `normalizer.json` | the input standardisation fitted on the training split |
 //! | `metrics.csv` | per-epoch learning rate, train and validation loss and accuracy |
 //! | `report.json` | final held-out test metrics ([`TrainReport`]) |
+//! | `curves.png`, `confusion.png` | loss/accuracy per epoch; the test confusion matrix ([`plot`]) |
+//! | `checkpoint/` | `model-N.bpk`, `optim-N.bpk`, `scheduler-N.bpk`: the last two epochs and the best |
 //!
 //! kiln-train depends on kiln-core, kiln-models and kiln-data, and never on the CLI.
 
@@ -32,6 +34,7 @@ mod error;
 mod eval;
 mod fit;
 pub mod lm;
+pub mod plot;
 mod renderer;
 mod run;
 mod task;

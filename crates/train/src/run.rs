@@ -273,6 +273,8 @@ fn run(
         resumed_from,
     };
     write_json(&files.report, &report)?;
+    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
+    crate::plot::plot_confusion(&report.test.confusion, &run_dir.join("confusion.png"))?;
     Ok(report)
 }
 

@@ -41,8 +41,21 @@ fn default_recipe_reaches_95_percent_and_reloads_identically() {
         "normalizer.json",
         "metrics.csv",
         "report.json",
+        "curves.png",
+        "confusion.png",
     ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    // The plots are real pictures: mostly white with some ink of more than one colour.
+    for plot in ["curves.png", "confusion.png"] {
+        let image = image::open(dir.path().join(plot)).unwrap().to_rgb8();
+        let inked = image.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+        let colours: std::collections::HashSet<[u8; 3]> = image.pixels().map(|p| p.0).collect();
+        let share = inked as f64 / image.pixels().count() as f64;
+        assert!(
+            share > 0.02 && share < 0.9 && colours.len() > 10,
+            "{plot}: {share}"
+        );
     }
     let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), config.epochs + 1);

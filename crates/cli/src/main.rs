@@ -130,6 +130,47 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Train an MLP regressor on a table (a named table or a CSV file) and print held-out MSE,
+    /// RMSE, MAE and R² in the target's units.
+    Regress {
+        /// A named table (ames-housing, boston-housing, concrete, diabetes) or a .csv file.
+        #[arg(long)]
+        dataset: String,
+        /// Target column (default: the named table's, else the last column).
+        #[arg(long)]
+        target: Option<String>,
+        /// Hidden layer sizes, e.g. 128,64.
+        #[arg(long, value_delimiter = ',')]
+        hidden: Option<Vec<usize>>,
+        /// Training loss: mse (default) or mae.
+        #[arg(long)]
+        loss: Option<String>,
+        /// Number of epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Mini-batch size.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Base learning rate.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Stop after PATIENCE epochs without improvement by more than MIN_DELTA:
+        /// PATIENCE[:MIN_DELTA].
+        #[arg(long)]
+        early_stopping: Option<String>,
+        /// Master seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run folder (default: runs/regress-<unix time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print nothing but the final result.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Reload a run folder and print its held-out test accuracy.
     Eval {
         /// Run folder written by `kiln train`.
@@ -147,6 +188,15 @@ enum Command {
 enum Format {
     Text,
     Json,
+}
+
+fn parse_early_stopping(spec: &str) -> Result<kiln_train::EarlyStopping> {
+    let (patience, delta) = spec.split_once(':').unwrap_or((spec, "0"));
+    let parsed = patience.trim().parse().ok().zip(delta.trim().parse().ok());
+    let Some((patience, min_delta)) = parsed else {
+        anyhow::bail!("--early-stopping `{spec}`: expected PATIENCE[:MIN_DELTA], e.g. 3:0.001");
+    };
+    Ok(kiln_train::EarlyStopping::new(patience, min_delta))
 }
 
 fn print_train_report(report: &kiln_train::TrainReport) {
@@ -392,6 +442,62 @@ fn run(cli: Cli) -> Result<()> {
             )
             .with_context(|| format!("training {}", cfg.name))?;
             print_train_report(&report);
+        }
+        Command::Regress {
+            dataset,
+            target,
+            hidden,
+            loss,
+            epochs,
+            batch_size,
+            lr,
+            early_stopping,
+            seed,
+            data_dir,
+            out,
+            quiet,
+        } => {
+            let mut cfg = kiln_train::regression::RegressionConfig::new(&dataset);
+            cfg.target = target;
+            if let Some(h) = hidden {
+                cfg.hidden = h;
+            }
+            if let Some(l) = loss {
+                cfg.loss = kiln_train::regression::RegressionLoss::parse(&l)?;
+            }
+            if let Some(e) = epochs {
+                cfg.epochs = e;
+            }
+            if let Some(b) = batch_size {
+                cfg.batch_size = b;
+            }
+            if let Some(l) = lr {
+                cfg.lr = l;
+            }
+            if let Some(spec) = early_stopping {
+                cfg.early_stopping = Some(parse_early_stopping(&spec)?);
+            }
+            if let Some(s) = seed {
+                cfg.seed = s;
+            }
+            let out = out.unwrap_or_else(|| kiln_train::default_run_dir("regress"));
+            let options = TrainOptions {
+                quiet,
+                data_dir,
+                ..TrainOptions::default()
+            };
+            let report = kiln_train::regression::train_regression(&cfg, &out, &options)
+                .with_context(|| format!("regression on {dataset}"))?;
+            println!(
+                "test R² {:.4}, RMSE {:.4}, MAE {:.4} on {} rows (predicting the training mean: RMSE {:.4}, MAE {:.4}); run folder {}",
+                report.test.r2,
+                report.test.rmse,
+                report.test.mae,
+                report.test.rows,
+                report.baseline.rmse,
+                report.baseline.mae,
+                out.display()
+            );
         }
         Command::Eval {
             run_dir,

@@ -95,7 +95,7 @@ fn errors_are_one_line_with_nonzero_exit() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["models", "summary", "train", "eval"] {
+    for cmd in ["models", "summary", "train", "regress", "eval"] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");
         insta::with_settings!({snapshot_suffix => cmd}, {
@@ -151,5 +151,75 @@ fn train_takes_a_table_an_augmentation_spec_and_a_data_dir() {
     assert!(
         stderr.contains("unknown augmentation `blur`"),
         "one-line error naming the item: {stderr}"
+    );
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_str = run.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "train", "mlp", "--epochs", "300", "--quiet", "--out", run_str,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL: no chance to clean up) once a few checkpoints exist, whatever it is
+    // writing at that moment.
+    let started = std::time::Instant::now();
+    while !run.join("checkpoint/model-3.bpk").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run.join("report.json").exists());
+    let (ok, stdout, stderr) = kiln(&["train", "--resume", run_str, "--quiet"]);
+    assert!(ok, "resume failed: {stderr}");
+    assert!(stdout.starts_with("test accuracy "), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let resumed_from = report["resumed_from"].as_u64().expect("resumed_from");
+    assert!(resumed_from >= 3, "{resumed_from}");
+    assert_eq!(report["epochs"].as_array().unwrap().len(), 300);
+    assert!(report["test"]["accuracy"].as_f64().unwrap() > 0.95);
+}
+
+#[test]
+fn regress_reports_r2_on_a_real_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("concrete");
+    let (ok, stdout, stderr) = kiln(&[
+        "regress",
+        "--dataset",
+        "concrete",
+        "--epochs",
+        "60",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "regress failed: {stderr}");
+    let r2: f64 = stdout
+        .strip_prefix("test R² ")
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // Concrete strength from its 8 ingredients: linear regression reaches about 0.6.
+    assert!(r2 > 0.8, "{stdout}");
+    let (ok, _, stderr) = kiln(&["regress", "--dataset", "concrete", "--loss", "huber"]);
+    assert!(
+        !ok && stderr.contains("unknown regression loss `huber`"),
+        "{stderr}"
     );
 }

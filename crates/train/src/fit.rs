@@ -30,10 +30,10 @@ use burn::train::checkpoint::{
 };
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::store::EventStoreClient;
-use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
+use burn::train::metric::{Adaptor, LearningRateMetric, LossInput, LossMetric};
 use burn::train::{
-    ClassificationOutput, EarlyStoppingStrategy, InferenceStep, Interrupter, Learner, LearnerModel,
-    SupervisedTraining, TrainStep,
+    EarlyStoppingStrategy, InferenceStep, Interrupter, Learner, LearnerModel, SupervisedTraining,
+    TrainStep,
 };
 use kiln_optim::PlateauTracker;
 
@@ -255,6 +255,18 @@ impl EarlyStoppingStrategy for EpochEnd {
     }
 }
 
+/// The task-specific metrics a learner model registers on top of the loss and learning rate
+/// (accuracy for classifiers, nothing more for regressors).
+pub(crate) trait TaskMetrics: LearnerModel + Sized {
+    fn register(training: SupervisedTraining<Self>) -> SupervisedTraining<Self>;
+}
+
+impl TaskMetrics for crate::regression::RegressionTask {
+    fn register(training: SupervisedTraining<Self>) -> SupervisedTraining<Self> {
+        training
+    }
+}
+
 /// How a run is driven beyond the learner: what to watch, when to stop, where it resumes.
 pub(crate) struct FitPlan {
     pub epochs: usize,
@@ -318,9 +330,9 @@ pub(crate) fn fit<M>(
     plan: FitPlan,
 ) -> Result<Fitted<M>>
 where
-    M: LearnerModel
-        + TrainStep<Output = ClassificationOutput>
-        + InferenceStep<Output = ClassificationOutput>,
+    M: TaskMetrics,
+    <M as TrainStep>::Output: Adaptor<LossInput> + Adaptor<()>,
+    <M as InferenceStep>::Output: Adaptor<LossInput>,
 {
     let min_delta = plan.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
     let (history, saved) = match &plan.resume {
@@ -365,12 +377,11 @@ where
         paused_at: paused_at.clone(),
         quiet: plan.quiet,
     };
-    let mut training = SupervisedTraining::new(run_dir.join("logs"), train, valid)
+    let training = SupervisedTraining::new(run_dir.join("logs"), train, valid)
         .num_epochs(plan.epochs)
         .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
-        .metric_train_numeric(AccuracyMetric::new())
-        .metric_valid_numeric(AccuracyMetric::new())
+        .metric_valid_numeric(LossMetric::new());
+    let mut training = M::register(training)
         .metric_train_numeric(LearningRateMetric::new())
         .with_metric_logger(InMemoryMetricLogger::new())
         .with_application_logger(None)

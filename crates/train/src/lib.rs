@@ -35,6 +35,7 @@ mod eval;
 mod fit;
 pub mod lm;
 pub mod plot;
+pub mod regression;
 mod renderer;
 mod run;
 mod task;

@@ -57,7 +57,15 @@ pub fn plot_curves(epochs: &[EpochMetrics], path: &Path) -> Result<()> {
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let (left, right) = root.split_horizontally(width / 2);
+        // Regression runs have no accuracy: the loss then takes the whole width.
+        let has_accuracy = epochs
+            .iter()
+            .any(|m| m.train_accuracy.is_finite() || m.valid_accuracy.is_finite());
+        let (left, right) = if has_accuracy {
+            root.split_horizontally(width / 2)
+        } else {
+            root.split_horizontally(width)
+        };
         let last = epochs.last().map_or(1, |m| m.epoch).max(2) as f64;
         let first = epochs.first().map_or(1, |m| m.epoch) as f64;
         type Pick = fn(&EpochMetrics) -> f64;
@@ -70,7 +78,8 @@ pub fn plot_curves(epochs: &[EpochMetrics], path: &Path) -> Result<()> {
                 |m| 100.0 * m.valid_accuracy,
             ),
         ];
-        for (area, title, train, valid) in panels {
+        for (area, title, train, valid) in panels.into_iter().take(if has_accuracy { 2 } else { 1 })
+        {
             let (lo, hi) = range_of(epochs.iter().flat_map(|m| [train(m), valid(m)]));
             let mut chart = ChartBuilder::on(area)
                 .caption(title, ("sans-serif", 20))

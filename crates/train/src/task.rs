@@ -43,9 +43,21 @@ pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
 /// loss) for a task whose `$forward` method maps a batch to a `ClassificationOutput`.
 macro_rules! supervised_steps {
     ($task:ty, $input:ty, $forward:ident) => {
+        $crate::task::supervised_steps!($task, $input, $forward, burn::train::ClassificationOutput);
+        impl $crate::fit::TaskMetrics for $task {
+            fn register(
+                training: burn::train::SupervisedTraining<Self>,
+            ) -> burn::train::SupervisedTraining<Self> {
+                training
+                    .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
+                    .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
+            }
+        }
+    };
+    ($task:ty, $input:ty, $forward:ident, $output:ty) => {
         impl burn::train::TrainStep for $task {
             type Input = $input;
-            type Output = burn::train::ClassificationOutput;
+            type Output = $output;
 
             fn step(&self, batch: $input) -> burn::train::TrainOutput<Self::Output> {
                 let output = self.$forward(batch);
@@ -57,7 +69,7 @@ macro_rules! supervised_steps {
 
         impl burn::train::InferenceStep for $task {
             type Input = $input;
-            type Output = burn::train::ClassificationOutput;
+            type Output = $output;
 
             fn step(&self, batch: $input) -> Self::Output {
                 self.$forward(batch)

@@ -1,0 +1,399 @@
+//! Regression on tables: an MLP predicting a numeric column from the others, trained with MSE
+//! or MAE through the same loop as classification (checkpoints, resume-safe seeding, early
+//! stopping, plateau), and evaluated in the target's own units with MSE, RMSE, MAE and R².
+//!
+//! ```no_run
+//! use kiln_train::regression::{RegressionConfig, train_regression};
+//! let config = RegressionConfig::new("ames-housing");
+//! let report = train_regression(&config, "runs/ames".as_ref(), &Default::default())?;
+//! println!("test R² {:.3}", report.test.r2);
+//! # Ok::<(), kiln_train::Error>(())
+//! ```
+
+use std::path::Path;
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::train::{Learner, RegressionOutput};
+use kiln_core::{DeviceSpec, Seed};
+use kiln_data::tabular::{
+    RegressionBatch, RegressionBatcher, TableDataset, TableEncoder, TableSpec, TableTask,
+    TabularSet, Targets,
+};
+use kiln_data::{EpochCounter, EpochLoader, EpochShuffled};
+use kiln_models::{Mlp, MlpConfig};
+use kiln_optim::{EpochScheduler, OptimConfig, Schedule};
+use serde::{Deserialize, Serialize};
+
+use crate::error::io;
+use crate::fit::{FitPlan, fit};
+use crate::run::{TrainOptions, write_json, write_metrics_csv, write_toml};
+use crate::{EarlyStopping, EpochMetrics, Error, Result};
+
+/// The training loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegressionLoss {
+    /// Mean squared error (on the standardised target).
+    #[default]
+    Mse,
+    /// Mean absolute error (on the standardised target); robust to outliers.
+    Mae,
+}
+
+impl RegressionLoss {
+    /// Parses `mse` or `mae`.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "mse" => Ok(Self::Mse),
+            "mae" => Ok(Self::Mae),
+            other => Err(Error::InvalidSetting(format!(
+                "unknown regression loss `{other}`: expected mse or mae"
+            ))),
+        }
+    }
+}
+
+/// Everything that defines a regression run (saved as `config.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegressionConfig {
+    /// A named table (`ames-housing`, `boston-housing`, `concrete`, `diabetes`) or a `.csv`.
+    pub dataset: String,
+    /// Target column (default: the named table's, else the last column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Hidden layer sizes of the MLP.
+    pub hidden: Vec<usize>,
+    /// Dropout after each hidden layer.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Training loss.
+    #[serde(default)]
+    pub loss: RegressionLoss,
+    /// Held-out fraction of the rows (seeded split).
+    pub test_fraction: f64,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Optimizer (default Adam) and clipping.
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Early stopping on the validation loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Master seed.
+    pub seed: u64,
+    /// Device.
+    pub device: DeviceSpec,
+}
+
+impl RegressionConfig {
+    /// A recipe for `dataset`: MLP 128-64 with dropout 0.1, MSE, Adam 1e-3, 60 epochs of 64.
+    pub fn new(dataset: &str) -> Self {
+        Self {
+            dataset: dataset.to_string(),
+            target: None,
+            hidden: vec![128, 64],
+            dropout: 0.1,
+            loss: RegressionLoss::Mse,
+            test_fraction: 0.2,
+            epochs: 60,
+            batch_size: 64,
+            lr: 1e-3,
+            optim: OptimConfig::default(),
+            schedule: Schedule::Constant,
+            early_stopping: None,
+            seed: Seed::default().0,
+            device: DeviceSpec::default(),
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        crate::config::check_schedule(self.epochs, self.batch_size, self.lr)?;
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            return Err(Error::InvalidSetting(format!(
+                "the test fraction must be in (0, 1), found {}",
+                self.test_fraction
+            )));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::InvalidSetting(format!(
+                "dropout must be in [0, 1), found {}",
+                self.dropout
+            )));
+        }
+        self.optim.optimizer.validate()?;
+        self.schedule.validate()?;
+        if let Some(early) = &self.early_stopping {
+            early.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// Held-out regression metrics in the target's units.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    /// Mean squared error.
+    pub mse: f64,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Coefficient of determination `1 − SS_res / SS_tot` (SS_tot around the test mean).
+    pub r2: f64,
+    /// Rows evaluated.
+    pub rows: usize,
+}
+
+impl RegressionMetrics {
+    /// Metrics of `predicted` against `actual`.
+    pub fn of(predicted: &[f64], actual: &[f64]) -> Self {
+        let n = actual.len().max(1) as f64;
+        let mean = actual.iter().sum::<f64>() / n;
+        let (mut ss_res, mut abs, mut ss_tot) = (0.0, 0.0, 0.0);
+        for (p, a) in predicted.iter().zip(actual) {
+            ss_res += (p - a) * (p - a);
+            abs += (p - a).abs();
+            ss_tot += (a - mean) * (a - mean);
+        }
+        let mse = ss_res / n;
+        Self {
+            mse,
+            rmse: mse.sqrt(),
+            mae: abs / n,
+            r2: if ss_tot > 0.0 {
+                1.0 - ss_res / ss_tot
+            } else {
+                f64::NAN
+            },
+            rows: actual.len(),
+        }
+    }
+}
+
+/// What a regression run reports (also `report.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegressionReport {
+    /// Target column.
+    pub target: String,
+    /// Encoded features per row.
+    pub features: usize,
+    /// Training rows.
+    pub train_size: usize,
+    /// Held-out rows.
+    pub test_size: usize,
+    /// Per-epoch losses (standardised units; accuracies are NaN).
+    pub epochs: Vec<EpochMetrics>,
+    /// Held-out metrics of the saved model, in the target's units.
+    pub test: RegressionMetrics,
+    /// The same metrics for always predicting the training mean (the bar to beat).
+    pub baseline: RegressionMetrics,
+    /// Epoch whose weights were saved.
+    pub model_epoch: usize,
+    /// Wall-clock seconds of training.
+    pub train_seconds: f64,
+}
+
+/// An MLP regressor with its loss: the unit burn-train's `Learner` drives.
+#[derive(Module, Debug)]
+pub struct RegressionTask {
+    /// The model.
+    pub model: Mlp,
+    #[module(skip)]
+    loss: RegressionLoss,
+}
+
+impl RegressionTask {
+    /// Forward pass with the per-sample loss (`[batch]`; the step minimises its mean).
+    pub fn forward_regression(&self, batch: RegressionBatch) -> RegressionOutput {
+        let output = self.model.forward_flat(batch.features);
+        let [n, t] = output.dims();
+        let diff = output.clone() - batch.targets.clone();
+        let per_sample: Tensor<1> = match self.loss {
+            RegressionLoss::Mse => (diff.clone() * diff).sum_dim(1).reshape([n]) / t as f64,
+            RegressionLoss::Mae => diff.abs().sum_dim(1).reshape([n]) / t as f64,
+        };
+        RegressionOutput::new(per_sample, output, batch.targets)
+    }
+}
+
+crate::task::supervised_steps!(
+    RegressionTask,
+    RegressionBatch,
+    forward_regression,
+    RegressionOutput
+);
+
+fn load_table(
+    config: &RegressionConfig,
+    data_dir: &Path,
+) -> Result<(kiln_data::tabular::Table, String)> {
+    let path = Path::new(&config.dataset);
+    if config.dataset.ends_with(".csv") || path.is_file() {
+        let table = kiln_data::tabular::Table::read_csv(path)?;
+        let target =
+            match &config.target {
+                Some(t) => t.clone(),
+                None => table.columns.last().cloned().ok_or_else(|| {
+                    Error::InvalidSetting(format!("{}: no columns", path.display()))
+                })?,
+            };
+        Ok((table, target))
+    } else {
+        let (table, named) = kiln_data::tabular::load_named(&config.dataset, data_dir)?;
+        let target = config
+            .target
+            .clone()
+            .unwrap_or_else(|| named.target.to_string());
+        Ok((table, target))
+    }
+}
+
+fn values(set: &TabularSet) -> &[f32] {
+    match &set.targets {
+        Targets::Values(v) => v,
+        Targets::Classes(_) => &[],
+    }
+}
+
+/// Trains an MLP regressor on a table and writes a run folder (`config.toml`, `encoder.json`,
+/// `model.bpk`, `metrics.csv`, `report.json`, `curves.png`, `checkpoint/`).
+pub fn train_regression(
+    config: &RegressionConfig,
+    run_dir: &Path,
+    options: &TrainOptions,
+) -> Result<RegressionReport> {
+    config.validate()?;
+    let _turn = kiln_core::seed::exclusive_rng();
+    let seed = Seed(config.seed);
+    let device = config.device.autodiff_device();
+    seed.apply(&device);
+
+    let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
+    let (table, target) = load_table(config, &data_dir)?;
+    let spec = TableSpec {
+        task: Some(TableTask::Regression),
+        ..TableSpec::target(&target)
+    };
+    let (train_rows, test_rows) = table.split(config.test_fraction, seed.derive("split"));
+    let encoder = TableEncoder::fit(&table, &spec, &train_rows)?;
+    let train_set = encoder.transform(&table, &train_rows)?;
+    let test_set = encoder.transform(&table, &test_rows)?;
+
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    write_toml(&run_dir.join("config.toml"), config)?;
+    write_json(&run_dir.join("encoder.json"), &encoder)?;
+
+    let epochs = EpochCounter::starting_at(0);
+    let train_loader = EpochLoader::reseeding(
+        DataLoaderBuilder::new(RegressionBatcher)
+            .batch_size(config.batch_size)
+            .set_device(device.clone())
+            .build(EpochShuffled::new(
+                TableDataset::new(train_set.clone()),
+                seed,
+                epochs.clone(),
+            )),
+        epochs,
+        seed,
+        device.clone(),
+    );
+    let valid_loader = DataLoaderBuilder::new(RegressionBatcher)
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(TableDataset::new(test_set.clone()));
+
+    let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
+        .with_dropout(config.dropout)
+        .init(&device)?;
+    let task = RegressionTask {
+        model,
+        loss: config.loss,
+    };
+    let steps_per_epoch = train_set.len().div_ceil(config.batch_size);
+    let scheduler = EpochScheduler::new(
+        config.schedule.clone(),
+        config.lr,
+        config.epochs,
+        steps_per_epoch,
+    );
+    let learner = Learner::new(task, config.optim.init()?, scheduler);
+    let fitted = fit(
+        learner,
+        train_loader,
+        valid_loader,
+        run_dir,
+        FitPlan {
+            early_stopping: config.early_stopping.clone(),
+            ..FitPlan::plain(config.epochs, options.quiet)
+        },
+    )?;
+    let model_path = run_dir.join("model.bpk");
+    fitted
+        .model
+        .model
+        .clone()
+        .save_file(&model_path)
+        .map_err(|e| Error::Weights {
+            path: model_path.clone(),
+            reason: e.to_string(),
+        })?;
+    write_metrics_csv(&run_dir.join("metrics.csv"), &fitted.epochs)?;
+
+    // Held-out metrics in the target's units, on the plain (non-autodiff) device.
+    let eval_device = config.device.device();
+    let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
+        .with_dropout(config.dropout)
+        .init(&eval_device)?
+        .try_load_file(&model_path)
+        .map_err(|e| Error::Weights {
+            path: model_path.clone(),
+            reason: e.to_string(),
+        })?;
+    let features = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(test_set.features.clone(), [test_set.len(), test_set.width]),
+        &eval_device,
+    );
+    let predicted: Vec<f64> = model
+        .forward_flat(features)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Training(format!("reading predictions: {e:?}")))?
+        .into_iter()
+        .map(|v| encoder.unscale_target(v))
+        .collect();
+    let actual: Vec<f64> = values(&test_set)
+        .iter()
+        .map(|&v| encoder.unscale_target(v))
+        .collect();
+    let train_mean = values(&train_set)
+        .iter()
+        .map(|&v| encoder.unscale_target(v))
+        .sum::<f64>()
+        / train_set.len().max(1) as f64;
+    let report = RegressionReport {
+        target,
+        features: encoder.width(),
+        train_size: train_set.len(),
+        test_size: test_set.len(),
+        test: RegressionMetrics::of(&predicted, &actual),
+        baseline: RegressionMetrics::of(&vec![train_mean; actual.len()], &actual),
+        epochs: fitted.epochs,
+        model_epoch: fitted.model_epoch,
+        train_seconds: fitted.seconds,
+    };
+    write_json(&run_dir.join("report.json"), &report)?;
+    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
+    Ok(report)
+}

@@ -87,6 +87,23 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
+    evaluate_with(
+        &|images| model.forward(images),
+        set,
+        normalizer,
+        batch_size,
+        device,
+    )
+}
+
+/// [`evaluate`] for any function from `[batch, C, H, W]` images to logits.
+pub(crate) fn evaluate_with(
+    model: &dyn Fn(burn::tensor::Tensor<4>) -> burn::tensor::Tensor<2>,
+    set: &ImageSet,
+    normalizer: &Normalizer,
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalReport> {
     let batcher = ImageBatcher::new(set.shape, normalizer.clone());
     let indices: Vec<usize> = (0..set.len()).collect();
     let loss_fn = CrossEntropyLossConfig::new().init(device);
@@ -95,7 +112,7 @@ pub fn evaluate(
     let (mut correct, mut top5, mut loss_sum) = (0usize, 0usize, 0f64);
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = batcher.batch_indices(set, chunk, device);
-        let logits = model.forward(batch.images);
+        let logits = model(batch.images);
         let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
         let loss = loss
             .try_into_scalar::<f64>()

@@ -34,6 +34,7 @@ mod error;
 mod eval;
 mod fit;
 pub mod lm;
+pub mod multitask;
 pub mod plot;
 pub mod regression;
 mod renderer;

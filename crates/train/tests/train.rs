@@ -557,3 +557,76 @@ fn an_mlp_regressor_predicts_ames_house_prices() {
     );
     assert!(mae.test.r2 > 0.8, "R² {}", mae.test.r2);
 }
+
+#[test]
+fn the_multitask_loss_is_the_weighted_sum_of_head_cross_entropies() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use kiln_train::multitask::{Head, multitask_loss};
+    let device = burn::tensor::Device::flex();
+    let heads = [
+        Head::new("label", vec![0, 1, 2], 1.0),
+        Head::new("is-two", vec![0, 0, 1], 0.25),
+    ];
+    let first = [[1.0f32, 2.0, 0.5], [0.0, -1.0, 3.0]];
+    let second = [[0.3f32, -0.2], [1.5, 0.5]];
+    let labels = [1usize, 2];
+    let loss = multitask_loss(
+        &[
+            Tensor::from_data(TensorData::new(first.concat(), [2, 3]), &device),
+            Tensor::from_data(TensorData::new(second.concat(), [2, 2]), &device),
+        ],
+        &Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 2], [2]), &device),
+        &heads,
+    );
+    let got = loss.into_data().try_to_vec::<f32>().unwrap();
+    let ce = |row: &[f32], target: usize| -> f64 {
+        let max = row.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
+        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+        -(row[target] as f64 - max - sum.ln())
+    };
+    for i in 0..2 {
+        let expected =
+            ce(&first[i], labels[i]) + 0.25 * ce(&second[i], heads[1].classes[labels[i]]);
+        assert!(
+            (got[i] as f64 - expected).abs() < 1e-5,
+            "{i}: {} vs {expected}",
+            got[i]
+        );
+    }
+}
+
+#[test]
+fn a_shared_backbone_learns_digit_and_at_least_five_on_mnist() {
+    use kiln_train::multitask::{Head, MultiTaskConfig, train_multitask};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = MultiTaskConfig::new(
+        "mnist",
+        vec![
+            Head::new("digit", (0..10).collect(), 1.0),
+            Head::new(
+                "at-least-5",
+                (0..10).map(|d| usize::from(d >= 5)).collect(),
+                0.5,
+            ),
+        ],
+    );
+    let report = train_multitask(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    let [digit, five] = &report.heads[..] else {
+        panic!("two heads")
+    };
+    eprintln!(
+        "multi-task MNIST: digit {:.4}, at-least-5 {:.4}",
+        digit.test.accuracy, five.test.accuracy
+    );
+    assert_eq!((digit.test.total, five.test.total), (10_000, 10_000));
+    assert!(digit.test.accuracy > 0.97, "{}", digit.test.accuracy);
+    assert!(five.test.accuracy > 0.975, "{}", five.test.accuracy);
+    assert_eq!(five.test.confusion.len(), 2);
+    // The epoch log follows the first head: its last validation accuracy is the digit head's.
+    let last = report.epochs.last().unwrap();
+    assert!((last.valid_accuracy - digit.test.accuracy).abs() < 1e-9);
+    // A head that does not map every label is an error naming it.
+    config.heads[1].classes.pop();
+    let err = train_multitask(&config, dir.path(), &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("at-least-5"), "{err}");
+}

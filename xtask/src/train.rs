@@ -6,7 +6,19 @@ use kiln_train::{TrainConfig, TrainOptions};
 use crate::flags::TrainArgs;
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let mut config = TrainConfig::for_preset(&args.model)?;
+    // With no dataset named, a preset that has a variant for the bundled digits trains that,
+    // so the README's first command works offline on a fresh machine.
+    let mut model = args.model.clone();
+    if args.dataset.is_none() {
+        let digits = format!("{model}-digits");
+        if kiln_models::preset(&digits).is_ok() {
+            println!(
+                "no --dataset given: training `{digits}` on the bundled UCI digits (8x8, no download); `--dataset mnist` trains `{model}` on MNIST"
+            );
+            model = digits;
+        }
+    }
+    let mut config = TrainConfig::for_preset(&model)?;
     if let Some(epochs) = args.epochs {
         config.epochs = epochs;
     }

@@ -79,6 +79,8 @@ impl TrainConfig {
             "mlp" => (30, 32, 1e-3),
             "vit-lite-digits" => (25, 32, 1e-3),
             "vit-lite" => (12, 64, 1e-3),
+            "lenet-300-100" => (20, 128, 1e-3),
+            "cnn-small" => (12, 64, 1e-3),
             _ => (10, 64, 1e-3),
         };
         // ViT-lite on MNIST: light geometric augmentation and warm-up + cosine, the usual
@@ -91,6 +93,9 @@ impl TrainConfig {
                 },
                 Some("rotate=10,translate=0.1".to_string()),
             ),
+            // Cosine decay to zero: the last epochs at a small rate are worth 0.5-1 point on
+            // MNIST over a constant rate (measured, see the README).
+            "lenet-300-100" | "cnn-small" => (Schedule::Cosine { min_lr: 0.0 }, None),
             _ => (Schedule::Constant, None),
         };
         Ok(Self {

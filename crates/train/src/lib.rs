@@ -7,7 +7,15 @@
 //! - [`train`]: trains a zoo classifier with cross-entropy (soft targets under mixup/cutmix),
 //!   the configured `kiln-optim` optimizer and learning-rate schedule, and seeded augmentation;
 //!   prints per-epoch learning rate and train/validation loss and accuracy, and writes a run
-//!   folder.
+//!   folder with checkpoints after every epoch. Early stopping ([`EarlyStopping`]), the
+//!   [`Monitor`]ed value, reduce-on-plateau, label smoothing and parameter groups are config
+//!   fields; a NaN/inf training loss stops the run naming the epoch and step.
+//! - [`resume`]: continues a run from its last checkpoint, bit-identical to an uninterrupted
+//!   run.
+//! - [`regression::train_regression`]: an MLP regressor on a table (MSE or MAE), with MSE,
+//!   RMSE, MAE and R² in the target's units.
+//! - [`multitask::train_multitask`]: a shared backbone with several heads and weighted losses,
+//!   with per-head test metrics.
 //! - [`evaluate_run`]: reloads a run folder and measures held-out test accuracy, top-5
 //!   accuracy, per-class precision/recall/F1 and the confusion matrix.
 //! - [`lm::train_lm`]: trains a causal language model on a character corpus (Jane Austen),

@@ -135,6 +135,9 @@ fn every_image_preset_learns_on_real_data() {
         let mut config = TrainConfig::for_preset(name).unwrap();
         config.epochs = 3;
         config.batch_size = 32;
+        // The models, not the full-length recipes: no warm-up or augmentation in 3 epochs.
+        config.schedule = kiln_optim::Schedule::Constant;
+        config.augment = None;
         config.train_per_class = Some(if config.dataset == "digits" { 40 } else { 60 });
         config.test_per_class = Some(10);
         let dir = tempfile::tempdir().unwrap();

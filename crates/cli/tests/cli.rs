@@ -167,10 +167,16 @@ fn a_killed_run_resumes_from_its_last_checkpoint() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it (SIGKILL: no chance to clean up) once a few checkpoints exist, whatever it is
+    // Kill it (SIGKILL: no chance to clean up) once epoch 3's checkpoint is complete (its
+    // model, optimizer and scheduler records are written by three threads), whatever it is
     // writing at that moment.
     let started = std::time::Instant::now();
-    while !run.join("checkpoint/model-3.bpk").exists() {
+    let complete = |epoch: usize| {
+        ["model", "optim", "scheduler"]
+            .iter()
+            .all(|r| run.join(format!("checkpoint/{r}-{epoch}.bpk")).exists())
+    };
+    while !complete(3) {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before the kill"

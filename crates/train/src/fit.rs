@@ -23,8 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use burn::data::dataloader::DataLoader;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::Dataset;
 use burn::store::ModuleRecord;
+use burn::tensor::Device;
 use burn::train::checkpoint::{
     Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy,
 };
@@ -35,6 +38,8 @@ use burn::train::{
     EarlyStoppingStrategy, InferenceStep, Interrupter, Learner, LearnerModel, SupervisedTraining,
     TrainStep,
 };
+use kiln_core::Seed;
+use kiln_data::{EpochCounter, EpochLoader, EpochShuffled};
 use kiln_optim::PlateauTracker;
 
 use crate::renderer::{KilnRenderer, Shared};
@@ -484,4 +489,48 @@ pub(crate) fn check_checkpoint(run_dir: &Path, epoch: usize) -> Result<()> {
     burn::lr_scheduler::LrSchedulerRecord::load(checkpoint_file(run_dir, "scheduler", epoch))
         .map_err(|e| fail("scheduler", e.to_string()))?;
     Ok(())
+}
+
+/// The two data loaders of a run. Training batches come in the seeded order of each epoch
+/// (`EpochShuffled`) from one worker thread (so the order is exact), the device generator
+/// reseeded from (seed, epoch) as each epoch starts; validation batches come in order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn loaders<I, O>(
+    train_batcher: impl Batcher<I, O> + 'static,
+    valid_batcher: impl Batcher<I, O> + 'static,
+    train: impl Dataset<I> + 'static,
+    valid: impl Dataset<I> + 'static,
+    batch_size: usize,
+    seed: Seed,
+    epochs: EpochCounter,
+    device: &Device,
+) -> (Arc<dyn DataLoader<O>>, Arc<dyn DataLoader<O>>)
+where
+    I: Send + Sync + Clone + std::fmt::Debug + 'static,
+    O: Send + Clone + std::fmt::Debug + 'static,
+{
+    let train = EpochLoader::reseeding(
+        DataLoaderBuilder::new(train_batcher)
+            .batch_size(batch_size)
+            .num_workers(1)
+            .set_device(device.clone())
+            .build(EpochShuffled::new(train, seed, epochs.clone())),
+        epochs,
+        seed,
+        device.clone(),
+    );
+    let valid = DataLoaderBuilder::new(valid_batcher)
+        .batch_size(batch_size)
+        .num_workers(1)
+        .set_device(device.clone())
+        .build(valid);
+    (train, valid)
+}
+
+/// Saves a trained module as `path` (burnpack), naming the file on failure.
+pub(crate) fn save_module<M: burn::module::Module>(module: M, path: &Path) -> Result<()> {
+    module.save_file(path).map_err(|e| Error::Weights {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }

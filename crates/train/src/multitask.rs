@@ -26,17 +26,13 @@
 
 use std::path::Path;
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
-use kiln_data::{
-    EpochCounter, EpochLoader, EpochShuffled, ImageBatch, ImageBatcher, ImageDataset, ImageSet,
-    Normalizer,
-};
+use kiln_data::{EpochCounter, ImageBatch, ImageBatcher, ImageDataset, ImageSet, Normalizer};
 use kiln_models::{Mlp, MlpConfig};
 use kiln_optim::{EpochScheduler, OptimConfig, Schedule};
 use serde::{Deserialize, Serialize};
@@ -282,26 +278,16 @@ pub fn train_multitask(
 
     let [c, h, w] = data.train.shape;
     let batcher = ImageBatcher::new(data.train.shape, normalizer.clone());
-    let epochs = EpochCounter::starting_at(0);
-    let train_loader = EpochLoader::reseeding(
-        DataLoaderBuilder::new(batcher.clone())
-            .batch_size(config.batch_size)
-            .num_workers(1)
-            .set_device(device.clone())
-            .build(EpochShuffled::new(
-                ImageDataset::new(data.train.clone()),
-                seed,
-                epochs.clone(),
-            )),
-        epochs,
+    let (train_loader, valid_loader) = crate::fit::loaders(
+        batcher.clone(),
+        batcher,
+        ImageDataset::new(data.train.clone()),
+        ImageDataset::new(data.test.clone()),
+        config.batch_size,
         seed,
-        device.clone(),
+        EpochCounter::starting_at(0),
+        &device,
     );
-    let valid_loader = DataLoaderBuilder::new(batcher)
-        .batch_size(config.batch_size)
-        .num_workers(1)
-        .set_device(device.clone())
-        .build(ImageDataset::new(data.test.clone()));
 
     let (features, layers) = config
         .backbone
@@ -328,15 +314,7 @@ pub fn train_multitask(
         FitPlan::plain(config.epochs, options.quiet),
     )?;
     let model_path = run_dir.join("model.bpk");
-    fitted
-        .model
-        .model
-        .clone()
-        .save_file(&model_path)
-        .map_err(|e| Error::Weights {
-            path: model_path.clone(),
-            reason: e.to_string(),
-        })?;
+    crate::fit::save_module(fitted.model.model.clone(), &model_path)?;
     write_metrics_csv(&run_dir.join("metrics.csv"), &fitted.epochs)?;
 
     // Per-head evaluation: run the model once per head on the test split relabelled for it.

@@ -12,16 +12,15 @@
 
 use std::path::Path;
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::train::{Learner, RegressionOutput};
 use kiln_core::{DeviceSpec, Seed};
+use kiln_data::EpochCounter;
 use kiln_data::tabular::{
     RegressionBatch, RegressionBatcher, TableDataset, TableEncoder, TableSpec, TableTask,
     TabularSet, Targets,
 };
-use kiln_data::{EpochCounter, EpochLoader, EpochShuffled};
 use kiln_models::{Mlp, MlpConfig};
 use kiln_optim::{EpochScheduler, OptimConfig, Schedule};
 use serde::{Deserialize, Serialize};
@@ -294,24 +293,16 @@ pub fn train_regression(
     write_toml(&run_dir.join("config.toml"), config)?;
     write_json(&run_dir.join("encoder.json"), &encoder)?;
 
-    let epochs = EpochCounter::starting_at(0);
-    let train_loader = EpochLoader::reseeding(
-        DataLoaderBuilder::new(RegressionBatcher)
-            .batch_size(config.batch_size)
-            .set_device(device.clone())
-            .build(EpochShuffled::new(
-                TableDataset::new(train_set.clone()),
-                seed,
-                epochs.clone(),
-            )),
-        epochs,
+    let (train_loader, valid_loader) = crate::fit::loaders(
+        RegressionBatcher,
+        RegressionBatcher,
+        TableDataset::new(train_set.clone()),
+        TableDataset::new(test_set.clone()),
+        config.batch_size,
         seed,
-        device.clone(),
+        EpochCounter::starting_at(0),
+        &device,
     );
-    let valid_loader = DataLoaderBuilder::new(RegressionBatcher)
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(TableDataset::new(test_set.clone()));
 
     let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
         .with_dropout(config.dropout)
@@ -339,15 +330,7 @@ pub fn train_regression(
         },
     )?;
     let model_path = run_dir.join("model.bpk");
-    fitted
-        .model
-        .model
-        .clone()
-        .save_file(&model_path)
-        .map_err(|e| Error::Weights {
-            path: model_path.clone(),
-            reason: e.to_string(),
-        })?;
+    crate::fit::save_module(fitted.model.model.clone(), &model_path)?;
     write_metrics_csv(&run_dir.join("metrics.csv"), &fitted.epochs)?;
 
     // Held-out metrics in the target's units, on the plain (non-autodiff) device.

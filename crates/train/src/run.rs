@@ -1,12 +1,9 @@
 use std::path::{Path, PathBuf};
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::train::Learner;
 use kiln_core::Seed;
-use kiln_data::{
-    Augment, EpochCounter, EpochLoader, EpochShuffled, ImageBatcher, ImageDataset, Normalizer,
-};
+use kiln_data::{Augment, EpochCounter, ImageBatcher, ImageDataset, Normalizer};
 use kiln_optim::{EpochScheduler, PlateauTracker};
 use serde::{Deserialize, Serialize};
 
@@ -190,25 +187,16 @@ fn run(
     if let Some(eps) = config.label_smoothing {
         train_batcher = train_batcher.with_label_smoothing(eps, num_classes);
     }
-    let train_loader = EpochLoader::reseeding(
-        DataLoaderBuilder::new(train_batcher)
-            .batch_size(config.batch_size)
-            .num_workers(1)
-            .set_device(device.clone())
-            .build(EpochShuffled::new(
-                ImageDataset::new(data.train.clone()),
-                seed,
-                epochs.clone(),
-            )),
-        epochs,
+    let (train_loader, valid_loader) = crate::fit::loaders(
+        train_batcher,
+        batcher,
+        ImageDataset::new(data.train.clone()),
+        ImageDataset::new(data.test.clone()),
+        config.batch_size,
         seed,
-        device.clone(),
+        epochs,
+        &device,
     );
-    let valid_loader = DataLoaderBuilder::new(batcher)
-        .batch_size(config.batch_size)
-        .num_workers(1)
-        .set_device(device.clone())
-        .build(ImageDataset::new(data.test.clone()));
 
     let model = config.model.init_image(&device)?;
     let params = model.num_params();
@@ -246,14 +234,7 @@ fn run(
         },
     )?;
 
-    fitted
-        .model
-        .model
-        .save_file(&files.model)
-        .map_err(|e| Error::Weights {
-            path: files.model.clone(),
-            reason: e.to_string(),
-        })?;
+    crate::fit::save_module(fitted.model.model, &files.model)?;
     write_metrics_csv(&files.metrics, &fitted.epochs)?;
 
     let test = crate::evaluate_run_in(run_dir, options.data_dir.as_deref())?;

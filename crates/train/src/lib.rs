@@ -57,4 +57,4 @@ pub use eval::{
 };
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};
-pub use task::{ClassificationTask, soft_cross_entropy};
+pub use task::{ClassificationTask, per_sample_cross_entropy, soft_cross_entropy};

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
@@ -25,15 +24,14 @@ pub struct LanguageModelTask {
 }
 
 impl LanguageModelTask {
-    /// Forward pass with the mean next-token cross-entropy over every position.
+    /// Forward pass with the next-token cross-entropy of every position (`[batch · length]`;
+    /// the step minimises their mean).
     pub fn forward_lm(&self, batch: SequenceBatch) -> ClassificationOutput {
         let logits = self.model.forward(batch.inputs);
         let [b, l, v] = logits.dims();
         let logits = logits.reshape([b * l, v]);
         let targets = batch.targets.reshape([b * l]);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), targets.clone());
+        let loss = crate::task::per_sample_cross_entropy(logits.clone(), targets.clone());
         ClassificationOutput::new(loss, logits, targets)
     }
 }

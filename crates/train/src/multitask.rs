@@ -28,7 +28,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
@@ -187,11 +187,7 @@ pub fn multitask_loss(logits: &[Tensor<2>], labels: &Tensor<1, Int>, heads: &[He
     let mut total: Option<Tensor<1>> = None;
     for (logits, head) in logits.iter().zip(heads) {
         let targets = head_targets(labels, head, &device);
-        let ce = log_softmax(logits.clone(), 1)
-            .gather(1, targets.reshape([n, 1]))
-            .reshape([n])
-            .neg()
-            * head.weight;
+        let ce = crate::task::per_sample_cross_entropy(logits.clone(), targets) * head.weight;
         total = Some(match total {
             Some(t) => t + ce,
             None => ce,

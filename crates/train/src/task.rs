@@ -1,6 +1,6 @@
 use burn::module::Module;
-use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor};
 use burn::train::ClassificationOutput;
 use kiln_data::ImageBatch;
 use kiln_models::{Classifier, ImageModel};
@@ -13,23 +13,38 @@ pub struct ClassificationTask {
 }
 
 impl ClassificationTask {
-    /// Forward pass with the cross-entropy loss of each sample (`[batch]`; the training step
-    /// minimises their mean). Per-sample losses let burn-train's `LossMetric` weight each
-    /// batch by its size: with one mean per batch it would weigh a short last batch as much as
-    /// a full one, and the epoch's loss would not be the mean over the samples.
+    /// Forward pass with the cross-entropy loss of each sample (`[batch]`, see
+    /// [`per_sample_cross_entropy`]); soft targets (mixup, cutmix, label smoothing) use
+    /// `−Σ_k p_k · log softmax(z)_k`.
     pub fn forward_classification(&self, batch: ImageBatch) -> ClassificationOutput {
         let logits = self.model.forward(batch.images);
-        let [n, _] = logits.dims();
-        let log_probs = log_softmax(logits.clone(), 1);
         let loss = match batch.soft_targets {
-            Some(soft) => (soft * log_probs).sum_dim(1).reshape([n]).neg(),
-            None => log_probs
-                .gather(1, batch.targets.clone().reshape([n, 1]))
-                .reshape([n])
-                .neg(),
+            Some(soft) => {
+                let [n, _] = logits.dims();
+                (soft * log_softmax(logits.clone(), 1))
+                    .sum_dim(1)
+                    .reshape([n])
+                    .neg()
+            }
+            None => per_sample_cross_entropy(logits.clone(), batch.targets.clone()),
         };
         ClassificationOutput::new(loss, logits, batch.targets)
     }
+}
+
+/// Cross-entropy of each row of `logits` (`[n, classes]`) against its class in `targets`
+/// (`[n]`): `−log softmax(z)_target`, shape `[n]`.
+///
+/// Every Kiln task returns per-sample (or per-token) losses and lets the training step
+/// minimise their mean: burn-train's `LossMetric` weights a batch by the length of its loss
+/// tensor, so only per-sample losses make an epoch's loss the mean over its samples (a single
+/// mean per batch would weigh a short last batch like a full one).
+pub fn per_sample_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    log_softmax(logits, 1)
+        .gather(1, targets.reshape([n, 1]))
+        .reshape([n])
+        .neg()
 }
 
 /// Cross-entropy against label distributions (mixup / cutmix targets):

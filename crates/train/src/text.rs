@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
@@ -25,12 +24,10 @@ pub struct TextClassificationTask {
 }
 
 impl TextClassificationTask {
-    /// Forward pass with the loss.
+    /// Forward pass with the cross-entropy of each text (`[batch]`).
     pub fn forward_classification(&self, batch: TokenBatch) -> ClassificationOutput {
         let logits = self.model.forward(batch.ids, Some(batch.mask_pad));
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
+        let loss = crate::task::per_sample_cross_entropy(logits.clone(), batch.targets.clone());
         ClassificationOutput::new(loss, logits, batch.targets)
     }
 }

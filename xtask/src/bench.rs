@@ -45,11 +45,17 @@ fn summarise(what: impl Into<String>, unit: &'static str, mut values: Vec<f64>) 
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.suite == "data",
-        "unknown benchmark suite `{}`; available: data",
-        args.suite
-    );
+    if let Some(case) = &args.case {
+        return crate::bench_models::run_one(case, &args);
+    }
+    match args.suite.as_str() {
+        "models" => crate::bench_models::run(args),
+        "data" => run_data(args),
+        other => anyhow::bail!("unknown benchmark suite `{other}`; available: models, data"),
+    }
+}
+
+fn run_data(args: BenchArgs) -> anyhow::Result<()> {
     let rounds = args.rounds.max(1);
     let data = kiln_data::load_split("mnist", Seed(0)).context("loading MNIST")?;
     let train = data.train.first_per_class(args.images / 10);
@@ -166,9 +172,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         100.0 * batch_ms / rows[4].median,
         rows[4].median
     );
-    let out = std::path::Path::new("target/bench");
-    std::fs::create_dir_all(out)?;
-    let path = out.join("data.json");
+    std::fs::create_dir_all(&args.out)?;
+    let path = args.out.join("data.json");
     std::fs::write(&path, serde_json::to_string_pretty(&rows)?)?;
     println!("report: {}", path.display());
     Ok(())

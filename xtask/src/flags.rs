@@ -18,22 +18,59 @@ pub enum Command {
     Train(TrainArgs),
     /// What CI runs: fmt check, clippy with warnings denied, the test suite.
     Ci(CiArgs),
-    /// Benchmarks (`cargo xtask bench data`: MNIST batching with and without augmentation
-    /// against a cnn-small training step).
+    /// Benchmarks: `cargo xtask bench` (zoo models' training and inference steps, optionally
+    /// `--vs-torch PYTHON`), `cargo xtask bench data` (MNIST batching).
     Bench(BenchArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Suite to run.
-    #[arg(default_value = "data")]
+    /// Suite to run: `models` (training and inference steps of the zoo presets on each CPU
+    /// device, optionally against PyTorch) or `data` (MNIST batching against a training step).
+    #[arg(default_value = "models")]
     pub suite: String,
-    /// Measured rounds after one warm-up round.
+    /// Measured rounds (models: each case once per round, alternating with PyTorch; data:
+    /// after one warm-up round).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// MNIST training images per round (the first N/10 of each class).
+    /// models: comma-separated presets or reference aliases, `reference` (mlp,cnn,vit) or
+    /// `all` (the reference models and every other preset).
+    #[arg(long, default_value = "all")]
+    pub models: String,
+    /// models: comma-separated modes.
+    #[arg(long, default_value = "train,infer")]
+    pub modes: String,
+    /// models: comma-separated devices (default: every compiled CPU device).
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// models: timed steps per case.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// models: warm-up steps per case.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// models: worker threads for both Kiln and PyTorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// models: also run ../shared/bench/torch_bench.py with this Python (one with torch), on the
+    /// reference models, alternating with Kiln each round.
+    #[arg(long)]
+    pub vs_torch: Option<PathBuf>,
+    /// models: the PyTorch reference script.
+    #[arg(long, default_value = "../shared/bench/torch_bench.py")]
+    pub torch_script: PathBuf,
+    /// models: a few steps of each case, one round, no timing worth reading (what CI runs).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Where the reports go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// data: MNIST training images per round (the first N/10 of each class).
     #[arg(long, default_value_t = 10_000)]
     pub images: usize,
+    /// Internal: run one case `MODEL:MODE:DEVICE` in this process and print its JSON line.
+    #[arg(long, hide = true)]
+    pub case: Option<String>,
 }
 
 #[derive(Args, Debug)]

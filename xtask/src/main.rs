@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation. `main` only dispatches; one module per command.
 
 mod bench;
+mod bench_models;
 mod ci;
 mod flags;
 mod train;
@@ -8,6 +9,7 @@ mod train;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    kiln_core::allocator::tune();
     match flags::Xtask::parse().command {
         flags::Command::Train(args) => train::run(args),
         flags::Command::Ci(args) => ci::run(args),

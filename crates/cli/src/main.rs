@@ -213,6 +213,7 @@ fn print_train_report(report: &kiln_train::TrainReport) {
 }
 
 fn main() -> ExitCode {
+    kiln_core::allocator::tune();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -339,6 +339,8 @@ where
     <M as TrainStep>::Output: Adaptor<LossInput> + Adaptor<()>,
     <M as InferenceStep>::Output: Adaptor<LossInput>,
 {
+    // Training allocates and frees tensor buffers every step: keep them on the heap.
+    kiln_core::allocator::tune();
     let min_delta = plan.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
     let (history, saved) = match &plan.resume {
         Some(r) => (r.history.clone(), r.saved.clone()),

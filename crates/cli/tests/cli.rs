@@ -95,7 +95,7 @@ fn errors_are_one_line_with_nonzero_exit() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["models", "summary", "train", "regress", "eval"] {
+    for cmd in ["models", "summary", "train", "regress", "embed", "eval"] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");
         insta::with_settings!({snapshot_suffix => cmd}, {
@@ -226,6 +226,40 @@ fn regress_reports_r2_on_a_real_table() {
     let (ok, _, stderr) = kiln(&["regress", "--dataset", "concrete", "--loss", "huber"]);
     assert!(
         !ok && stderr.contains("unknown regression loss `huber`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn embed_ranks_a_paraphrase_above_an_unrelated_sentence() {
+    let (ok, stdout, stderr) = kiln(&[
+        "embed",
+        "--similarity",
+        "The quick brown fox jumps over the lazy dog.",
+        "A fast fox leaps over a dog.",
+        "Interest rates rose again.",
+    ]);
+    assert!(ok, "embed failed: {stderr}");
+    let rows: Vec<Vec<f32>> = stdout
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .take(3)
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!((rows[0][0] - 1.0).abs() < 1e-3, "{stdout}");
+    assert!(rows[0][1] > 0.6 && rows[0][2] < 0.3, "{stdout}");
+
+    let (ok, stdout, _) = kiln(&["embed", "Hello world"]);
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(ok && line["embedding"].as_array().unwrap().len() == 384);
+
+    let (ok, _, stderr) = kiln(&["embed", "x", "--model-dir", "/nonexistent/minilm"]);
+    assert!(
+        !ok && stderr.contains("/nonexistent/minilm/config.json"),
         "{stderr}"
     );
 }

@@ -388,6 +388,11 @@ impl TextTokenizer {
         })
     }
 
+    /// The padding id (from the file's padding settings; 0 when it has none).
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -1,0 +1,21 @@
+//! # kiln-transfer
+//!
+//! Pretrained weights into Kiln's zoo, proven numerically:
+//!
+//! - [`import`]: safetensors and PyTorch checkpoints through burn-store, with per-architecture
+//!   key maps, the PyTorch → burn layout conversion, and a [`LoadReport`] of applied / missing
+//!   / unused / mismatched keys (a mismatch is always an error, a missing key unless partial
+//!   loading is allowed).
+//! - [`embed`]: sentence embeddings from a sentence-transformers BERT folder
+//!   (all-MiniLM-L6-v2 reproduces its reference embedding to 1e-4).
+//!
+//! kiln-transfer knows the zoo (kiln-models) and tokenizers (kiln-data); it knows nothing about
+//! training loops or the CLI.
+
+pub mod embed;
+mod error;
+pub mod import;
+
+pub use embed::{SentenceEmbedder, bert_key_map};
+pub use error::{Error, Result};
+pub use import::{Format, KeyMap, LoadReport, Mismatch, load_weights};

@@ -188,6 +188,27 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Classify images with a pretrained ImageNet model and print the top classes.
+    Predict {
+        /// Image files (PNG or JPEG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Pretrained model (available: efficientnet-lite0).
+        #[arg(long, default_value = "efficientnet-lite0")]
+        model: String,
+        /// Its folder (default: models/<model> in the data directory).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        /// Another weights file (.safetensors or .pt) than the folder's.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// How many classes to print per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Reload a run folder and print its held-out test accuracy.
     Eval {
         /// Run folder written by `kiln train`.
@@ -460,6 +481,35 @@ fn run(cli: Cli) -> Result<()> {
             )
             .with_context(|| format!("training {}", cfg.name))?;
             print_train_report(&report);
+        }
+        Command::Predict {
+            images,
+            model,
+            model_dir,
+            weights,
+            top,
+            data_dir,
+        } => {
+            anyhow::ensure!(
+                model == "efficientnet-lite0",
+                "unknown pretrained model `{model}`; available: efficientnet-lite0"
+            );
+            let dir = model_dir.unwrap_or_else(|| {
+                kiln_transfer::vision::efficientnet_lite0_dir(&kiln_data::data_dir::resolve(
+                    data_dir,
+                ))
+            });
+            let (clf, _) = kiln_transfer::vision::ImageNetClassifier::efficientnet_lite0(
+                &dir,
+                weights.as_deref(),
+                &DeviceSpec::Flex.device(),
+            )?;
+            for image in &images {
+                println!("{}", image.display());
+                for (class, name, p) in clf.top_k(image, top)? {
+                    println!("  {p:.4}  {class:4}  {name}");
+                }
+            }
         }
         Command::Embed {
             texts,

@@ -95,7 +95,9 @@ fn errors_are_one_line_with_nonzero_exit() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["models", "summary", "train", "regress", "embed", "eval"] {
+    for cmd in [
+        "models", "summary", "train", "regress", "embed", "predict", "eval",
+    ] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");
         insta::with_settings!({snapshot_suffix => cmd}, {
@@ -260,6 +262,30 @@ fn embed_ranks_a_paraphrase_above_an_unrelated_sentence() {
     let (ok, _, stderr) = kiln(&["embed", "x", "--model-dir", "/nonexistent/minilm"]);
     assert!(
         !ok && stderr.contains("/nonexistent/minilm/config.json"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn predict_names_the_flower() {
+    let data = std::path::PathBuf::from(std::env::var("KILN_DATA_DIR").unwrap());
+    let data = if data.is_relative() {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(data)
+    } else {
+        data
+    };
+    let flower = data.join("images/flower.jpg");
+    let (ok, stdout, stderr) = kiln(&["predict", flower.to_str().unwrap(), "--top", "2"]);
+    assert!(ok, "predict failed: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[1].contains(" 985  daisy"), "{stdout}");
+    assert!(lines[1].trim_start().starts_with("0.32"), "{stdout}");
+    let (ok, _, stderr) = kiln(&["predict", "x.jpg", "--model", "resnet50"]);
+    assert!(
+        !ok && stderr.contains("unknown pretrained model `resnet50`"),
         "{stderr}"
     );
 }

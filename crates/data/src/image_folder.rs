@@ -51,6 +51,15 @@ pub enum Resize {
     ShorterSideThenCentreCrop,
     /// Resize both sides to the target, distorting the aspect ratio.
     Stretch,
+    /// The ImageNet evaluation transform `Resize(shorter_side)` + `CenterCrop((h, w))` on a
+    /// PIL image: the shorter side becomes `shorter_side` and the longer one
+    /// `round(shorter_side · long / short)` (640x427 → 384x256), with Pillow's bilinear filter
+    /// reproduced bit for bit ([`pil_bilinear`]); then the centre is cut with torchvision's
+    /// rounding.
+    ResizeThenCentreCrop {
+        /// Length of the shorter side after resizing (e.g. 256 for a 224 crop).
+        shorter_side: usize,
+    },
 }
 
 /// Options of an image folder.
@@ -128,6 +137,38 @@ pub fn to_pixels(image: &DynamicImage, options: &FolderOptions) -> Vec<f32> {
             let (left, top) = ((nw - tw as u32) / 2, (nh - th as u32) / 2);
             scaled.crop_imm(left, top, tw as u32, th as u32)
         }
+        Resize::ResizeThenCentreCrop { shorter_side } => {
+            let s = shorter_side as f64;
+            let (nw, nh) = if w <= h {
+                (s, (s * h as f64 / w as f64).round())
+            } else {
+                ((s * w as f64 / h as f64).round(), s)
+            };
+            let (nw, nh) = ((nw as u32).max(tw as u32), (nh as u32).max(th as u32));
+            // Pillow's bilinear filter, bit for bit, as torchvision applies it to PIL images.
+            let scaled = match options.channels {
+                Channels::Grey => {
+                    let grey = image.to_luma8();
+                    let raw = pil_bilinear(grey.as_raw(), 1, [w, h], [nw, nh]);
+                    DynamicImage::ImageLuma8(
+                        image::GrayImage::from_raw(nw, nh, raw).expect("buffer size"),
+                    )
+                }
+                Channels::Rgb => {
+                    let rgb = image.to_rgb8();
+                    let raw = pil_bilinear(rgb.as_raw(), 3, [w, h], [nw, nh]);
+                    DynamicImage::ImageRgb8(
+                        image::RgbImage::from_raw(nw, nh, raw).expect("buffer size"),
+                    )
+                }
+            };
+            // torchvision: int(round((size - crop) / 2)), rounding half to even.
+            let offset = |size: u32, crop: usize| {
+                let half = (size as f64 - crop as f64) / 2.0;
+                half.round_ties_even() as u32
+            };
+            scaled.crop_imm(offset(nw, tw), offset(nh, th), tw as u32, th as u32)
+        }
     };
     let plane = th * tw;
     match options.channels {
@@ -148,6 +189,97 @@ pub fn to_pixels(image: &DynamicImage, options: &FolderOptions) -> Vec<f32> {
             out
         }
     }
+}
+
+/// Pillow's fixed-point precision for 8-bit resampling (`32 - 8 - 2` bits).
+const PIL_PRECISION_BITS: u32 = 22;
+
+/// Pillow's per-output-pixel filter bounds and fixed-point weights for one axis
+/// (`precompute_coeffs` + `normalize_coeffs_8bpc` in Pillow's `Resample.c`, bilinear filter).
+fn pil_coefficients(in_size: u32, out_size: u32) -> (Vec<(usize, usize)>, Vec<Vec<i32>>) {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // bilinear support 1.0, widened when shrinking
+    let mut bounds = Vec::with_capacity(out_size as usize);
+    let mut weights = Vec::with_capacity(out_size as usize);
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+        let count = xmax.saturating_sub(xmin);
+        let mut k: Vec<f64> = (0..count)
+            .map(|x| {
+                let t = ((x + xmin) as f64 - center + 0.5) / filterscale;
+                (1.0 - t.abs()).max(0.0)
+            })
+            .collect();
+        let total: f64 = k.iter().sum();
+        if total != 0.0 {
+            k.iter_mut().for_each(|v| *v /= total);
+        }
+        let one = f64::from(1u32 << PIL_PRECISION_BITS);
+        weights.push(
+            k.iter()
+                .map(|&v| {
+                    if v < 0.0 {
+                        (-0.5 + v * one) as i32
+                    } else {
+                        (0.5 + v * one) as i32
+                    }
+                })
+                .collect(),
+        );
+        bounds.push((xmin, count));
+    }
+    (bounds, weights)
+}
+
+fn pil_clip8(v: i64) -> u8 {
+    (v >> PIL_PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes interleaved 8-bit pixels (`channels` per pixel, `[width, height]`) with Pillow's
+/// bilinear (antialiased when shrinking) filter, reproducing `Image.resize(..., BILINEAR)`
+/// exactly: horizontal pass first, 22-bit fixed-point weights, rounding as Pillow does.
+pub fn pil_bilinear(src: &[u8], channels: usize, from: [u32; 2], to: [u32; 2]) -> Vec<u8> {
+    let ([w, h], [nw, nh]) = (from, to);
+    let (w, h, nw, nh) = (w as usize, h as usize, nw as usize, nh as usize);
+    let half = 1i64 << (PIL_PRECISION_BITS - 1);
+    // Horizontal pass over every source row.
+    let horizontal = if nw != w {
+        let (bounds, weights) = pil_coefficients(w as u32, nw as u32);
+        let mut out = vec![0u8; nw * h * channels];
+        for y in 0..h {
+            let row = &src[y * w * channels..(y + 1) * w * channels];
+            for (xx, ((xmin, count), k)) in bounds.iter().zip(&weights).enumerate() {
+                for c in 0..channels {
+                    let mut acc = half;
+                    for x in 0..*count {
+                        acc += i64::from(row[(xmin + x) * channels + c]) * i64::from(k[x]);
+                    }
+                    out[(y * nw + xx) * channels + c] = pil_clip8(acc);
+                }
+            }
+        }
+        out
+    } else {
+        src.to_vec()
+    };
+    if nh == h {
+        return horizontal;
+    }
+    let (bounds, weights) = pil_coefficients(h as u32, nh as u32);
+    let mut out = vec![0u8; nw * nh * channels];
+    for (yy, ((ymin, count), k)) in bounds.iter().zip(&weights).enumerate() {
+        for x in 0..nw * channels {
+            let mut acc = half;
+            for y in 0..*count {
+                acc += i64::from(horizontal[(ymin + y) * nw * channels + x]) * i64::from(k[y]);
+            }
+            out[yy * nw * channels + x] = pil_clip8(acc);
+        }
+    }
+    out
 }
 
 /// Reads a folder with one sub-folder of PNG/JPEG images per class. Other files are ignored;
@@ -270,6 +402,28 @@ mod tests {
         let b = set.image(1);
         assert!(b[..8].iter().all(|&v| v == 1.0) && b[8..16].iter().all(|&v| v == 0.0));
         assert!(b[16..].iter().all(|&v| (v - 127.0 / 255.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn bilinear_resizing_matches_pillow_exactly() {
+        // Pillow 13: Image.fromarray(a).resize(size, Image.BILINEAR) of a 7x5 grey image.
+        let a: Vec<u8> = (0..35u32).map(|i| (i * 37 % 256) as u8).collect();
+        assert_eq!(
+            pil_bilinear(&a, 1, [7, 5], [3, 2]),
+            [35, 114, 193, 41, 120, 199]
+        );
+        let up = [
+            1, 21, 47, 73, 99, 125, 151, 177, 203, 223, 4, 24, 50, 76, 102, 128, 154, 180, 206,
+            226, 8, 28, 54, 80, 106, 132, 158, 184, 210, 230, 11, 31, 57, 83, 109, 135, 161, 187,
+            213, 233,
+        ];
+        assert_eq!(pil_bilinear(&a, 1, [7, 5], [10, 4]), up);
+        // Interleaved channels are filtered independently.
+        let rgb: Vec<u8> = a.iter().flat_map(|&v| [v, 255 - v, 7]).collect();
+        let out = pil_bilinear(&rgb, 3, [7, 5], [3, 2]);
+        let red: Vec<u8> = out.iter().step_by(3).copied().collect();
+        assert_eq!(red, [35, 114, 193, 41, 120, 199]);
+        assert!(out.iter().skip(2).step_by(3).all(|&v| v == 7));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | multi-layer perceptron | [`Mlp`] | images (flattened) |
 //! | convolutional classifier (`lenet5`, `cnn-small`) | [`cnn::Cnn`] | images |
 //! | ViT-lite | [`vit::VitLite`] | images |
+//! | EfficientNet-Lite0 (ImageNet, pretrained-ready) | [`efficientnet::EfficientNet`] | images |
 //! | transformer sequence classifier | [`transformer::TransformerClassifier`] | token ids |
 //! | decoder-only language model with `generate` | [`transformer::CausalLm`] | token ids |
 //! | BERT encoder (Hugging Face compatible) | [`bert::BertEncoder`] | token ids |
@@ -25,6 +26,7 @@
 pub mod bert;
 pub mod cnn;
 mod common;
+pub mod efficientnet;
 mod error;
 pub mod mlp;
 pub mod registry;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bert::{BertConfig, BertEncoder};
 use crate::cnn::{Cnn, CnnConfig};
+use crate::efficientnet::{EfficientNet, EfficientNetConfig};
 use crate::transformer::{
     CausalLm, CausalLmConfig, EncoderConfig, Pooling, Positions, TransformerClassifier,
     TransformerClassifierConfig,
@@ -53,6 +54,8 @@ pub enum ModelConfig {
     Cnn(CnnConfig),
     /// A small Vision Transformer.
     VitLite(VitConfig),
+    /// An EfficientNet(-Lite) image classifier.
+    Efficientnet(EfficientNetConfig),
     /// A transformer sequence classifier.
     TransformerClassifier(TransformerClassifierConfig),
     /// A decoder-only language model.
@@ -68,6 +71,7 @@ impl ModelConfig {
             ModelConfig::Mlp(_) => "mlp",
             ModelConfig::Cnn(_) => "cnn",
             ModelConfig::VitLite(_) => "vit-lite",
+            ModelConfig::Efficientnet(_) => "efficientnet",
             ModelConfig::TransformerClassifier(_) => "transformer-classifier",
             ModelConfig::CausalLm(_) => "causal-lm",
             ModelConfig::Bert(_) => "bert",
@@ -77,7 +81,10 @@ impl ModelConfig {
     /// What the model takes as input.
     pub fn input_kind(&self) -> InputKind {
         match self {
-            ModelConfig::Mlp(_) | ModelConfig::Cnn(_) | ModelConfig::VitLite(_) => InputKind::Image,
+            ModelConfig::Mlp(_)
+            | ModelConfig::Cnn(_)
+            | ModelConfig::VitLite(_)
+            | ModelConfig::Efficientnet(_) => InputKind::Image,
             _ => InputKind::Tokens,
         }
     }
@@ -88,6 +95,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.validate(),
             ModelConfig::Cnn(c) => c.validate(),
             ModelConfig::VitLite(c) => c.validate(),
+            ModelConfig::Efficientnet(c) => c.validate(),
             ModelConfig::TransformerClassifier(c) => c.validate(),
             ModelConfig::CausalLm(c) => c.validate(),
             ModelConfig::Bert(c) => c.validate(),
@@ -112,6 +120,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => ImageModel::Mlp(c.init(device)?),
             ModelConfig::Cnn(c) => ImageModel::Cnn(c.init(device)?),
             ModelConfig::VitLite(c) => ImageModel::VitLite(c.init(device)?),
+            ModelConfig::Efficientnet(c) => ImageModel::Efficientnet(c.init(device)?),
             other => {
                 return Err(Error::InvalidConfig {
                     model: other.kind().into(),
@@ -128,6 +137,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.output_size,
             ModelConfig::Cnn(c) => c.num_classes,
             ModelConfig::VitLite(c) => c.num_classes,
+            ModelConfig::Efficientnet(c) => c.num_classes,
             ModelConfig::TransformerClassifier(c) => c.num_classes,
             ModelConfig::CausalLm(c) => c.encoder.vocab_size,
             ModelConfig::Bert(c) => c.hidden_size,
@@ -145,6 +155,7 @@ impl ModelConfig {
             }
             ModelConfig::Cnn(c) => c.num_classes = classes,
             ModelConfig::VitLite(c) => c.num_classes = classes,
+            ModelConfig::Efficientnet(c) => c.num_classes = classes,
             ModelConfig::TransformerClassifier(c) => c.num_classes = classes,
             ModelConfig::CausalLm(_) | ModelConfig::Bert(_) => {}
         }
@@ -175,7 +186,9 @@ impl ModelConfig {
             }
             ModelConfig::Cnn(c) if c.input != chw => Err(mismatch(c.input)),
             ModelConfig::VitLite(c) if c.input != chw => Err(mismatch(c.input)),
-            ModelConfig::Cnn(_) | ModelConfig::VitLite(_) => Ok(()),
+            // Any image size works ("same" padding); the channels must match.
+            ModelConfig::Efficientnet(c) if c.input[0] != chw[0] => Err(mismatch(c.input)),
+            ModelConfig::Cnn(_) | ModelConfig::VitLite(_) | ModelConfig::Efficientnet(_) => Ok(()),
             other => Err(Error::InvalidConfig {
                 model: other.kind().into(),
                 reason: "this model takes token ids, not images".into(),
@@ -235,6 +248,8 @@ pub enum ImageModel {
     Cnn(Cnn),
     /// A small Vision Transformer.
     VitLite(VitLite),
+    /// An EfficientNet(-Lite).
+    Efficientnet(EfficientNet),
 }
 
 impl Classifier for ImageModel {
@@ -243,6 +258,7 @@ impl Classifier for ImageModel {
             ImageModel::Mlp(m) => m.forward(images),
             ImageModel::Cnn(m) => m.forward(images),
             ImageModel::VitLite(m) => m.forward(images),
+            ImageModel::Efficientnet(m) => m.forward(images),
         }
     }
 
@@ -251,6 +267,7 @@ impl Classifier for ImageModel {
             ImageModel::Mlp(m) => m.summary(name, input_shape),
             ImageModel::Cnn(m) => m.summary(name, input_shape),
             ImageModel::VitLite(m) => m.summary(name, input_shape),
+            ImageModel::Efficientnet(m) => m.summary(name, input_shape),
         }
     }
 }
@@ -379,6 +396,13 @@ pub fn presets() -> Vec<Preset> {
             input: vec![1, 8, 8],
             dataset: "digits",
             config: ModelConfig::VitLite(VitConfig::vit_lite_digits()),
+        },
+        Preset {
+            name: "efficientnet-lite0",
+            description: "EfficientNet-Lite0 (MBConv, ReLU6, no SE) for 224x224 RGB, 1000 ImageNet classes; pretrained weights load with kiln-transfer",
+            input: vec![3, 224, 224],
+            dataset: "imagenet",
+            config: ModelConfig::Efficientnet(EfficientNetConfig::lite0()),
         },
         Preset {
             name: "transformer-classifier",

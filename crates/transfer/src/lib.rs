@@ -8,6 +8,8 @@
 //!   loading is allowed).
 //! - [`embed`]: sentence embeddings from a sentence-transformers BERT folder
 //!   (all-MiniLM-L6-v2 reproduces its reference embedding to 1e-4).
+//! - [`vision`]: EfficientNet-Lite0 from its ImageNet checkpoint, with TensorFlow-Lite
+//!   preprocessing and top-k classes.
 //!
 //! kiln-transfer knows the zoo (kiln-models) and tokenizers (kiln-data); it knows nothing about
 //! training loops or the CLI.
@@ -15,6 +17,7 @@
 pub mod embed;
 mod error;
 pub mod import;
+pub mod vision;
 
 pub use embed::{SentenceEmbedder, bert_key_map};
 pub use error::{Error, Result};

@@ -36,6 +36,11 @@ pub fn bert_key_map() -> KeyMap {
     KeyMap::from_templates(HF_KEY_MAP, Some("bert."))
 }
 
+/// Kiln's `BertEncoder` paths → Hugging Face BERT names, for [`crate::save_weights`].
+pub fn bert_export_key_map() -> KeyMap {
+    KeyMap::export_templates(HF_KEY_MAP)
+}
+
 /// A BERT sentence embedder.
 #[derive(Debug)]
 pub struct SentenceEmbedder {

@@ -69,6 +69,25 @@ impl KeyMap {
         Self { rules }
     }
 
+    /// The inverse of [`KeyMap::from_templates`], for exporting: Kiln paths → checkpoint names
+    /// (`gamma`/`beta` accepted for `weight`/`bias`, since burn-store renames norm parameters
+    /// to PyTorch's names before renaming keys).
+    pub fn export_templates(pairs: &[(&str, &str)]) -> Self {
+        let rules = pairs
+            .iter()
+            .map(|(theirs, ours)| {
+                let mut pattern = escape(ours).replace(r"\{N\}", r"(\d+)");
+                for (burn, torch) in [("gamma", "weight"), ("beta", "bias")] {
+                    if let Some(stem) = pattern.strip_suffix(burn) {
+                        pattern = format!("{stem}(?:{burn}|{torch})");
+                    }
+                }
+                (format!("^{pattern}$"), theirs.replace("{N}", "${1}"))
+            })
+            .collect();
+        Self { rules }
+    }
+
     fn remapper(&self) -> Result<KeyRemapper> {
         KeyRemapper::from_patterns(self.rules.clone())
             .map_err(|e| Error::Invalid(format!("invalid key map pattern: {e}")))
@@ -204,6 +223,43 @@ pub fn load_weights<M: Module>(
     let report = LoadReport::from_apply(path, format, result);
     check(&report, allow_partial)?;
     Ok((model, report))
+}
+
+/// Saves `model` as a safetensors file in PyTorch's layout (Linear weights transposed back,
+/// norm `gamma`/`beta` → `weight`/`bias`) with its keys renamed by `keys` (e.g.
+/// [`KeyMap::export_templates`]), written to a temporary file and renamed into place. Returns
+/// the saved tensor names.
+pub fn save_weights<M: Module>(model: &M, path: &Path, keys: &KeyMap) -> Result<Vec<String>> {
+    let io = |e: &dyn std::fmt::Display| Error::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    let mut store = SafetensorsStore::from_file(&tmp)
+        .with_to_adapter(burn::store::BurnToPyTorchAdapter)
+        .remap(keys.remapper()?)
+        .overwrite(true);
+    model.save_into(&mut store).map_err(|e| io(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(&e))?;
+    let bytes = std::fs::read(path).map_err(|e| io(&e))?;
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or_else(|| io(&"file too short"))?;
+    let header: serde_json::Value = bytes
+        .get(8..8 + header_len)
+        .and_then(|h| serde_json::from_slice(h).ok())
+        .ok_or_else(|| io(&"unreadable safetensors header"))?;
+    let mut names: Vec<String> = header
+        .as_object()
+        .map(|o| o.keys().filter(|k| *k != "__metadata__").cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    Ok(names)
 }
 
 fn check(report: &LoadReport, allow_partial: bool) -> Result<()> {

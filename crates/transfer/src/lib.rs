@@ -21,4 +21,4 @@ pub mod vision;
 
 pub use embed::{SentenceEmbedder, bert_key_map};
 pub use error::{Error, Result};
-pub use import::{Format, KeyMap, LoadReport, Mismatch, load_weights};
+pub use import::{Format, KeyMap, LoadReport, Mismatch, load_weights, save_weights};

@@ -186,3 +186,43 @@ fn bad_folders_and_files_are_named() {
     let err = SentenceEmbedder::from_dir(dir, &device).unwrap_err();
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }
+
+#[test]
+fn exported_weights_keep_hugging_face_names_and_round_trip_exactly() {
+    use kiln_transfer::embed::bert_export_key_map;
+    use kiln_transfer::{bert_key_map, load_weights, save_weights};
+
+    let dir = data_dir().join("models/all-MiniLM-L6-v2");
+    let device = Device::flex();
+    let (embedder, _) = SentenceEmbedder::from_dir(&dir, &device).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("export/model.safetensors");
+    let names = save_weights(embedder.encoder(), &out, &bert_export_key_map()).unwrap();
+    // Exactly the original file's tensors, by their original names, minus those without a
+    // counterpart (pooler, position_ids).
+    let mut original = Vec::new();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    for key in header.as_object().unwrap().keys() {
+        if !key.contains("pooler") && !key.contains("position_ids") && key != "__metadata__" {
+            original.push(key.clone());
+        }
+    }
+    original.sort();
+    assert_eq!(names, original);
+
+    // Load the export into a fresh encoder: bit-identical hidden states.
+    let config = kiln_models::bert::BertConfig::minilm_l6();
+    let fresh = config.init(&device).unwrap();
+    let (reloaded, report) = load_weights(fresh, &out, &bert_key_map(), false).unwrap();
+    assert!(report.unused.is_empty() && report.missing.is_empty());
+    let batch = embedder.tokenize(&["Round trips keep every bit."]).unwrap();
+    let a = embedder
+        .encoder()
+        .forward(batch.input_ids.clone(), None, None);
+    let b = reloaded.forward(batch.input_ids, None, None);
+    let a: Vec<f32> = a.into_data().try_to_vec().unwrap();
+    let b: Vec<f32> = b.into_data().try_to_vec().unwrap();
+    assert_eq!(a, b);
+}

@@ -188,6 +188,56 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Fine-tune the model of a run folder on another image dataset: a new head, the backbone
+    /// frozen (linear probing) or trained at its own rate; writes a normal run folder.
+    Finetune {
+        /// Run folder of the pretrained model (written by `kiln train`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Dataset to fine-tune on.
+        #[arg(long)]
+        dataset: String,
+        /// `backbone`: train only the new head (linear probing); or a module path to freeze
+        /// (repeatable).
+        #[arg(long)]
+        freeze: Vec<String>,
+        /// The new head, `classes=N` (N must be the dataset's number of classes).
+        #[arg(long)]
+        head: Option<String>,
+        /// Keep the pretrained head (same classes) instead of a new one.
+        #[arg(long, conflicts_with = "head")]
+        keep_head: bool,
+        /// Learning rate of the backbone (default: the head's --lr).
+        #[arg(long)]
+        backbone_lr: Option<f64>,
+        /// Epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Mini-batch size.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Learning rate of the head.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Use only the first N training images of each class (few-label fine-tuning).
+        #[arg(long)]
+        train_per_class: Option<usize>,
+        /// Augmentation of training images.
+        #[arg(long)]
+        augment: Option<String>,
+        /// Master seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run folder (default: runs/finetune-<unix time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print nothing but the final result.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Classify images with a pretrained ImageNet model and print the top classes.
     Predict {
         /// Image files (PNG or JPEG).
@@ -480,6 +530,82 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
             .with_context(|| format!("training {}", cfg.name))?;
+            print_train_report(&report);
+        }
+        Command::Finetune {
+            from,
+            dataset,
+            freeze,
+            head,
+            keep_head,
+            backbone_lr,
+            epochs,
+            batch_size,
+            lr,
+            train_per_class,
+            augment,
+            seed,
+            data_dir,
+            out,
+            quiet,
+        } => {
+            let freeze_backbone = freeze.iter().any(|f| f == "backbone");
+            let spec = kiln_train::FineTune {
+                from: from.clone(),
+                new_head: !keep_head,
+                freeze_backbone,
+                backbone_lr_scale: 1.0,
+            };
+            let mut cfg = kiln_train::TrainConfig::finetune_from(&from, &dataset, spec)?;
+            for path in freeze.iter().filter(|f| *f != "backbone") {
+                cfg.optim.groups.push(kiln_optim::GroupRule::frozen(path));
+            }
+            if let Some(e) = epochs {
+                cfg.epochs = e;
+            }
+            if let Some(b) = batch_size {
+                cfg.batch_size = b;
+            }
+            if let Some(l) = lr {
+                cfg.lr = l;
+            }
+            if let Some(rate) = backbone_lr {
+                anyhow::ensure!(
+                    !freeze_backbone,
+                    "--backbone-lr and --freeze backbone contradict each other"
+                );
+                if let Some(ft) = cfg.finetune.as_mut() {
+                    ft.backbone_lr_scale = rate / cfg.lr;
+                }
+            }
+            cfg.train_per_class = train_per_class;
+            cfg.augment = augment;
+            if let Some(s) = seed {
+                cfg.seed = s;
+            }
+            let options = TrainOptions {
+                quiet,
+                data_dir: data_dir.clone(),
+                ..TrainOptions::default()
+            };
+            if let Some(spec) = head {
+                let classes = spec
+                    .strip_prefix("classes=")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .with_context(|| format!("--head `{spec}`: expected classes=N"))?;
+                let dir = kiln_data::data_dir::resolve(data_dir);
+                let found =
+                    kiln_data::load_dataset(&dataset, kiln_core::Seed(cfg.seed), &dir, &cfg.data)?
+                        .train
+                        .num_classes();
+                anyhow::ensure!(
+                    classes == found,
+                    "--head classes={classes}, but dataset `{dataset}` has {found} classes"
+                );
+            }
+            let out = out.unwrap_or_else(|| kiln_train::default_run_dir("finetune"));
+            let report = kiln_train::train(&cfg, &out, &options)
+                .with_context(|| format!("fine-tuning {} on {dataset}", from.display()))?;
             print_train_report(&report);
         }
         Command::Predict {

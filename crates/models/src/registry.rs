@@ -252,6 +252,48 @@ pub enum ImageModel {
     Efficientnet(EfficientNet),
 }
 
+impl ImageModel {
+    /// Module path (inside this enum) of the classification layer: what fine-tuning replaces
+    /// with a new head and keeps trainable when the backbone is frozen.
+    pub fn head_path(&self) -> &'static str {
+        match self {
+            ImageModel::Mlp(_) => "Mlp.output",
+            ImageModel::Cnn(_) => "Cnn.output",
+            ImageModel::VitLite(_) => "VitLite.head",
+            ImageModel::Efficientnet(_) => "Efficientnet.classifier",
+        }
+    }
+
+    /// The same model with a freshly initialised classification layer of the same shape (a
+    /// "new head" for fine-tuning on other classes).
+    pub fn reset_head(self) -> Self {
+        fn fresh(layer: &burn::nn::Linear) -> burn::nn::Linear {
+            let [d_in, d_out] = layer.weight.dims();
+            burn::nn::LinearConfig::new(d_in, d_out)
+                .with_bias(layer.bias.is_some())
+                .init(&layer.weight.device())
+        }
+        match self {
+            ImageModel::Mlp(mut m) => {
+                m.output = fresh(&m.output);
+                ImageModel::Mlp(m)
+            }
+            ImageModel::Cnn(mut m) => {
+                m.output = fresh(&m.output);
+                ImageModel::Cnn(m)
+            }
+            ImageModel::VitLite(mut m) => {
+                m.head = fresh(&m.head);
+                ImageModel::VitLite(m)
+            }
+            ImageModel::Efficientnet(mut m) => {
+                m.classifier = fresh(&m.classifier);
+                ImageModel::Efficientnet(m)
+            }
+        }
+    }
+}
+
 impl Classifier for ImageModel {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {

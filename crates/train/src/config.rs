@@ -63,8 +63,59 @@ pub struct TrainConfig {
     /// `ModelConfig::adapt_to`); the saved config holds the resized model.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adapt_model: bool,
+    /// Fine-tuning: start from pretrained weights (see [`FineTune`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FineTune>,
     /// The model.
     pub model: ModelConfig,
+}
+
+/// How a run starts from pretrained weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FineTune {
+    /// The pretrained weights: a run folder (its `model.bpk`) or a `.bpk` file of the same
+    /// architecture.
+    pub from: std::path::PathBuf,
+    /// Replace the classification layer with a freshly initialised one (default), instead of
+    /// keeping the pretrained one (which needs the same number of classes).
+    #[serde(default = "yes")]
+    pub new_head: bool,
+    /// Train only the head: every other parameter frozen, BatchNorm statistics included
+    /// (linear probing).
+    #[serde(default)]
+    pub freeze_backbone: bool,
+    /// Learning-rate multiplier of everything but the head when the backbone trains (e.g.
+    /// 0.1 for a backbone rate ten times below the head's).
+    #[serde(default = "one")]
+    pub backbone_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl FineTune {
+    /// Linear probing: a new head on a frozen backbone.
+    pub fn linear_probe(from: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            from: from.into(),
+            new_head: true,
+            freeze_backbone: true,
+            backbone_lr_scale: 1.0,
+        }
+    }
+
+    /// Full fine-tuning: a new head, the backbone trained at `backbone_lr_scale` times the
+    /// rate.
+    pub fn full(from: impl Into<std::path::PathBuf>, backbone_lr_scale: f64) -> Self {
+        Self {
+            from: from.into(),
+            new_head: true,
+            freeze_backbone: false,
+            backbone_lr_scale,
+        }
+    }
 }
 
 fn is_default(options: &DataOptions) -> bool {
@@ -126,6 +177,7 @@ impl TrainConfig {
             augment,
             data: DataOptions::default(),
             adapt_model: false,
+            finetune: None,
             model: preset.config,
         })
     }
@@ -166,6 +218,30 @@ impl TrainConfig {
     /// The config as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("train configs always serialise to TOML")
+    }
+
+    /// A fine-tuning run of the model trained in `run_dir` on `dataset`: the pretrained run's
+    /// model (its head resized to the dataset's classes) and recipe, without its early
+    /// stopping, plateau and augmentation, starting from its weights as `spec` says
+    /// ([`FineTune::linear_probe`], [`FineTune::full`]).
+    pub fn finetune_from(run_dir: &Path, dataset: &str, spec: FineTune) -> Result<Self> {
+        let pretrained = Self::load(&run_dir.join("config.toml"))?;
+        Ok(Self {
+            name: format!("{}-finetuned", pretrained.name),
+            dataset: dataset.to_string(),
+            adapt_model: true,
+            finetune: Some(FineTune {
+                from: run_dir.to_path_buf(),
+                ..spec
+            }),
+            early_stopping: None,
+            plateau: None,
+            augment: None,
+            train_per_class: None,
+            test_per_class: None,
+            data: DataOptions::default(),
+            ..pretrained
+        })
     }
 
     /// Reads a config written by [`TrainConfig::save`].

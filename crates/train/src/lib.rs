@@ -40,6 +40,7 @@
 mod config;
 mod error;
 mod eval;
+pub mod finetune;
 mod fit;
 pub mod lm;
 pub mod multitask;
@@ -50,7 +51,7 @@ mod run;
 mod task;
 pub mod text;
 
-pub use config::{EarlyStopping, Monitor, TrainConfig};
+pub use config::{EarlyStopping, FineTune, Monitor, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{
     ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_run,

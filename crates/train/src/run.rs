@@ -198,9 +198,14 @@ fn run(
         &device,
     );
 
-    let model = config.model.init_image(&device)?;
+    let mut model = config.model.init_image(&device)?;
+    let mut groups = config.optim.groups.clone();
+    if let Some(spec) = &config.finetune {
+        model = crate::finetune::load_pretrained(model, spec)?;
+        groups.extend(crate::finetune::backbone_rules(&model, "model", spec));
+    }
     let params = model.num_params();
-    let task = kiln_optim::apply_groups(ClassificationTask { model }, &config.optim.groups)?;
+    let task = kiln_optim::apply_groups(ClassificationTask { model }, &groups)?;
     let optimizer = config.optim.init()?;
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
     let plateau = config
@@ -214,7 +219,7 @@ fn run(
         steps_per_epoch,
     )
     .with_plateau(plateau.clone());
-    let scheduler = kiln_optim::module_scheduler(scheduler, config.lr, &config.optim.groups);
+    let scheduler = kiln_optim::module_scheduler(scheduler, config.lr, &groups);
     let learner = Learner::new(task, optimizer, scheduler);
 
     let resumed_from = resume.as_ref().map(|r| r.epoch);

@@ -1,0 +1,81 @@
+//! Fine-tuning on real data: a model pretrained on MNIST, linear-probed on Fashion-MNIST with
+//! 100 labels per class (frozen backbone stays bit-identical, the new head learns), and clear
+//! errors for weights of another architecture.
+
+use kiln_train::{FineTune, TrainConfig, TrainOptions, load_run, train};
+
+fn mlp_weights(m: &kiln_models::ImageModel) -> Vec<Vec<f32>> {
+    let kiln_models::ImageModel::Mlp(mlp) = m else {
+        panic!("an MLP")
+    };
+    mlp.hidden
+        .iter()
+        .chain([&mlp.output])
+        .map(|l| l.weight.val().into_data().try_to_vec::<f32>().unwrap())
+        .collect()
+}
+
+#[test]
+fn linear_probing_keeps_the_backbone_and_trains_a_new_head() {
+    let pretrained = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp-mnist").unwrap();
+    config.dataset = "mnist".into();
+    config.epochs = 2;
+    config.train_per_class = Some(300);
+    config.test_per_class = Some(50);
+    let report = train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
+    assert!(report.test.accuracy > 0.85, "{}", report.test.accuracy);
+
+    let probe = tempfile::tempdir().unwrap();
+    let mut ft = TrainConfig::finetune_from(
+        pretrained.path(),
+        "fashion-mnist",
+        FineTune::linear_probe(pretrained.path()),
+    )
+    .unwrap();
+    ft.epochs = 8;
+    ft.train_per_class = Some(100);
+    ft.test_per_class = Some(100);
+    let report = train(&ft, probe.path(), &TrainOptions::quiet()).unwrap();
+    // MNIST features, a new head, 1,000 Fashion-MNIST labels: far above chance (10%).
+    assert!(report.test.accuracy > 0.5, "{}", report.test.accuracy);
+
+    let device = config.device.device();
+    let (_, _, before) = load_run(pretrained.path(), &device).unwrap();
+    let (saved, _, after) = load_run(probe.path(), &device).unwrap();
+    assert!(saved.finetune.as_ref().is_some_and(|f| f.freeze_backbone));
+    let (before, after) = (mlp_weights(&before), mlp_weights(&after));
+    assert!(
+        before[0] == after[0] && before[1] == after[1],
+        "the frozen backbone changed"
+    );
+    assert!(before[2] != after[2], "the head is new and trained");
+}
+
+#[test]
+fn weights_of_another_architecture_are_named() {
+    let pretrained = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.epochs = 1;
+    train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
+
+    // An MLP 64-128-64 backbone cannot start an MLP 64-256-128.
+    let out = tempfile::tempdir().unwrap();
+    let mut other = TrainConfig::for_preset("mlp-mnist").unwrap();
+    other.dataset = "digits".into();
+    other.adapt_model = true;
+    other.finetune = Some(FineTune::linear_probe(pretrained.path()));
+    let err = train(&other, out.path(), &TrainOptions::quiet()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model.bpk") && msg.contains("hidden.0") && msg.contains("architecture"),
+        "{msg}"
+    );
+
+    // A folder without weights.
+    let empty = tempfile::tempdir().unwrap();
+    let mut ft = config.clone();
+    ft.finetune = Some(FineTune::full(empty.path(), 0.1));
+    let err = train(&ft, out.path(), &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("model.bpk"), "{err}");
+}

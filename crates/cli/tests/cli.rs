@@ -96,7 +96,7 @@ fn errors_are_one_line_with_nonzero_exit() {
 #[test]
 fn every_command_has_help() {
     for cmd in [
-        "models", "summary", "train", "regress", "embed", "predict", "eval",
+        "models", "summary", "train", "regress", "finetune", "embed", "predict", "eval",
     ] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");

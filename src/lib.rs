@@ -6,10 +6,12 @@
 //! - [`core`] (`kiln-core`): devices, seeding, errors, model summaries.
 //! - [`models`] (`kiln-models`): the model zoo.
 //! - [`data`] (`kiln-data`): dataset readers, splits, batching.
-//! - [`train`] (`kiln-train`): training and evaluation, run folders.
+//! - [`train`] (`kiln-train`): training and evaluation, run folders, fine-tuning.
+//! - [`transfer`] (`kiln-transfer`): pretrained weights, sentence embeddings, ImageNet models.
 
 pub use kiln_core as core;
 pub use kiln_core::burn;
 pub use kiln_data as data;
 pub use kiln_models as models;
 pub use kiln_train as train;
+pub use kiln_transfer as transfer;

@@ -161,6 +161,12 @@ impl SentenceEmbedder {
         &self.encoder
     }
 
+    /// The same embedder truncating texts to `max_len` tokens (at most the position table).
+    pub fn with_max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len.clamp(2, self.encoder.max_len());
+        self
+    }
+
     /// The longest token sequence (longer texts are truncated, keeping `[SEP]`).
     pub fn max_len(&self) -> usize {
         self.max_len

@@ -210,6 +210,10 @@ enum Command {
         /// Learning rate of the backbone (default: the head's --lr).
         #[arg(long)]
         backbone_lr: Option<f64>,
+        /// Gradual unfreezing: train only the new head for this many epochs (run folder
+        /// OUT/frozen), then every layer for the remaining epochs.
+        #[arg(long, conflicts_with = "freeze")]
+        unfreeze_after: Option<usize>,
         /// Epochs.
         #[arg(long)]
         epochs: Option<usize>,
@@ -539,6 +543,7 @@ fn run(cli: Cli) -> Result<()> {
             head,
             keep_head,
             backbone_lr,
+            unfreeze_after,
             epochs,
             batch_size,
             lr,
@@ -604,9 +609,18 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let out = out.unwrap_or_else(|| kiln_train::default_run_dir("finetune"));
-            let report = kiln_train::train(&cfg, &out, &options)
-                .with_context(|| format!("fine-tuning {} on {dataset}", from.display()))?;
-            print_train_report(&report);
+            let context = || format!("fine-tuning {} on {dataset}", from.display());
+            if let Some(frozen) = unfreeze_after {
+                let (probe, report) =
+                    kiln_train::finetune::train_gradual(&cfg, &out, frozen, &options)
+                        .with_context(context)?;
+                print!("head only, {frozen} epochs: ");
+                print_train_report(&probe);
+                print_train_report(&report);
+            } else {
+                let report = kiln_train::train(&cfg, &out, &options).with_context(context)?;
+                print_train_report(&report);
+            }
         }
         Command::Predict {
             images,

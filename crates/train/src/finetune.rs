@@ -126,3 +126,46 @@ pub fn backbone_rules(model: &ImageModel, prefix: &str, spec: &FineTune) -> Vec<
         })
         .collect()
 }
+
+/// Gradual unfreezing in two chained runs: `frozen_epochs` epochs of linear probing (a new
+/// head on the frozen backbone, run folder `run_dir/frozen`), then the remaining
+/// `config.epochs - frozen_epochs` epochs with every layer training (the backbone at
+/// `backbone_lr_scale` times the rate) from the probed model, its head kept, in `run_dir`.
+/// `config.finetune` names the pretrained weights. Returns both reports.
+pub fn train_gradual(
+    config: &crate::TrainConfig,
+    run_dir: &Path,
+    frozen_epochs: usize,
+    options: &crate::TrainOptions,
+) -> Result<(crate::TrainReport, crate::TrainReport)> {
+    let Some(spec) = config.finetune.clone() else {
+        return Err(Error::InvalidSetting(
+            "gradual unfreezing needs pretrained weights (TrainConfig.finetune)".into(),
+        ));
+    };
+    if frozen_epochs == 0 || frozen_epochs >= config.epochs {
+        return Err(Error::InvalidSetting(format!(
+            "unfreezing after {frozen_epochs} of {} epochs: it must be between 1 and {}",
+            config.epochs,
+            config.epochs.saturating_sub(1)
+        )));
+    }
+    let probe_dir = run_dir.join("frozen");
+    let mut probe = config.clone();
+    probe.epochs = frozen_epochs;
+    probe.finetune = Some(FineTune {
+        freeze_backbone: true,
+        ..spec.clone()
+    });
+    let first = crate::train(&probe, &probe_dir, options)?;
+    let mut rest = config.clone();
+    rest.epochs = config.epochs - frozen_epochs;
+    rest.finetune = Some(FineTune {
+        from: probe_dir,
+        new_head: false,
+        freeze_backbone: false,
+        backbone_lr_scale: spec.backbone_lr_scale,
+    });
+    let second = crate::train(&rest, run_dir, options)?;
+    Ok((first, second))
+}

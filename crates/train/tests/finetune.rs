@@ -53,6 +53,44 @@ fn linear_probing_keeps_the_backbone_and_trains_a_new_head() {
 }
 
 #[test]
+fn gradual_unfreezing_probes_then_trains_everything() {
+    let pretrained = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.epochs = 2;
+    train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut ft = TrainConfig::finetune_from(
+        pretrained.path(),
+        "digits",
+        FineTune::full(pretrained.path(), 0.5),
+    )
+    .unwrap();
+    ft.epochs = 4;
+    let (probe, last) =
+        kiln_train::finetune::train_gradual(&ft, out.path(), 2, &TrainOptions::quiet()).unwrap();
+    assert_eq!((probe.epochs.len(), last.epochs.len()), (2, 2));
+    assert!(last.test.accuracy > 0.9, "{}", last.test.accuracy);
+    let device = config.device.device();
+    let (_, _, original) = load_run(pretrained.path(), &device).unwrap();
+    let (_, _, probed) = load_run(&out.path().join("frozen"), &device).unwrap();
+    let (_, _, done) = load_run(out.path(), &device).unwrap();
+    let (original, probed, done) = (
+        mlp_weights(&original),
+        mlp_weights(&probed),
+        mlp_weights(&done),
+    );
+    assert!(original[0] == probed[0], "phase 1 keeps the backbone");
+    assert!(
+        probed[0] != done[0] && probed[2] != done[2],
+        "phase 2 trains everything"
+    );
+    // The epochs must leave room for both phases.
+    let err = kiln_train::finetune::train_gradual(&ft, out.path(), 4, &TrainOptions::quiet())
+        .unwrap_err();
+    assert!(err.to_string().contains("between 1 and 3"), "{err}");
+}
+
+#[test]
 fn weights_of_another_architecture_are_named() {
     let pretrained = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();

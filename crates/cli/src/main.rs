@@ -242,11 +242,15 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Classify images with a pretrained ImageNet model and print the top classes.
+    /// Classify images and print the top classes: with a run folder's model (--run), or a
+    /// pretrained ImageNet model (--model, default efficientnet-lite0).
     Predict {
         /// Image files (PNG or JPEG).
         #[arg(required = true)]
         images: Vec<PathBuf>,
+        /// A run folder written by `kiln train` or `kiln finetune`.
+        #[arg(long, conflicts_with_all = ["model", "model_dir", "weights"])]
+        run: Option<PathBuf>,
         /// Pretrained model (available: efficientnet-lite0).
         #[arg(long, default_value = "efficientnet-lite0")]
         model: String,
@@ -624,6 +628,21 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict {
             images,
+            run: Some(run),
+            top,
+            ..
+        } => {
+            let predictions = kiln_train::predict_images(&run, &images, top)?;
+            for (image, top) in images.iter().zip(predictions) {
+                println!("{}", image.display());
+                for (class, p) in top {
+                    println!("  {p:.4}  {class:4}");
+                }
+            }
+        }
+        Command::Predict {
+            images,
+            run: None,
             model,
             model_dir,
             weights,

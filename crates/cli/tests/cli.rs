@@ -283,6 +283,45 @@ fn predict_names_the_flower() {
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[1].contains(" 985  daisy"), "{stdout}");
     assert!(lines[1].trim_start().starts_with("0.32"), "{stdout}");
+    // A run folder's model on image files: the digits preset on PNGs of three test digits.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (ok, _, stderr) = kiln(&[
+        "train",
+        "mlp",
+        "--epochs",
+        "20",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let digits = kiln_data::digits::load_bundled().unwrap();
+    let mut files = vec![];
+    for i in [0usize, 1, 2] {
+        let px: Vec<u8> = digits
+            .image(i)
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        let path = dir.path().join(format!("digit{i}.png"));
+        image::GrayImage::from_raw(8, 8, px)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        files.push(path.to_str().unwrap().to_string());
+    }
+    let mut args = vec!["predict", "--run", run.to_str().unwrap(), "--top", "1"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, stdout, stderr) = kiln(&args);
+    assert!(ok, "{stderr}");
+    let predicted: Vec<usize> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(predicted, digits.labels[..3], "{stdout}");
+
     let (ok, _, stderr) = kiln(&["predict", "x.jpg", "--model", "resnet50"]);
     assert!(
         !ok && stderr.contains("unknown pretrained model `resnet50`"),

@@ -287,3 +287,70 @@ mod tests {
         assert_eq!(empty[1].f1, 0.0);
     }
 }
+
+/// The `[channels, height, width]` a run's model takes: the configured image size, else the
+/// model's own input (an MLP's `input_size` is taken as square images of the normaliser's
+/// channels).
+pub fn run_input_shape(config: &TrainConfig, normalizer: &Normalizer) -> Result<[usize; 3]> {
+    use kiln_models::ModelConfig;
+    let channels = normalizer.mean.len().max(1);
+    if let Some([h, w]) = config.data.image_size {
+        return Ok([channels, h, w]);
+    }
+    match &config.model {
+        ModelConfig::Cnn(c) => Ok(c.input),
+        ModelConfig::VitLite(c) => Ok(c.input),
+        ModelConfig::Efficientnet(c) => Ok(c.input),
+        ModelConfig::Mlp(c) => {
+            let side = ((c.input_size / channels) as f64).sqrt().round() as usize;
+            if side * side * channels == c.input_size {
+                Ok([channels, side, side])
+            } else {
+                Err(Error::InvalidSetting(format!(
+                    "the MLP takes {} features, not square {channels}-channel images",
+                    c.input_size
+                )))
+            }
+        }
+        other => Err(Error::InvalidSetting(format!(
+            "a {} model does not take images",
+            other.kind()
+        ))),
+    }
+}
+
+/// Classifies image files (PNG/JPEG, resized and centre-cropped like image folders) with a
+/// run's model: for each image the `k` most probable classes as `(class index, probability)`.
+pub fn predict_images(dir: &Path, images: &[PathBuf], k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+    use burn::tensor::{Tensor, TensorData, activation::softmax};
+    use kiln_data::image_folder::{Channels, FolderOptions, Resize, load_image};
+    let device = Device::flex();
+    let (config, normalizer, model) = load_run(dir, &device)?;
+    let shape = run_input_shape(&config, &normalizer)?;
+    let options = FolderOptions {
+        size: [shape[1], shape[2]],
+        channels: if shape[0] == 1 {
+            Channels::Grey
+        } else {
+            Channels::Rgb
+        },
+        resize: Resize::default(),
+    };
+    let mut out = Vec::with_capacity(images.len());
+    for path in images {
+        let mut pixels = load_image(path, &options)?;
+        normalizer.apply(&mut pixels);
+        let x: Tensor<4> = Tensor::from_data(
+            TensorData::new(pixels, [1, shape[0], shape[1], shape[2]]),
+            &device,
+        );
+        let probs: Vec<f32> = softmax(model.forward(x), 1)
+            .into_data()
+            .try_to_vec()
+            .map_err(|e| Error::InvalidSetting(format!("reading probabilities: {e:?}")))?;
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        out.push(order.into_iter().take(k).map(|i| (i, probs[i])).collect());
+    }
+    Ok(out)
+}

@@ -275,11 +275,7 @@ pub fn run_case(case: &Case) -> Result<Measurement> {
     let step_ms = timed.iter().map(|t| t * 1e3).collect();
     timed.sort_by(f64::total_cmp);
     let n = timed.len();
-    let median = if n % 2 == 1 {
-        timed[n / 2]
-    } else {
-        0.5 * (timed[n / 2 - 1] + timed[n / 2])
-    };
+    let median = median(timed.clone());
     let passes = match case.mode {
         Mode::Train => 3.0,
         Mode::Infer => 1.0,

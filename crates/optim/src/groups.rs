@@ -90,8 +90,7 @@ impl GroupRule {
 
     /// Whether the parameter at `path` belongs to the group.
     pub fn selects(&self, path: &str) -> bool {
-        path == self.path
-            || (path.starts_with(&self.path) && path[self.path.len()..].starts_with('.'))
+        path_under(path, &self.path)
     }
 
     /// The group as burn's `ParamGroup` (a regex anchored at a dot boundary).
@@ -130,6 +129,12 @@ impl ModuleVisitor for PathCollector {
     fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
         self.paths.push(self.stack.join("."));
     }
+}
+
+/// Whether the dotted parameter or module `path` is `prefix` or lies under it (prefix at a dot
+/// boundary: `a.b.c` is under `a.b`, `a.bc` is not).
+pub fn path_under(path: &str, prefix: &str) -> bool {
+    path == prefix || (path.starts_with(prefix) && path[prefix.len()..].starts_with('.'))
 }
 
 /// The dotted path of every float parameter of `module`, in visiting order.

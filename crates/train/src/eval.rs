@@ -344,13 +344,17 @@ pub fn predict_images(dir: &Path, images: &[PathBuf], k: usize) -> Result<Vec<Ve
             TensorData::new(pixels, [1, shape[0], shape[1], shape[2]]),
             &device,
         );
-        let probs: Vec<f32> = softmax(model.forward(x), 1)
+        let logits = model.forward(x);
+        let k = k.clamp(1, logits.dims()[1]);
+        let (probs, indices) = softmax(logits, 1).topk_with_indices(k, 1);
+        let read = |e| Error::InvalidSetting(format!("reading probabilities: {e:?}"));
+        let probs: Vec<f32> = probs.into_data().try_to_vec().map_err(read)?;
+        let indices: Vec<i64> = indices
             .into_data()
+            .convert::<i64>()
             .try_to_vec()
-            .map_err(|e| Error::InvalidSetting(format!("reading probabilities: {e:?}")))?;
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        out.push(order.into_iter().take(k).map(|i| (i, probs[i])).collect());
+            .map_err(read)?;
+        out.push(indices.into_iter().map(|i| i as usize).zip(probs).collect());
     }
     Ok(out)
 }

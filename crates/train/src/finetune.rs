@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::store::{ApplyError, BurnpackStore, ModuleSnapshot};
 use kiln_models::ImageModel;
-use kiln_optim::GroupRule;
+use kiln_optim::{GroupRule, path_under as under};
 
 use crate::config::FineTune;
 use crate::{Error, Result};
@@ -18,10 +18,6 @@ pub fn pretrained_file(from: &Path) -> PathBuf {
     } else {
         from.to_path_buf()
     }
-}
-
-fn under(path: &str, prefix: &str) -> bool {
-    path == prefix || (path.starts_with(prefix) && path[prefix.len()..].starts_with('.'))
 }
 
 /// Loads the pretrained weights of `spec` into `model` (same architecture). Only the

@@ -156,16 +156,19 @@ impl ImageNetClassifier {
 
     /// The `k` most probable classes: `(index, name, probability)`.
     pub fn top_k(&self, path: &Path, k: usize) -> Result<Vec<(usize, String, f32)>> {
-        let probs: Vec<f32> = softmax(self.logits(path)?, 1)
+        let k = k.clamp(1, self.classes.len());
+        let (probs, indices) = softmax(self.logits(path)?, 1).topk_with_indices(k, 1);
+        let read = |e| Error::Invalid(format!("reading probabilities: {e:?}"));
+        let probs: Vec<f32> = probs.into_data().try_to_vec().map_err(read)?;
+        let indices: Vec<i64> = indices
             .into_data()
+            .convert::<i64>()
             .try_to_vec()
-            .map_err(|e| Error::Invalid(format!("reading probabilities: {e:?}")))?;
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        Ok(order
+            .map_err(read)?;
+        Ok(indices
             .into_iter()
-            .take(k)
-            .map(|i| (i, self.classes[i].clone(), probs[i]))
+            .zip(probs)
+            .map(|(i, p)| (i as usize, self.classes[i as usize].clone(), p))
             .collect())
     }
 }

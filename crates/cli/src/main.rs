@@ -108,7 +108,8 @@ enum Command {
         #[arg(long)]
         label_smoothing: Option<f32>,
         /// Parameter group (repeatable): PATH=SCALE multiplies the learning rate of the
-        /// parameters under module PATH, PATH=frozen freezes them (e.g. model.Mlp.layers.0=frozen).
+        /// parameters under module PATH, PATH=frozen freezes them (e.g. model.Mlp.layers.0=frozen);
+        /// PATH may be a layer index: @N, @A..B, @..B, @..-1 (e.g. @..2=frozen).
         #[arg(long = "group")]
         groups: Vec<String>,
         /// Master seed.
@@ -197,7 +198,8 @@ enum Command {
         /// Dataset to fine-tune on.
         #[arg(long)]
         dataset: String,
-        /// `backbone`: train only the new head (linear probing); or a module path to freeze
+        /// `backbone`: train only the new head (linear probing); or a module path to freeze,
+        /// or layers by index: @N, @A..B, @..B (the first B), @..-1 (all but the last)
         /// (repeatable).
         #[arg(long)]
         freeze: Vec<String>,

@@ -6,6 +6,12 @@
 //! parameters whose path equals it or continues it after a dot (`model.Mlp.layers.0` selects
 //! that layer's weight and bias, not `layers.01`). When several rules select a parameter, the
 //! last one wins (burn's precedence).
+//!
+//! A rule may also select layers by index, Keras-style: `@N` is the model's layer N, `@A..B`
+//! layers A to B-1, `@..B` the first B, `@A..` from A to the last; negative indices count from
+//! the end (`@..-1`: every layer but the last). A layer is a module that owns parameters
+//! directly (a Linear, a Conv2d, a norm), numbered in the order [`layers`] lists them;
+//! [`resolve_layer_indices`] turns such rules into path rules for a given model.
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
@@ -77,8 +83,13 @@ impl GroupRule {
         Ok(rule)
     }
 
-    /// Checks the multiplier.
+    /// Checks the multiplier (and the syntax of a layer-index selector).
     pub fn validate(&self) -> Result<()> {
+        if let Some(spec) = self.path.strip_prefix('@') {
+            LayerRange::parse(spec).map_err(|reason| {
+                Error::Invalid(format!("parameter group `{}`: {reason}", self.path))
+            })?;
+        }
         if !(self.lr_scale.is_finite() && self.lr_scale >= 0.0) {
             return Err(Error::Invalid(format!(
                 "parameter group `{}`: the learning-rate multiplier must be ≥ 0, found {}",
@@ -131,6 +142,110 @@ impl ModuleVisitor for PathCollector {
     }
 }
 
+/// A layer-index range (`N`, `A..B`, `..B`, `A..`; negative indices count from the end).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LayerRange {
+    start: Option<i64>,
+    end: Option<i64>,
+    single: bool,
+}
+
+impl LayerRange {
+    fn parse(spec: &str) -> std::result::Result<Self, String> {
+        let bad = || {
+            format!(
+                "a layer index must be @N, @A..B, @..B or @A.. (integers; negative counts from the end), found `@{spec}`"
+            )
+        };
+        let int = |s: &str| -> std::result::Result<Option<i64>, String> {
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                s.trim().parse().map(Some).map_err(|_| bad())
+            }
+        };
+        match spec.split_once("..") {
+            Some((a, b)) => Ok(Self {
+                start: int(a)?,
+                end: int(b)?,
+                single: false,
+            }),
+            None if !spec.is_empty() => Ok(Self {
+                start: int(spec)?,
+                end: None,
+                single: true,
+            }),
+            None => Err(bad()),
+        }
+    }
+
+    /// The selected indices into `n` layers, or why the range does not fit.
+    fn indices(&self, n: usize) -> std::result::Result<std::ops::Range<usize>, String> {
+        let n_i = n as i64;
+        let abs = |i: i64| if i < 0 { n_i + i } else { i };
+        if self.single {
+            let i = abs(self.start.unwrap_or(0));
+            if !(0..n_i).contains(&i) {
+                return Err(format!(
+                    "layer {} does not exist (the model has {n} layers)",
+                    self.start.unwrap_or(0)
+                ));
+            }
+            return Ok(i as usize..i as usize + 1);
+        }
+        let start = abs(self.start.unwrap_or(0));
+        let end = abs(self.end.unwrap_or(n_i));
+        if start < 0 || end > n_i || start >= end {
+            return Err(format!(
+                "the range selects no layer of the model's {n} (indices 0..{n})"
+            ));
+        }
+        Ok(start as usize..end as usize)
+    }
+}
+
+/// The model's layers in order: the module paths that own parameters directly (a Linear, a
+/// Conv2d, a norm), each once, in visiting order. Layer-index rules (`@N`) count in this list.
+pub fn layers<M: Module>(module: &M) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for path in param_paths(module) {
+        let layer = path.rsplit_once('.').map_or(path.as_str(), |(l, _)| l);
+        if out.last().map(String::as_str) != Some(layer) {
+            out.push(layer.to_string());
+        }
+    }
+    out
+}
+
+/// Replaces each layer-index rule (`@..3=frozen`) by one path rule per selected layer of
+/// `module` (same multiplier and frozen flag); path rules pass through. An index outside the
+/// model is an error naming the rule and the number of layers.
+pub fn resolve_layer_indices<M: Module>(module: &M, rules: &[GroupRule]) -> Result<Vec<GroupRule>> {
+    if !rules.iter().any(|r| r.path.starts_with('@')) {
+        return Ok(rules.to_vec());
+    }
+    let layers = layers(module);
+    let mut out = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let Some(spec) = rule.path.strip_prefix('@') else {
+            out.push(rule.clone());
+            continue;
+        };
+        let range = LayerRange::parse(spec)
+            .and_then(|r| r.indices(layers.len()))
+            .map_err(|reason| {
+                Error::Invalid(format!("parameter group `{}`: {reason}", rule.path))
+            })?;
+        for layer in &layers[range] {
+            out.push(GroupRule {
+                path: layer.clone(),
+                ..rule.clone()
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Whether the dotted parameter or module `path` is `prefix` or lies under it (prefix at a dot
 /// boundary: `a.b.c` is under `a.b`, `a.bc` is not).
 pub fn path_under(path: &str, prefix: &str) -> bool {
@@ -146,10 +261,17 @@ pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
 
 /// Checks every rule selects at least one parameter of `module` (an unknown path is an error
 /// naming it and listing the module's top-level paths), then freezes the frozen groups.
+/// Layer-index rules must be resolved first ([`resolve_layer_indices`]).
 pub fn apply_groups<M: Module>(module: M, rules: &[GroupRule]) -> Result<M> {
     let paths = param_paths(&module);
     for rule in rules {
         rule.validate()?;
+        if rule.path.starts_with('@') {
+            return Err(Error::Invalid(format!(
+                "parameter group `{}`: resolve layer indices against the model first (kiln_optim::resolve_layer_indices)",
+                rule.path
+            )));
+        }
         if !paths.iter().any(|p| rule.selects(p)) {
             let mut layers: Vec<&str> = paths
                 .iter()
@@ -202,8 +324,35 @@ mod tests {
         assert!(group.matches(&id, Some("model.layers.1.bias")));
         assert!(!group.matches(&id, Some("model.layers.10.bias")));
         assert!(GroupRule::parse("model.head=frozen").unwrap().frozen);
-        for bad in ["model", "=0.1", "x=-1", "x=fast"] {
+        for bad in [
+            "model",
+            "=0.1",
+            "x=-1",
+            "x=fast",
+            "@=frozen",
+            "@a..2=frozen",
+            "@1..x=0.1",
+        ] {
             assert!(GroupRule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn layer_indices_resolve_to_the_models_layers_in_order() {
+        let layers: Vec<String> = ["l.0", "l.1", "l.2", "head"].map(String::from).to_vec();
+        let pick = |spec: &str| -> std::result::Result<Vec<String>, String> {
+            let range = LayerRange::parse(spec)?.indices(layers.len())?;
+            Ok(layers[range].to_vec())
+        };
+        assert_eq!(pick("..3").unwrap(), ["l.0", "l.1", "l.2"]);
+        assert_eq!(pick("..-1").unwrap(), ["l.0", "l.1", "l.2"]);
+        assert_eq!(pick("1").unwrap(), ["l.1"]);
+        assert_eq!(pick("-1").unwrap(), ["head"]);
+        assert_eq!(pick("2..").unwrap(), ["l.2", "head"]);
+        assert_eq!(pick("1..3").unwrap(), ["l.1", "l.2"]);
+        for out_of_range in ["4", "-5", "3..2", "..5", "..-4"] {
+            let err = pick(out_of_range).unwrap_err();
+            assert!(err.contains("4"), "{out_of_range}: {err}");
         }
     }
 }

@@ -56,7 +56,10 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
 use serde::{Deserialize, Serialize};
 
-pub use groups::{GroupRule, apply_groups, module_scheduler, param_paths, path_under};
+pub use groups::{
+    GroupRule, apply_groups, layers, module_scheduler, param_paths, path_under,
+    resolve_layer_indices,
+};
 pub use schedule::{EpochScheduler, Plateau, PlateauTracker, Schedule};
 
 /// Errors raised by kiln-optim.

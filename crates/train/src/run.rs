@@ -205,7 +205,9 @@ fn run(
         groups.extend(crate::finetune::backbone_rules(&model, "model", spec));
     }
     let params = model.num_params();
-    let task = kiln_optim::apply_groups(ClassificationTask { model }, &groups)?;
+    let task = ClassificationTask { model };
+    let groups = kiln_optim::resolve_layer_indices(&task, &groups)?;
+    let task = kiln_optim::apply_groups(task, &groups)?;
     let optimizer = config.optim.init()?;
     let steps_per_epoch = data.train.len().div_ceil(config.batch_size);
     let plateau = config

@@ -91,6 +91,48 @@ fn gradual_unfreezing_probes_then_trains_everything() {
 }
 
 #[test]
+fn layers_freeze_by_index_keras_style() {
+    let pretrained = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.epochs = 1;
+    train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
+    let device = config.device.device();
+    let (_, _, original) = load_run(pretrained.path(), &device).unwrap();
+    let layers = kiln_optim::layers(&original);
+    assert_eq!(layers.len(), mlp_weights(&original).len(), "{layers:?}");
+
+    // Every layer but the last frozen (`@..-1`), the last one at full rate, the pretrained
+    // head kept (same dataset).
+    let out = tempfile::tempdir().unwrap();
+    let mut ft = TrainConfig::finetune_from(
+        pretrained.path(),
+        "digits",
+        FineTune {
+            new_head: false,
+            ..FineTune::full(pretrained.path(), 1.0)
+        },
+    )
+    .unwrap();
+    ft.epochs = 1;
+    ft.optim.groups = vec![kiln_optim::GroupRule::parse("@..-1=frozen").unwrap()];
+    train(&ft, out.path(), &TrainOptions::quiet()).unwrap();
+    let (_, _, tuned) = load_run(out.path(), &device).unwrap();
+    let (before, after) = (mlp_weights(&original), mlp_weights(&tuned));
+    let n = before.len();
+    assert!(before[..n - 1] == after[..n - 1], "layers 0..-1 are frozen");
+    assert!(before[n - 1] != after[n - 1], "the last layer trains");
+
+    // An index beyond the model names the rule and the layer count.
+    ft.optim.groups = vec![kiln_optim::GroupRule::parse("@7=frozen").unwrap()];
+    let err = train(&ft, out.path(), &TrainOptions::quiet()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("@7") && msg.contains(&format!("{n} layers")),
+        "{msg}"
+    );
+}
+
+#[test]
 fn weights_of_another_architecture_are_named() {
     let pretrained = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();

@@ -189,10 +189,13 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Fine-tune the model of a run folder on another image dataset: a new head, the backbone
+    /// Fine-tune the model of a run folder on another image dataset, or a pretrained sentence
+    /// encoder (e.g. models/all-MiniLM-L6-v2) on a text dataset: a new head, the backbone
     /// frozen (linear probing) or trained at its own rate; writes a normal run folder.
     Finetune {
-        /// Run folder of the pretrained model (written by `kiln train`).
+        /// Run folder of the pretrained model (written by `kiln train`), or a
+        /// sentence-transformers folder (config.json, model.safetensors, tokenizer.json;
+        /// relative to the data directory unless it exists as given).
         #[arg(long)]
         from: PathBuf,
         /// Dataset to fine-tune on.
@@ -561,6 +564,88 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let freeze_backbone = freeze.iter().any(|f| f == "backbone");
+            let text_dir = if from.join("tokenizer.json").is_file() {
+                Some(from.clone())
+            } else {
+                let under_data = kiln_data::data_dir::resolve(data_dir.clone()).join(&from);
+                (!from.is_dir() && under_data.join("tokenizer.json").is_file())
+                    .then_some(under_data)
+            };
+            if let Some(dir) = text_dir {
+                anyhow::ensure!(
+                    freeze.iter().all(|f| f == "backbone")
+                        && unfreeze_after.is_none()
+                        && train_per_class.is_none()
+                        && augment.is_none()
+                        && !keep_head,
+                    "a pretrained text encoder takes --freeze backbone, --backbone-lr, --head, --epochs, --batch-size, --lr, --seed, --data-dir, --out and --quiet"
+                );
+                let mut cfg = kiln_train::text::TextTrainConfig::minilm_finetune();
+                cfg.dataset = dataset.clone();
+                cfg.name = format!(
+                    "{}-finetuned",
+                    dir.file_name()
+                        .map_or("encoder".into(), |n| n.to_string_lossy())
+                );
+                let lr_scale = match backbone_lr {
+                    Some(rate) => {
+                        anyhow::ensure!(
+                            !freeze_backbone,
+                            "--backbone-lr and --freeze backbone contradict each other"
+                        );
+                        rate / lr.unwrap_or(cfg.lr)
+                    }
+                    None => 1.0,
+                };
+                let mut spec =
+                    kiln_train::text::PretrainedText::full(std::path::absolute(&dir)?, lr_scale);
+                spec.freeze_encoder = freeze_backbone;
+                cfg.pretrained = Some(spec);
+                if let Some(e) = epochs {
+                    cfg.epochs = e;
+                }
+                if let Some(b) = batch_size {
+                    cfg.batch_size = b;
+                }
+                if let Some(l) = lr {
+                    cfg.lr = l;
+                }
+                if let Some(s) = seed {
+                    cfg.seed = s;
+                }
+                let options = TrainOptions {
+                    quiet,
+                    data_dir: data_dir.clone(),
+                    ..TrainOptions::default()
+                };
+                if let Some(spec) = head {
+                    let classes = spec
+                        .strip_prefix("classes=")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .with_context(|| format!("--head `{spec}`: expected classes=N"))?;
+                    let dir = kiln_data::data_dir::resolve(data_dir.clone());
+                    let found = kiln_train::text::load_text_dataset(&dataset, &dir)?
+                        .0
+                        .classes
+                        .len();
+                    anyhow::ensure!(
+                        classes == found,
+                        "--head classes={classes}, but dataset `{dataset}` has {found} classes"
+                    );
+                }
+                let out = out.unwrap_or_else(|| kiln_train::default_run_dir("finetune"));
+                let report = kiln_train::text::train_text_classifier(&cfg, &out, &options)
+                    .with_context(|| format!("fine-tuning {} on {dataset}", dir.display()))?;
+                let last = report.epochs.last().context("no epoch trained")?;
+                println!(
+                    "test accuracy {:.2}% on {} texts; trained in {:.1}s; run folder {}",
+                    100.0 * last.valid_accuracy,
+                    report.test_size,
+                    report.train_seconds,
+                    out.display()
+                );
+                return Ok(());
+            }
             let spec = kiln_train::FineTune {
                 from: from.clone(),
                 new_head: !keep_head,

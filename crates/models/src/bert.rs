@@ -403,3 +403,51 @@ mod tests {
         );
     }
 }
+
+/// A sequence classifier on a (pretrained) BERT encoder: mean of the hidden states over the
+/// non-padding tokens (the sentence-transformers pooling), dropout, then a linear head. Module
+/// paths: `encoder.*` (as [`BertEncoder`]), `head`.
+#[derive(Module, Debug)]
+pub struct BertClassifier {
+    /// The encoder.
+    pub encoder: BertEncoder,
+    /// Classification layer, `[hidden, classes]`.
+    pub head: burn::nn::Linear,
+    dropout: Dropout,
+}
+
+impl BertClassifier {
+    /// A new, randomly initialised head of `num_classes` on `encoder` (dropout `dropout` before
+    /// it).
+    pub fn new(encoder: BertEncoder, num_classes: usize, dropout: f64) -> Self {
+        let device = encoder.embeddings.layer_norm.gamma.device();
+        let hidden = encoder.embeddings.word_embeddings.weight.dims()[1];
+        Self {
+            head: burn::nn::LinearConfig::new(hidden, num_classes).init(&device),
+            encoder,
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    /// Classes the head predicts.
+    pub fn num_classes(&self) -> usize {
+        self.head.weight.dims()[1]
+    }
+
+    /// `[batch, classes]` logits for `input_ids` `[batch, seq]` (true in `mask_pad` at padding).
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        mask_pad: Option<Tensor<2, Bool>>,
+    ) -> Tensor<2> {
+        let [b, s] = input_ids.dims();
+        let device = input_ids.device();
+        let mask = mask_pad.unwrap_or_else(|| Tensor::<2, Int>::zeros([b, s], &device).bool());
+        let hidden = self.encoder.forward(input_ids, None, Some(mask.clone()));
+        let d = hidden.dims()[2];
+        let keep = mask.bool_not().float().reshape([b, s, 1]);
+        let summed = (hidden * keep.clone()).sum_dim(1).reshape([b, d]);
+        let pooled = summed / keep.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
+        self.head.forward(self.dropout.forward(pooled))
+    }
+}

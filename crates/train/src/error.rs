@@ -75,6 +75,9 @@ pub enum Error {
     /// An optimizer or schedule error.
     #[error(transparent)]
     Optim(#[from] kiln_optim::Error),
+    /// A pretrained-weights error (kiln-transfer).
+    #[error(transparent)]
+    Transfer(#[from] kiln_transfer::Error),
 }
 
 /// Result alias for kiln-train.

@@ -1,26 +1,50 @@
-//! Text classification: a [`TransformerClassifier`] on labelled texts tokenized with a Hugging
-//! Face `tokenizer.json`, trained with burn-train.
+//! Text classification: a [`TransformerClassifier`] trained from scratch, or a pretrained BERT
+//! sentence encoder (all-MiniLM-L6-v2) with a new head fine-tuned ([`PretrainedText`]), on
+//! labelled texts tokenized with a Hugging Face `tokenizer.json`, trained with burn-train.
 
 use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
-use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::tensor::{Bool, Int, Tensor};
 use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
 use kiln_data::text::{LabelledTexts, TextTokenizer, TokenBatch, TokenBatcher, TokenDataset};
 use kiln_models::ModelConfig;
+use kiln_models::bert::BertClassifier;
 use kiln_models::transformer::{TransformerClassifier, TransformerClassifierConfig};
+use kiln_optim::{EpochScheduler, GroupRule, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
 use crate::{EpochMetrics, Error, Result, TrainOptions};
 
+/// The text classifiers a run trains. Module paths: `Transformer.*`, `Bert.encoder.*`,
+/// `Bert.head`.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum TextModel {
+    /// The zoo's transformer classifier (from scratch).
+    Transformer(TransformerClassifier),
+    /// A pretrained BERT encoder with a new head.
+    Bert(BertClassifier),
+}
+
+impl TextModel {
+    /// `[batch, classes]` logits (true in `mask_pad` at padding).
+    pub fn forward(&self, ids: Tensor<2, Int>, mask_pad: Option<Tensor<2, Bool>>) -> Tensor<2> {
+        match self {
+            Self::Transformer(m) => m.forward(ids, mask_pad),
+            Self::Bert(m) => m.forward(ids, mask_pad),
+        }
+    }
+}
+
 /// A sequence classifier trained with cross-entropy.
 #[derive(Module, Debug)]
 pub struct TextClassificationTask {
     /// The model being trained.
-    pub model: TransformerClassifier,
+    pub model: TextModel,
 }
 
 impl TextClassificationTask {
@@ -62,8 +86,61 @@ pub struct TextTrainConfig {
     /// Use only the first N test texts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_test: Option<usize>,
-    /// The model.
+    /// Learning-rate schedule over the epochs.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Fine-tune a pretrained sentence encoder instead of training `model` from scratch (its
+    /// own `tokenizer.json` then replaces `tokenizer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PretrainedText>,
+    /// The model trained from scratch (unused with `pretrained`).
     pub model: TransformerClassifierConfig,
+}
+
+/// A pretrained BERT sentence encoder to fine-tune with a new classification head.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainedText {
+    /// A sentence-transformers folder (`config.json`, `model.safetensors`, `tokenizer.json`),
+    /// relative to the data dir unless absolute.
+    pub dir: PathBuf,
+    /// Train only the head (linear probing): the encoder gets no gradient.
+    #[serde(default)]
+    pub freeze_encoder: bool,
+    /// Learning-rate multiplier of the encoder when it trains (e.g. 0.1).
+    #[serde(default = "one")]
+    pub encoder_lr_scale: f64,
+    /// Dropout before the head.
+    #[serde(default = "head_dropout")]
+    pub dropout: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn head_dropout() -> f64 {
+    0.1
+}
+
+impl PretrainedText {
+    /// All of the encoder and a new head trained (the encoder at `encoder_lr_scale` × the rate).
+    pub fn full(dir: impl Into<PathBuf>, encoder_lr_scale: f64) -> Self {
+        Self {
+            dir: dir.into(),
+            freeze_encoder: false,
+            encoder_lr_scale,
+            dropout: head_dropout(),
+        }
+    }
+
+    /// A new head on the frozen encoder.
+    pub fn linear_probe(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            freeze_encoder: true,
+            ..Self::full(dir, 1.0)
+        }
+    }
 }
 
 impl TextTrainConfig {
@@ -87,9 +164,74 @@ impl TextTrainConfig {
             device: DeviceSpec::default(),
             max_train: None,
             max_test: None,
+            schedule: Schedule::Constant,
+            pretrained: None,
             model,
         })
     }
+
+    /// The recipe for fine-tuning all-MiniLM-L6-v2 (data dir `models/all-MiniLM-L6-v2`) on the
+    /// fine-food reviews: Adam at 1e-4 for the new head and 5e-5 for the encoder, batch 16,
+    /// 128 tokens, 2 epochs, cosine decay (the second epoch at half the rate).
+    pub fn minilm_finetune() -> Self {
+        let mut config = Self::for_preset("transformer-classifier").expect("a zoo preset");
+        config.name = "all-minilm-l6-v2-finetuned".into();
+        config.tokenizer = PathBuf::from("models/all-MiniLM-L6-v2/tokenizer.json");
+        config.max_len = 128;
+        config.epochs = 2;
+        config.batch_size = 16;
+        config.lr = 1e-4;
+        config.schedule = Schedule::Cosine { min_lr: 0.0 };
+        config.pretrained = Some(PretrainedText::full("models/all-MiniLM-L6-v2", 0.5));
+        config
+    }
+}
+
+/// The train and test texts of a named text dataset (`fine-foods-reviews`).
+pub fn load_text_dataset(name: &str, data_dir: &Path) -> Result<(LabelledTexts, LabelledTexts)> {
+    match name {
+        "fine-foods-reviews" => Ok(LabelledTexts::fine_food_reviews(data_dir)?),
+        other => Err(Error::InvalidSetting(format!(
+            "unknown text dataset `{other}`; available: fine-foods-reviews"
+        ))),
+    }
+}
+
+/// The pretrained encoder of `spec` with a new head of `classes`, its tokenizer, and the
+/// parameter groups (frozen or slower encoder).
+fn pretrained_model(
+    spec: &PretrainedText,
+    config: &TextTrainConfig,
+    data_dir: &Path,
+    classes: usize,
+    device: &burn::tensor::Device,
+) -> Result<(TextModel, TextTokenizer, Vec<GroupRule>)> {
+    let dir = data_dir.join(&spec.dir);
+    let (embedder, _) = kiln_transfer::SentenceEmbedder::from_dir(&dir, device)?;
+    if config.max_len > embedder.encoder().max_len() {
+        return Err(Error::InvalidSetting(format!(
+            "max_len {} exceeds the pretrained encoder's {} positions",
+            config.max_len,
+            embedder.encoder().max_len()
+        )));
+    }
+    if !(0.0..1.0).contains(&spec.dropout) || !(spec.encoder_lr_scale >= 0.0) {
+        return Err(Error::InvalidSetting(format!(
+            "pretrained head dropout must be in [0, 1) and the encoder rate multiplier ≥ 0, found {} and {}",
+            spec.dropout, spec.encoder_lr_scale
+        )));
+    }
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let model = BertClassifier::new(embedder.encoder().clone(), classes, spec.dropout);
+    let encoder = "model.Bert.encoder";
+    let groups = if spec.freeze_encoder {
+        vec![GroupRule::frozen(encoder)]
+    } else if spec.encoder_lr_scale != 1.0 {
+        vec![GroupRule::scaled(encoder, spec.encoder_lr_scale)]
+    } else {
+        Vec::new()
+    };
+    Ok((TextModel::Bert(model), tokenizer, groups))
 }
 
 /// What a finished text-classification run reports.
@@ -116,10 +258,11 @@ pub fn train_text_classifier(
 ) -> Result<TextReport> {
     config.model.validate()?;
     crate::config::check_schedule(config.epochs, config.batch_size, config.lr)?;
+    config.schedule.validate()?;
     if config.max_len == 0 {
         return Err(Error::InvalidSetting("max_len must be at least 1".into()));
     }
-    if config.max_len > config.model.encoder.max_len {
+    if config.pretrained.is_none() && config.max_len > config.model.encoder.max_len {
         return Err(Error::InvalidSetting(format!(
             "max_len {} exceeds the model's {}",
             config.max_len, config.model.encoder.max_len
@@ -130,29 +273,29 @@ pub fn train_text_classifier(
     let device = config.device.autodiff_device();
     seed.apply(&device);
 
-    let data_dir = kiln_data::data_dir::resolve(None);
-    let (mut train, mut test) = match config.dataset.as_str() {
-        "fine-foods-reviews" => LabelledTexts::fine_food_reviews(&data_dir)?,
-        other => {
-            return Err(Error::InvalidSetting(format!(
-                "unknown text dataset `{other}`; available: fine-foods-reviews"
-            )));
-        }
-    };
+    let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
+    let (mut train, mut test) = load_text_dataset(&config.dataset, &data_dir)?;
     for (set, limit) in [(&mut train, config.max_train), (&mut test, config.max_test)] {
         if let Some(n) = limit {
             set.texts.truncate(n);
             set.labels.truncate(n);
         }
     }
-    if train.classes.len() != config.model.num_classes {
-        return Err(Error::InvalidSetting(format!(
-            "the model predicts {} classes but the data has {:?}",
-            config.model.num_classes, train.classes
-        )));
-    }
-    let tokenizer = TextTokenizer::from_file(&data_dir.join(&config.tokenizer))?;
-    if tokenizer.vocab_size() > config.model.encoder.vocab_size {
+    let (model, tokenizer, groups) = match &config.pretrained {
+        Some(spec) => pretrained_model(spec, config, &data_dir, train.classes.len(), &device)?,
+        None => {
+            if train.classes.len() != config.model.num_classes {
+                return Err(Error::InvalidSetting(format!(
+                    "the model predicts {} classes but the data has {:?}",
+                    config.model.num_classes, train.classes
+                )));
+            }
+            let tokenizer = TextTokenizer::from_file(&data_dir.join(&config.tokenizer))?;
+            let model = TextModel::Transformer(config.model.init(&device)?);
+            (model, tokenizer, Vec::new())
+        }
+    };
+    if config.pretrained.is_none() && tokenizer.vocab_size() > config.model.encoder.vocab_size {
         return Err(Error::InvalidSetting(format!(
             "the tokenizer has {} tokens but the model's vocab_size is {}",
             tokenizer.vocab_size(),
@@ -172,13 +315,18 @@ pub fn train_text_classifier(
         .set_device(device.clone())
         .build(TokenDataset::new(&test, &tokenizer, config.max_len)?);
 
-    let task = TextClassificationTask {
-        model: config.model.init(&device)?,
-    };
+    let steps_per_epoch = train.texts.len().div_ceil(config.batch_size);
+    let task = kiln_optim::apply_groups(TextClassificationTask { model }, &groups)?;
+    let scheduler = EpochScheduler::new(
+        config.schedule.clone(),
+        config.lr,
+        config.epochs,
+        steps_per_epoch,
+    );
     let learner = Learner::new(
         task,
         kiln_optim::OptimConfig::default().init()?,
-        ConstantLr::new(config.lr),
+        kiln_optim::module_scheduler(scheduler, config.lr, &groups),
     );
     let fitted = crate::fit::fit(
         learner,

@@ -206,6 +206,71 @@ fn transformer_classifier_learns_on_reviews() {
 }
 
 #[test]
+fn minilm_fine_tunes_with_a_new_head_frozen_or_not() {
+    use kiln_train::text::{PretrainedText, TextModel, TextTrainConfig, train_text_classifier};
+    use kiln_transfer::SentenceEmbedder;
+    let data = std::path::PathBuf::from(std::env::var_os("KILN_DATA_DIR").unwrap());
+    let minilm = data.join("models/all-MiniLM-L6-v2");
+    let device = burn::tensor::Device::flex();
+    let (original, _) = SentenceEmbedder::from_dir(&minilm, &device).unwrap();
+    let weight = |m: &kiln_models::bert::BertEncoder| {
+        m.encoder.layers[5]
+            .pwff
+            .linear_outer
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let before = weight(original.encoder());
+    let trained = |freeze: bool| {
+        let mut config = TextTrainConfig::minilm_finetune();
+        config.max_len = 24;
+        config.epochs = 1;
+        config.max_train = Some(32);
+        config.max_test = Some(16);
+        config.lr = 1e-3;
+        config.pretrained = Some(if freeze {
+            PretrainedText::linear_probe("models/all-MiniLM-L6-v2")
+        } else {
+            PretrainedText::full("models/all-MiniLM-L6-v2", 0.1)
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let report = train_text_classifier(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+        assert_eq!((report.train_size, report.test_size), (32, 16));
+        // The run's weights load back into the same architecture.
+        let model = TextModel::Bert(kiln_models::bert::BertClassifier::new(
+            original.encoder().clone(),
+            2,
+            0.1,
+        ));
+        let model =
+            burn::module::Module::try_load_file(model, dir.path().join("model.bpk")).unwrap();
+        let TextModel::Bert(model) = model else {
+            unreachable!()
+        };
+        (weight(&model.encoder), report)
+    };
+    let (frozen, probe) = trained(true);
+    assert!(frozen == before, "a frozen encoder must not change");
+    assert!(probe.epochs[0].train_loss.is_finite());
+    let (tuned, _) = trained(false);
+    assert!(tuned != before, "full fine-tuning trains the encoder");
+
+    // A folder without weights is named.
+    let mut config = TextTrainConfig::minilm_finetune();
+    config.pretrained = Some(PretrainedText::full("models/no-such-encoder", 1.0));
+    let err = train_text_classifier(
+        &config,
+        tempfile::tempdir().unwrap().path(),
+        &TrainOptions::quiet(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no-such-encoder"), "{err}");
+}
+
+#[test]
 fn minilm_tokenizer_gives_the_reference_ids() {
     let dir = std::path::PathBuf::from(std::env::var_os("KILN_DATA_DIR").unwrap())
         .join("models/all-MiniLM-L6-v2");

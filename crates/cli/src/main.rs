@@ -651,6 +651,7 @@ fn run(cli: Cli) -> Result<()> {
                 new_head: !keep_head,
                 freeze_backbone,
                 backbone_lr_scale: 1.0,
+                keep_pruned: false,
             };
             let mut cfg = kiln_train::TrainConfig::finetune_from(&from, &dataset, spec)?;
             for path in freeze.iter().filter(|f| *f != "backbone") {

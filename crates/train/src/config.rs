@@ -89,6 +89,10 @@ pub struct FineTune {
     /// 0.1 for a backbone rate ten times below the head's).
     #[serde(default = "one")]
     pub backbone_lr_scale: f64,
+    /// The pretrained model is pruned: its zero weights get no gradient and stay zero
+    /// (fine-tuning after pruning).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_pruned: bool,
 }
 
 fn one() -> f64 {
@@ -103,6 +107,7 @@ impl FineTune {
             new_head: true,
             freeze_backbone: true,
             backbone_lr_scale: 1.0,
+            keep_pruned: false,
         }
     }
 
@@ -114,6 +119,7 @@ impl FineTune {
             new_head: true,
             freeze_backbone: false,
             backbone_lr_scale,
+            keep_pruned: false,
         }
     }
 }

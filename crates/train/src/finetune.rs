@@ -161,6 +161,7 @@ pub fn train_gradual(
         new_head: false,
         freeze_backbone: false,
         backbone_lr_scale: spec.backbone_lr_scale,
+        keep_pruned: spec.keep_pruned,
     });
     let second = crate::train(&rest, run_dir, options)?;
     Ok((first, second))

@@ -205,7 +205,8 @@ fn run(
         groups.extend(crate::finetune::backbone_rules(&model, "model", spec));
     }
     let params = model.num_params();
-    let task = ClassificationTask { model };
+    let keep_pruned = config.finetune.as_ref().is_some_and(|f| f.keep_pruned);
+    let task = ClassificationTask { model, keep_pruned };
     let groups = kiln_optim::resolve_layer_indices(&task, &groups)?;
     let task = kiln_optim::apply_groups(task, &groups)?;
     let optimizer = config.optim.init()?;

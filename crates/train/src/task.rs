@@ -10,6 +10,10 @@ use kiln_models::{Classifier, ImageModel};
 pub struct ClassificationTask {
     /// The model being trained.
     pub model: ImageModel,
+    /// Pruned weights (exact zeros of weight tensors) get no gradient and stay zero (see
+    /// `kiln_optim::mask_pruned_gradients`).
+    #[module(skip)]
+    pub keep_pruned: bool,
 }
 
 impl ClassificationTask {
@@ -94,4 +98,36 @@ macro_rules! supervised_steps {
 }
 pub(crate) use supervised_steps;
 
-supervised_steps!(ClassificationTask, ImageBatch, forward_classification);
+impl burn::train::TrainStep for ClassificationTask {
+    type Input = ImageBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ImageBatch) -> burn::train::TrainOutput<ClassificationOutput> {
+        let output = self.forward_classification(batch);
+        let grads = output.loss.clone().mean().backward();
+        let mut out = burn::train::TrainOutput::new(self, grads, output);
+        if self.keep_pruned {
+            kiln_optim::mask_pruned_gradients(self, &mut out.grads);
+        }
+        out
+    }
+}
+
+impl burn::train::InferenceStep for ClassificationTask {
+    type Input = ImageBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ImageBatch) -> ClassificationOutput {
+        self.forward_classification(batch)
+    }
+}
+
+impl crate::fit::TaskMetrics for ClassificationTask {
+    fn register(
+        training: burn::train::SupervisedTraining<Self>,
+    ) -> burn::train::SupervisedTraining<Self> {
+        training
+            .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
+            .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
+    }
+}

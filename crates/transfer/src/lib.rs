@@ -8,15 +8,21 @@
 //!   loading is allowed).
 //! - [`embed`]: sentence embeddings from a sentence-transformers BERT folder
 //!   (all-MiniLM-L6-v2 reproduces its reference embedding to 1e-4).
+//! - [`onnx`]: models imported from ONNX with burn-onnx (PaddleOCR's text-orientation
+//!   classifier reproduces onnxruntime's output).
 //! - [`vision`]: EfficientNet-Lite0 from its ImageNet checkpoint, with TensorFlow-Lite
 //!   preprocessing and top-k classes.
 //!
 //! kiln-transfer knows the zoo (kiln-models) and tokenizers (kiln-data); it knows nothing about
 //! training loops or the CLI.
 
+// The code burn-onnx generates (`onnx::ppocr_mobile_cls`) names `alloc::vec::Vec`.
+extern crate alloc;
+
 pub mod embed;
 mod error;
 pub mod import;
+pub mod onnx;
 pub mod vision;
 
 pub use embed::{SentenceEmbedder, bert_key_map};

@@ -9,6 +9,7 @@
 //! - [`train`] (`kiln-train`): training and evaluation, run folders, fine-tuning.
 //! - [`transfer`] (`kiln-transfer`): pretrained weights, sentence embeddings, ImageNet models.
 
+pub use kiln_compress as compress;
 pub use kiln_core as core;
 pub use kiln_core::burn;
 pub use kiln_data as data;

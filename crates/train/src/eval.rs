@@ -191,6 +191,30 @@ fn check_run_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes a run folder holding `model` (a model derived from a run: pruned, quantized,
+/// distilled...) with the `config` and `normalizer` it runs under, so that [`load_run`],
+/// [`evaluate_run`] and `kiln eval` / `predict` take it like a trained run. The weights are
+/// written last, to a temporary file renamed into place.
+pub fn save_run(
+    dir: &Path,
+    config: &TrainConfig,
+    normalizer: &Normalizer,
+    model: &ImageModel,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let files = RunFiles::new(dir);
+    config.save(&files.config)?;
+    crate::run::write_json(&files.normalizer, normalizer)?;
+    for stale in [&files.report, &files.metrics] {
+        if stale.exists() {
+            std::fs::remove_file(stale).map_err(io(stale))?;
+        }
+    }
+    let partial = dir.join("model.partial.bpk");
+    crate::fit::save_module(model.clone(), &partial)?;
+    std::fs::rename(&partial, &files.model).map_err(io(&files.model))
+}
+
 /// Loads a run folder's config, normaliser and trained model onto `device`.
 pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer, ImageModel)> {
     check_run_dir(dir)?;

@@ -55,7 +55,7 @@ pub use config::{EarlyStopping, FineTune, Monitor, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{
     ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_run,
-    predict_images, run_input_shape,
+    predict_images, run_input_shape, save_run,
 };
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};

@@ -1,0 +1,22 @@
+//! # kiln-compress
+//!
+//! Making trained models smaller: what neither burn nor candle has.
+//!
+//! - [`prune`]: unstructured magnitude pruning of Linear and convolution weights, per layer or
+//!   with one global threshold ([`prune_magnitude`]), and per-layer [`SparsityReport`]s.
+//! - [`run`]: pruning a trained run folder, one shot or iteratively with fine-tuning between
+//!   steps ([`prune_run`]); pruned weights stay zero through fine-tuning (their gradients are
+//!   masked, `kiln_train::FineTune::keep_pruned`) and in the saved weights.
+//!
+//! kiln-compress works on kiln-train's run folders and zoo models; it knows nothing about the
+//! CLI.
+
+mod error;
+pub mod prune;
+pub mod run;
+
+pub use error::{Error, Result};
+pub use prune::{
+    LayerSparsity, Scope, SparsityReport, gradual_sparsity, prune_magnitude, sparsity_report,
+};
+pub use run::{PruneConfig, PruneReport, PruneStep, prune_run};

@@ -325,6 +325,11 @@ enum Command {
 enum PruneMethod {
     /// Individual weights with the smallest magnitudes.
     Magnitude,
+    /// Whole conv channels and dense neurons with the smallest L1 norms, removed from the
+    /// layers (--sparsity is the fraction removed).
+    Structured,
+    /// As structured, scored by L2 norm.
+    StructuredL2,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -890,7 +895,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Prune {
             run_dir,
-            method: PruneMethod::Magnitude,
+            method,
             sparsity,
             global,
             iterations,
@@ -902,6 +907,11 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let config = kiln_compress::PruneConfig {
+                method: match method {
+                    PruneMethod::Magnitude => kiln_compress::Method::Magnitude,
+                    PruneMethod::Structured => kiln_compress::Method::Structured,
+                    PruneMethod::StructuredL2 => kiln_compress::Method::StructuredL2,
+                },
                 sparsity,
                 scope: if global {
                     kiln_compress::Scope::Global
@@ -939,6 +949,15 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             println!("{}", report.sparsity);
+            println!(
+                "parameters {} -> {}, model.bpk {} -> {} bytes, inference {:.0} -> {:.0} samples/s (batch 256)",
+                report.dense_params,
+                report.params,
+                report.dense_bytes,
+                report.bytes,
+                report.dense_samples_per_sec,
+                report.samples_per_sec
+            );
             println!(
                 "test accuracy {:.2}% (dense {:.2}%, error {:+.2} points); run folder {}",
                 100.0 * report.accuracy,

@@ -4,6 +4,8 @@
 //!
 //! - [`prune`]: unstructured magnitude pruning of Linear and convolution weights, per layer or
 //!   with one global threshold ([`prune_magnitude`]), and per-layer [`SparsityReport`]s.
+//! - [`structured`]: whole convolution channels and dense neurons removed by L1/L2 norm, the
+//!   layers physically shrunk ([`prune_structured`]).
 //! - [`run`]: pruning a trained run folder, one shot or iteratively with fine-tuning between
 //!   steps ([`prune_run`]); pruned weights stay zero through fine-tuning (their gradients are
 //!   masked, `kiln_train::FineTune::keep_pruned`) and in the saved weights.
@@ -14,9 +16,12 @@
 mod error;
 pub mod prune;
 pub mod run;
+pub mod speed;
+pub mod structured;
 
 pub use error::{Error, Result};
 pub use prune::{
     LayerSparsity, Scope, SparsityReport, gradual_sparsity, prune_magnitude, sparsity_report,
 };
-pub use run::{PruneConfig, PruneReport, PruneStep, prune_run};
+pub use run::{Method, PruneConfig, PruneReport, PruneStep, prune_run};
+pub use structured::{Norm, prune_structured};

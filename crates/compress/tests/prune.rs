@@ -63,6 +63,7 @@ fn iterative_pruning_keeps_pruned_weights_zero_and_the_accuracy() {
     let (dense, _) = trained_mlp();
     let out = tempfile::tempdir().unwrap();
     let config = PruneConfig {
+        method: kiln_compress::Method::Magnitude,
         sparsity: 0.8,
         scope: Scope::Global,
         iterations: 2,

@@ -1,0 +1,282 @@
+//! Structured pruning: whole convolution channels and dense neurons removed by the norm of
+//! their weights, the layers physically shrunk (a smaller config, smaller tensors), so the
+//! model gets smaller and faster, not just sparser.
+//!
+//! For a convolution block, a channel's score is the L1 or L2 norm of its filter
+//! (`weight[c, ..]`); removing it removes the filter, its bias and BatchNorm entries, and the
+//! matching input slice of the next convolution (or the `H·W` rows of the first dense layer
+//! that the flattening fed from it). For a hidden dense layer, a neuron's score is the norm of
+//! its weight column; removing it removes the column, the bias entry and the next layer's
+//! row. The output layer and the input are never pruned.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use kiln_models::{ImageModel, ModelConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::prune::replace_weights;
+use crate::{Error, Result};
+
+/// How a channel or neuron is scored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Norm {
+    /// Sum of absolute weights (Li et al. 2017, "Pruning filters for efficient ConvNets").
+    #[default]
+    L1,
+    /// Euclidean norm.
+    L2,
+}
+
+#[derive(Default)]
+struct AllFloats {
+    stack: Vec<String>,
+    values: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    error: Option<String>,
+}
+
+impl ModuleVisitor for AllFloats {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self.stack.join(".");
+        let t = param.val();
+        let shape = t.dims().to_vec();
+        match t.into_data().convert::<f32>().try_to_vec::<f32>() {
+            Ok(v) => {
+                self.values.insert(path, (shape, v));
+            }
+            Err(e) => {
+                self.error.get_or_insert(format!("{path}: {e:?}"));
+            }
+        }
+    }
+}
+
+/// A tensor as a shape and row-major values.
+type Dense = (Vec<usize>, Vec<f32>);
+
+/// Keeps the indices `keep` of dimension `dim`.
+fn select(t: &Dense, dim: usize, keep: &[usize]) -> Dense {
+    let (shape, v) = t;
+    let outer: usize = shape[..dim].iter().product();
+    let inner: usize = shape[dim + 1..].iter().product();
+    let n = shape[dim];
+    let mut out = Vec::with_capacity(outer * keep.len() * inner);
+    for o in 0..outer {
+        for &k in keep {
+            let start = (o * n + k) * inner;
+            out.extend_from_slice(&v[start..start + inner]);
+        }
+    }
+    let mut new_shape = shape.clone();
+    new_shape[dim] = keep.len();
+    (new_shape, out)
+}
+
+/// Norm of each index of dimension `dim`.
+fn scores(t: &Dense, dim: usize, norm: Norm) -> Vec<f64> {
+    let (shape, v) = t;
+    let inner: usize = shape[dim + 1..].iter().product();
+    let n = shape[dim];
+    let mut s = vec![0f64; n];
+    for (i, x) in v.iter().enumerate() {
+        let k = (i / inner) % n;
+        let x = *x as f64;
+        s[k] += match norm {
+            Norm::L1 => x.abs(),
+            Norm::L2 => x * x,
+        };
+    }
+    if norm == Norm::L2 {
+        s.iter_mut().for_each(|x| *x = x.sqrt());
+    }
+    s
+}
+
+/// The `keep` highest-scoring indices, in increasing order.
+fn top(scores: &[f64], keep: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let mut kept = order[..keep].to_vec();
+    kept.sort_unstable();
+    kept
+}
+
+fn kept_count(n: usize, fraction: f64) -> usize {
+    ((n as f64 * (1.0 - fraction)).round() as usize).clamp(1, n)
+}
+
+struct Tensors {
+    values: BTreeMap<String, Dense>,
+}
+
+impl Tensors {
+    fn get(&self, path: &str) -> Result<&Dense> {
+        self.values
+            .get(path)
+            .ok_or_else(|| Error::Invalid(format!("the model has no parameter `{path}`")))
+    }
+
+    fn select(&mut self, path: &str, dim: usize, keep: &[usize]) -> Result<()> {
+        let t = select(self.get(path)?, dim, keep);
+        self.values.insert(path.to_string(), t);
+        Ok(())
+    }
+
+    /// Selects in every existing path of `paths` (optional bias / norm entries).
+    fn select_optional(&mut self, paths: &[String], keep: &[usize]) -> Result<()> {
+        for p in paths {
+            if self.values.contains_key(p) {
+                self.select(p, 0, keep)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes the fraction `fraction` (in [0, 1)) of the channels of every convolution block and
+/// of the neurons of every hidden dense layer of an MLP or CNN, by `norm`, returning the
+/// smaller model and its config. Other architectures are an error naming them.
+pub fn prune_structured(
+    model: ImageModel,
+    config: &ModelConfig,
+    fraction: f64,
+    norm: Norm,
+    device: &Device,
+) -> Result<(ImageModel, ModelConfig)> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(Error::Invalid(format!(
+            "the fraction of channels to remove must be in [0, 1), found {fraction}"
+        )));
+    }
+    let mut collector = AllFloats::default();
+    model.visit(&mut collector);
+    if let Some(e) = collector.error {
+        return Err(Error::Read {
+            path: e,
+            reason: "unreadable tensor".into(),
+        });
+    }
+    let mut t = Tensors {
+        values: collector.values,
+    };
+    let mut config = config.clone();
+    match &mut config {
+        ModelConfig::Mlp(c) => {
+            let dense: Vec<String> = (0..c.hidden_sizes.len())
+                .map(|i| format!("Mlp.hidden.{i}"))
+                .chain(["Mlp.output".to_string()])
+                .collect();
+            for i in 0..c.hidden_sizes.len() {
+                let w = format!("{}.weight", dense[i]);
+                let keep = top(
+                    &scores(t.get(&w)?, 1, norm),
+                    kept_count(c.hidden_sizes[i], fraction),
+                );
+                t.select(&w, 1, &keep)?;
+                t.select_optional(&[format!("{}.bias", dense[i])], &keep)?;
+                t.select(&format!("{}.weight", dense[i + 1]), 0, &keep)?;
+                c.hidden_sizes[i] = keep.len();
+            }
+        }
+        ModelConfig::Cnn(c) => {
+            let shapes = c.block_shapes()?;
+            let dense: Vec<String> = (0..c.hidden.len())
+                .map(|i| format!("Cnn.hidden.{i}"))
+                .chain(["Cnn.output".to_string()])
+                .collect();
+            for i in 0..c.blocks.len() {
+                let block = format!("Cnn.blocks.{i}");
+                let w = format!("{block}.conv.weight");
+                let keep = top(
+                    &scores(t.get(&w)?, 0, norm),
+                    kept_count(c.blocks[i].channels, fraction),
+                );
+                t.select(&w, 0, &keep)?;
+                let per_channel: Vec<String> = ["conv.bias", "norm.gamma", "norm.beta"]
+                    .iter()
+                    .chain(&["norm.running_mean", "norm.running_var"])
+                    .map(|p| format!("{block}.{p}"))
+                    .collect();
+                t.select_optional(&per_channel, &keep)?;
+                if i + 1 < c.blocks.len() {
+                    t.select(&format!("Cnn.blocks.{}.conv.weight", i + 1), 1, &keep)?;
+                } else {
+                    // The flattening is channel-major: channel k feeds rows k·H·W .. (k+1)·H·W.
+                    let [_, h, w] = shapes[i];
+                    let rows: Vec<usize> = keep
+                        .iter()
+                        .flat_map(|&k| k * h * w..(k + 1) * h * w)
+                        .collect();
+                    t.select(&format!("{}.weight", dense[0]), 0, &rows)?;
+                }
+                c.blocks[i].channels = keep.len();
+            }
+            for i in 0..c.hidden.len() {
+                let w = format!("{}.weight", dense[i]);
+                let keep = top(
+                    &scores(t.get(&w)?, 1, norm),
+                    kept_count(c.hidden[i], fraction),
+                );
+                t.select(&w, 1, &keep)?;
+                t.select_optional(&[format!("{}.bias", dense[i])], &keep)?;
+                t.select(&format!("{}.weight", dense[i + 1]), 0, &keep)?;
+                c.hidden[i] = keep.len();
+            }
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "structured pruning supports MLP and CNN models, not `{}`",
+                other.kind()
+            )));
+        }
+    }
+    let smaller = config.init_image(device)?;
+    let mut expected = AllFloats::default();
+    smaller.visit(&mut expected);
+    for (path, (shape, _)) in &expected.values {
+        match t.values.get(path) {
+            Some((s, _)) if s == shape => {}
+            found => {
+                return Err(Error::Invalid(format!(
+                    "structured pruning produced {:?} for `{path}`, the smaller model expects {shape:?}",
+                    found.map(|f| &f.0)
+                )));
+            }
+        }
+    }
+    let values = t.values.into_iter().map(|(k, (_, v))| (k, v)).collect();
+    Ok((replace_weights(smaller, values), config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_and_scores_follow_the_dimension() {
+        // 2 x 3, row-major.
+        let t = (vec![2, 3], vec![1.0, -2.0, 3.0, -4.0, 5.0, -6.0]);
+        assert_eq!(
+            select(&t, 1, &[0, 2]),
+            (vec![2, 2], vec![1.0, 3.0, -4.0, -6.0])
+        );
+        assert_eq!(select(&t, 0, &[1]), (vec![1, 3], vec![-4.0, 5.0, -6.0]));
+        assert_eq!(scores(&t, 1, Norm::L1), vec![5.0, 7.0, 9.0]);
+        assert_eq!(scores(&t, 0, Norm::L1), vec![6.0, 15.0]);
+        let l2 = scores(&t, 0, Norm::L2);
+        assert!((l2[0] - 14f64.sqrt()).abs() < 1e-12);
+        assert_eq!(top(&[0.5, 3.0, 1.0, 2.0], 2), vec![1, 3]);
+        assert_eq!(kept_count(10, 0.75), 3);
+        assert_eq!(kept_count(2, 0.9), 1);
+    }
+}

@@ -244,7 +244,9 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer,
 
 /// The dataset of a run, with the run's per-class limits applied, read from `data_dir` (else
 /// `KILN_DATA_DIR`, else the user cache).
-pub(crate) fn load_data(
+/// The train and test images of a run's dataset, as its config selects them (subset per class
+/// included).
+pub fn load_data(
     config: &TrainConfig,
     data_dir: Option<&Path>,
 ) -> Result<kiln_data::SplitImageSet> {

@@ -54,8 +54,8 @@ pub mod text;
 pub use config::{EarlyStopping, FineTune, Monitor, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{
-    ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_run,
-    predict_images, run_input_shape, save_run,
+    ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_data,
+    load_run, predict_images, run_input_shape, save_run,
 };
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};

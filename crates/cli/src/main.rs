@@ -1,7 +1,7 @@
 //! `kiln`: the command-line front end. It parses arguments and calls the library crates; all
 //! logic lives in kiln-core, kiln-models, kiln-data and kiln-train.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -334,6 +334,49 @@ enum Command {
         /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Train a student by knowledge distillation from a trained teacher run: the student
+    /// learns from the teacher's temperature-softened outputs and the labels.
+    Distill {
+        /// Teacher run folder (written by `kiln train`).
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Student: a preset name or a model config file (TOML or JSON).
+        #[arg(long)]
+        student: String,
+        /// Softmax temperature T.
+        #[arg(long, default_value_t = 4.0)]
+        temperature: f64,
+        /// Weight of the distillation term (1 - alpha weighs the label loss).
+        #[arg(long, default_value_t = 0.9)]
+        alpha: f64,
+        /// Dataset (default: the teacher's).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Mini-batch size.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Learning rate.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Augmentation of training images.
+        #[arg(long)]
+        augment: Option<String>,
+        /// Master seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run folder (default: runs/distill-<unix time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print nothing but the final result.
+        #[arg(long)]
+        quiet: bool,
     },
     Eval {
         /// Run folder written by `kiln train`.
@@ -991,6 +1034,75 @@ fn run(cli: Cli) -> Result<()> {
                 report.error_increase_points(),
                 out.display()
             );
+        }
+        Command::Distill {
+            teacher,
+            student,
+            temperature,
+            alpha,
+            dataset,
+            epochs,
+            batch_size,
+            lr,
+            augment,
+            seed,
+            data_dir,
+            out,
+            quiet,
+        } => {
+            let teacher_cfg = TrainConfig::load(&teacher.join("config.toml"))
+                .with_context(|| format!("teacher {}", teacher.display()))?;
+            let (name, model) = if Path::new(&student).is_file() {
+                (
+                    Path::new(&student)
+                        .file_stem()
+                        .map_or("student".into(), |s| s.to_string_lossy().into_owned()),
+                    ModelConfig::from_file(Path::new(&student))?,
+                )
+            } else {
+                let preset = TrainConfig::for_preset(&student)?;
+                (preset.name, preset.model)
+            };
+            let custom = Path::new(&student).is_file();
+            let mut cfg = TrainConfig {
+                name: format!("{name}-distilled"),
+                model,
+                adapt_model: !custom,
+                distill: Some(kiln_train::Distill {
+                    teacher: teacher.clone(),
+                    temperature,
+                    alpha,
+                }),
+                finetune: None,
+                early_stopping: None,
+                plateau: None,
+                augment,
+                ..teacher_cfg
+            };
+            if let Some(d) = dataset {
+                cfg.dataset = d;
+            }
+            if let Some(e) = epochs {
+                cfg.epochs = e;
+            }
+            if let Some(b) = batch_size {
+                cfg.batch_size = b;
+            }
+            if let Some(l) = lr {
+                cfg.lr = l;
+            }
+            if let Some(s) = seed {
+                cfg.seed = s;
+            }
+            let options = TrainOptions {
+                quiet,
+                data_dir,
+                ..TrainOptions::default()
+            };
+            let out = out.unwrap_or_else(|| kiln_train::default_run_dir("distill"));
+            let report = kiln_train::train(&cfg, &out, &options)
+                .with_context(|| format!("distilling {} into {student}", teacher.display()))?;
+            print_train_report(&report);
         }
         Command::Quantize {
             run_dir,

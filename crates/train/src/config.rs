@@ -66,8 +66,45 @@ pub struct TrainConfig {
     /// Fine-tuning: start from pretrained weights (see [`FineTune`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<FineTune>,
+    /// Knowledge distillation from a trained teacher run (see [`Distill`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<Distill>,
     /// The model.
     pub model: ModelConfig,
+}
+
+/// Logit distillation (Hinton et al. 2015): the student's loss on each image is
+/// `α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − α)·CE(student, label)`; the
+/// teacher is frozen and runs without autodiff (inference mode: no dropout, BatchNorm on its
+/// running statistics).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distill {
+    /// The teacher's run folder (same classes; its own input normalisation is applied).
+    pub teacher: std::path::PathBuf,
+    /// Softmax temperature T (> 0).
+    pub temperature: f64,
+    /// Weight α of the distillation term, in [0, 1] (1: teacher only).
+    pub alpha: f64,
+}
+
+impl Distill {
+    /// Checks T > 0 and α in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(Error::InvalidSetting(format!(
+                "the distillation temperature must be > 0, found {}",
+                self.temperature
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(Error::InvalidSetting(format!(
+                "the distillation weight alpha must be in [0, 1], found {}",
+                self.alpha
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How a run starts from pretrained weights.
@@ -184,6 +221,7 @@ impl TrainConfig {
             data: DataOptions::default(),
             adapt_model: false,
             finetune: None,
+            distill: None,
             model: preset.config,
         })
     }
@@ -214,6 +252,9 @@ impl TrainConfig {
         for rule in &self.optim.groups {
             rule.validate()?;
         }
+        if let Some(d) = &self.distill {
+            d.validate()?;
+        }
         if let Some(spec) = &self.augment {
             Augment::parse(spec)?;
         }
@@ -242,6 +283,7 @@ impl TrainConfig {
             }),
             early_stopping: None,
             plateau: None,
+            distill: None,
             augment: None,
             train_per_class: None,
             test_per_class: None,

@@ -51,7 +51,7 @@ mod run;
 mod task;
 pub mod text;
 
-pub use config::{EarlyStopping, FineTune, Monitor, TrainConfig};
+pub use config::{Distill, EarlyStopping, FineTune, Monitor, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{
     ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_data,
@@ -59,4 +59,6 @@ pub use eval::{
 };
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};
-pub use task::{ClassificationTask, per_sample_cross_entropy, soft_cross_entropy};
+pub use task::{
+    ClassificationTask, Teacher, distillation_loss, per_sample_cross_entropy, soft_cross_entropy,
+};

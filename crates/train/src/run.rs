@@ -176,7 +176,7 @@ fn run(
     // (`EpochShuffled`), augmentation, and the device generator reseeded at each epoch start,
     // so a resumed run continues exactly.
     let num_classes = data.train.num_classes();
-    let batcher = ImageBatcher::new(data.train.shape, normalizer);
+    let batcher = ImageBatcher::new(data.train.shape, normalizer.clone());
     let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
     let epochs = EpochCounter::starting_at(start_epoch);
     let augment = Augment::parse(config.augment.as_deref().unwrap_or(""))?;
@@ -206,7 +206,15 @@ fn run(
     }
     let params = model.num_params();
     let keep_pruned = config.finetune.as_ref().is_some_and(|f| f.keep_pruned);
-    let task = ClassificationTask { model, keep_pruned };
+    let teacher = match &config.distill {
+        Some(d) => Some(crate::task::load_teacher(d, &normalizer, &config.model)?),
+        None => None,
+    };
+    let task = ClassificationTask {
+        model,
+        keep_pruned,
+        teacher,
+    };
     let groups = kiln_optim::resolve_layer_indices(&task, &groups)?;
     let task = kiln_optim::apply_groups(task, &groups)?;
     let optimizer = config.optim.init()?;

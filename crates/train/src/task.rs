@@ -14,6 +14,58 @@ pub struct ClassificationTask {
     /// `kiln_optim::mask_pruned_gradients`).
     #[module(skip)]
     pub keep_pruned: bool,
+    /// A frozen teacher whose softened outputs the model learns from (knowledge
+    /// distillation); training steps only.
+    #[module(skip)]
+    pub teacher: Option<Teacher>,
+}
+
+/// A frozen teacher for logit distillation.
+#[derive(Clone, Debug)]
+pub struct Teacher {
+    /// The teacher, on the non-autodiff device (inference mode).
+    pub model: std::sync::Arc<ImageModel>,
+    /// Per-channel `(scale, shift)` turning the student's normalised images into the
+    /// teacher's: `x_t = x_s · scale + shift`.
+    pub renormalize: Vec<(f32, f32)>,
+    /// Temperature T.
+    pub temperature: f64,
+    /// Weight α of the distillation term.
+    pub alpha: f64,
+}
+
+impl Teacher {
+    /// The teacher's logits for the student's (autodiff) batch, as constants.
+    fn logits(&self, images: &Tensor<4>) -> Tensor<2> {
+        let x = images.clone().inner();
+        let [_, c, _, _] = x.dims();
+        let device = x.device();
+        let (scale, shift): (Vec<f32>, Vec<f32>) = self.renormalize.iter().copied().unzip();
+        let scale = Tensor::<1>::from_floats(scale.as_slice(), &device).reshape([1, c, 1, 1]);
+        let shift = Tensor::<1>::from_floats(shift.as_slice(), &device).reshape([1, c, 1, 1]);
+        let logits = self.model.forward(x * scale + shift);
+        Tensor::from_inner(logits)
+    }
+}
+
+/// Per-sample distillation loss `α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y)`
+/// (`[n]`), with `student` and `teacher` logits `[n, classes]` and class `targets` `[n]`.
+pub fn distillation_loss(
+    student: Tensor<2>,
+    teacher: Tensor<2>,
+    targets: Tensor<1, Int>,
+    temperature: f64,
+    alpha: f64,
+) -> Tensor<1> {
+    let [n, _] = student.dims();
+    let t = temperature;
+    let log_p_teacher = log_softmax(teacher / t, 1);
+    let log_p_student = log_softmax(student.clone() / t, 1);
+    let kl = (log_p_teacher.clone().exp() * (log_p_teacher - log_p_student))
+        .sum_dim(1)
+        .reshape([n]);
+    let hard = per_sample_cross_entropy(student, targets);
+    kl * (alpha * t * t) + hard * (1.0 - alpha)
 }
 
 impl ClassificationTask {
@@ -103,7 +155,21 @@ impl burn::train::TrainStep for ClassificationTask {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> burn::train::TrainOutput<ClassificationOutput> {
-        let output = self.forward_classification(batch);
+        let output = match &self.teacher {
+            Some(teacher) => {
+                let t_logits = teacher.logits(&batch.images);
+                let logits = self.model.forward(batch.images);
+                let loss = distillation_loss(
+                    logits.clone(),
+                    t_logits,
+                    batch.targets.clone(),
+                    teacher.temperature,
+                    teacher.alpha,
+                );
+                ClassificationOutput::new(loss, logits, batch.targets)
+            }
+            None => self.forward_classification(batch),
+        };
         let grads = output.loss.clone().mean().backward();
         let mut out = burn::train::TrainOutput::new(self, grads, output);
         if self.keep_pruned {
@@ -130,4 +196,45 @@ impl crate::fit::TaskMetrics for ClassificationTask {
             .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
             .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
     }
+}
+
+/// Loads the teacher run of `distill` for a student trained with `normalizer`, checking that
+/// both predict the same classes from images with the same channels.
+pub(crate) fn load_teacher(
+    distill: &crate::config::Distill,
+    normalizer: &kiln_data::Normalizer,
+    student: &kiln_models::ModelConfig,
+) -> crate::Result<Teacher> {
+    let spec = crate::TrainConfig::load(&distill.teacher.join("config.toml"))?;
+    let device = spec.device.device();
+    let (teacher_config, teacher_norm, model) = crate::load_run(&distill.teacher, &device)?;
+    if teacher_config.model.num_classes() != student.num_classes() {
+        return Err(crate::Error::InvalidSetting(format!(
+            "the teacher {} predicts {} classes, the student {}",
+            distill.teacher.display(),
+            teacher_config.model.num_classes(),
+            student.num_classes()
+        )));
+    }
+    if teacher_norm.mean.len() != normalizer.mean.len() {
+        return Err(crate::Error::InvalidSetting(format!(
+            "the teacher {} takes {}-channel images, the student {}",
+            distill.teacher.display(),
+            teacher_norm.mean.len(),
+            normalizer.mean.len()
+        )));
+    }
+    let renormalize = (0..normalizer.mean.len())
+        .map(|c| {
+            let (ms, ss) = (normalizer.mean[c], normalizer.std[c]);
+            let (mt, st) = (teacher_norm.mean[c], teacher_norm.std[c]);
+            (ss / st, (ms - mt) / st)
+        })
+        .collect();
+    Ok(Teacher {
+        model: std::sync::Arc::new(model),
+        renormalize,
+        temperature: distill.temperature,
+        alpha: distill.alpha,
+    })
 }

@@ -1,0 +1,103 @@
+//! Knowledge distillation: the loss against values computed independently, a small student
+//! distilled from a trained teacher on real data, and clear errors for teachers that do not fit.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use kiln_train::{Distill, TrainConfig, TrainOptions, distillation_loss, train};
+
+fn softmax(z: &[f64]) -> Vec<f64> {
+    let m = z.iter().cloned().fold(f64::MIN, f64::max);
+    let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+#[test]
+fn the_distillation_loss_is_hintons() {
+    let device = Device::flex();
+    let student = [[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]];
+    let teacher = [[0.0, 1.0, 0.5], [3.0, -1.0, 0.0]];
+    let labels = [0i64, 1];
+    let (t, alpha) = (2.0, 0.7);
+    let s_t = Tensor::<2>::from_data(
+        TensorData::new(student.concat().iter().map(|v| *v as f32).collect(), [2, 3]),
+        &device,
+    );
+    let t_t = Tensor::<2>::from_data(
+        TensorData::new(teacher.concat().iter().map(|v| *v as f32).collect(), [2, 3]),
+        &device,
+    );
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [2]), &device);
+    let got: Vec<f32> = distillation_loss(s_t, t_t, y, t, alpha)
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    for i in 0..2 {
+        let soft = |z: &[f64; 3]| softmax(&z.map(|v| v / t));
+        let (p, q) = (soft(&teacher[i]), soft(&student[i]));
+        let kl: f64 = p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum();
+        let ce = -softmax(&student[i])[labels[i] as usize].ln();
+        let want = alpha * t * t * kl + (1.0 - alpha) * ce;
+        assert!(
+            (got[i] as f64 - want).abs() < 1e-5,
+            "{i}: {} vs {want}",
+            got[i]
+        );
+    }
+}
+
+#[test]
+fn a_small_student_learns_from_its_teacher() {
+    let teacher = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.epochs = 8;
+    let t_report = train(&config, teacher.path(), &TrainOptions::quiet()).unwrap();
+
+    let mut student = config.clone();
+    let kiln_models::ModelConfig::Mlp(m) = &mut student.model else {
+        panic!("an MLP")
+    };
+    m.hidden_sizes = vec![16];
+    student.distill = Some(Distill {
+        teacher: teacher.path().to_path_buf(),
+        temperature: 4.0,
+        alpha: 0.9,
+    });
+    let out = tempfile::tempdir().unwrap();
+    let report = train(&student, out.path(), &TrainOptions::quiet()).unwrap();
+    assert!(
+        report.params < t_report.params / 2,
+        "{} vs {}",
+        report.params,
+        t_report.params
+    );
+    assert!(report.test.accuracy > 0.85, "{}", report.test.accuracy);
+    // The run folder records the teacher.
+    let saved = TrainConfig::load(&out.path().join("config.toml")).unwrap();
+    assert_eq!(saved.distill, student.distill);
+
+    // A teacher with other classes, bad temperature and alpha are named.
+    let iris = tempfile::tempdir().unwrap();
+    let mut other = TrainConfig::for_preset("mlp").unwrap();
+    other.dataset = "iris".into();
+    other.adapt_model = true;
+    other.epochs = 1;
+    train(&other, iris.path(), &TrainOptions::quiet()).unwrap();
+    let mut wrong = student.clone();
+    wrong.distill = Some(Distill {
+        teacher: iris.path().to_path_buf(),
+        temperature: 4.0,
+        alpha: 0.5,
+    });
+    let err = train(&wrong, out.path(), &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("3 classes"), "{err}");
+    for (t, a, word) in [(0.0, 0.5, "temperature"), (2.0, 1.5, "alpha")] {
+        let mut bad = student.clone();
+        bad.distill = Some(Distill {
+            teacher: teacher.path().to_path_buf(),
+            temperature: t,
+            alpha: a,
+        });
+        let err = train(&bad, out.path(), &TrainOptions::quiet()).unwrap_err();
+        assert!(err.to_string().contains(word), "{err}");
+    }
+}

@@ -21,6 +21,23 @@ pub enum Command {
     /// Benchmarks: `cargo xtask bench` (zoo models' training and inference steps, optionally
     /// `--vs-torch PYTHON`), `cargo xtask bench data` (MNIST batching).
     Bench(BenchArgs),
+    /// The compression table (method, model.bpk bytes, params, sparsity, test accuracy,
+    /// inference samples/s) of run folders: dense, pruned, quantized, distilled.
+    CompressReport(CompressReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompressReportArgs {
+    /// Run folders (each written by `kiln train`, `prune`, `quantize` or `distill`); a folder
+    /// that holds run folders stands for all of them.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the table (Markdown) and the rows (JSON, same name).
+    #[arg(long, default_value = "target/compress/report.md")]
+    pub out: PathBuf,
+    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

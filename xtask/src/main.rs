@@ -3,6 +3,7 @@
 mod bench;
 mod bench_models;
 mod ci;
+mod compress_report;
 mod flags;
 mod train;
 
@@ -14,5 +15,6 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Train(args) => train::run(args),
         flags::Command::Ci(args) => ci::run(args),
         flags::Command::Bench(args) => bench::run(args),
+        flags::Command::CompressReport(args) => compress_report::run(args),
     }
 }

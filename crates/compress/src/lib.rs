@@ -9,6 +9,8 @@
 //! - [`quantize`]: post-training int8 (or int4) weight quantization on burn's quantized
 //!   tensors, per tensor or per channel/block, with clipping calibrated on training images
 //!   ([`quantize_run`]); the saved weights are about 4x smaller.
+//! - [`report`]: the compression table (size, parameters, sparsity, accuracy, speed) of a set
+//!   of run folders ([`report::compress_table`], `cargo xtask compress-report`).
 //! - [`run`]: pruning a trained run folder, one shot or iteratively with fine-tuning between
 //!   steps ([`prune_run`]); pruned weights stay zero through fine-tuning (their gradients are
 //!   masked, `kiln_train::FineTune::keep_pruned`) and in the saved weights.
@@ -19,6 +21,7 @@
 mod error;
 pub mod prune;
 pub mod quantize;
+pub mod report;
 pub mod run;
 pub mod speed;
 pub mod structured;

@@ -63,6 +63,12 @@ impl ModuleVisitor for Collector {
             .collect::<Vec<_>>()
             .join(".");
         let tensor = param.val();
+        // Quantized weights are read as the values they stand for.
+        let tensor = if matches!(tensor.dtype(), burn::tensor::DType::QFloat(_)) {
+            tensor.dequantize()
+        } else {
+            tensor
+        };
         let shape = tensor.dims().to_vec();
         match tensor.into_data().convert::<f32>().try_to_vec::<f32>() {
             Ok(values) => self.weights.push(Weight {

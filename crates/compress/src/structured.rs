@@ -49,6 +49,12 @@ impl ModuleVisitor for AllFloats {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.stack.join(".");
         let t = param.val();
+        // Quantized weights are read as the values they stand for.
+        let t = if matches!(t.dtype(), burn::tensor::DType::QFloat(_)) {
+            t.dequantize()
+        } else {
+            t
+        };
         let shape = t.dims().to_vec();
         match t.into_data().convert::<f32>().try_to_vec::<f32>() {
             Ok(v) => {

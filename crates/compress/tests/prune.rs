@@ -121,6 +121,22 @@ fn iterative_pruning_keeps_pruned_weights_zero_and_the_accuracy() {
     assert_eq!(eval.accuracy, report.accuracy);
     assert!(out.path().join("prune.json").is_file());
 
+    // The compression table reads both folders back.
+    let rows = kiln_compress::report::compress_table(
+        &[dense.path().to_path_buf(), out.path().to_path_buf()],
+        None,
+    )
+    .unwrap();
+    assert_eq!(rows[0].method, "dense");
+    assert!(
+        rows[1].method.starts_with("magnitude 80%, global"),
+        "{}",
+        rows[1].method
+    );
+    assert_eq!(rows[1].accuracy, report.accuracy);
+    assert!(rows[1].nonzero < rows[0].nonzero / 4, "{rows:?}");
+    assert!(kiln_compress::report::markdown(&rows).lines().count() == 4);
+
     let bad = PruneConfig {
         iterations: 0,
         ..config

@@ -1,0 +1,124 @@
+//! The compression table: one row per run folder (dense, pruned, quantized, distilled), with
+//! what a user weighs: file size, parameters, sparsity, test accuracy, inference speed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One run folder, measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Model name in the run's config.
+    pub model: String,
+    /// Dataset.
+    pub dataset: String,
+    /// `dense`, `magnitude (global)`, `structured`, `int8 per-tensor`, `distilled (T=4, α=0.9)`...
+    pub method: String,
+    /// Size of `model.bpk` in bytes.
+    pub bytes: u64,
+    /// Parameters.
+    pub params: usize,
+    /// Non-zero parameters.
+    pub nonzero: usize,
+    /// Fraction of the prunable weights that are zero.
+    pub sparsity: f64,
+    /// Test accuracy (re-evaluated from the folder).
+    pub accuracy: f64,
+    /// Inference samples/s (batch 256, median of 10, measured now).
+    pub samples_per_sec: f64,
+}
+
+fn method(dir: &Path, config: &kiln_train::TrainConfig) -> String {
+    let read = |name: &str| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
+    };
+    if let Some(q) = read("quantize.json") {
+        let c = &q["config"];
+        return format!(
+            "int{} {}",
+            c["bits"].as_u64().unwrap_or(8),
+            c["granularity"].as_str().unwrap_or("per-tensor")
+        );
+    }
+    if let Some(p) = read("prune.json") {
+        let c = &p["config"];
+        let m = c["method"].as_str().unwrap_or("magnitude");
+        let scope = if m == "magnitude" {
+            format!(", {}", c["scope"].as_str().unwrap_or("layer"))
+        } else {
+            String::new()
+        };
+        return format!(
+            "{m} {:.0}%{scope}, {}x{} ft",
+            100.0 * c["sparsity"].as_f64().unwrap_or(0.0),
+            c["iterations"].as_u64().unwrap_or(1),
+            c["finetune_epochs"].as_u64().unwrap_or(0)
+        );
+    }
+    if let Some(d) = &config.distill {
+        return format!("distilled (T={}, α={})", d.temperature, d.alpha);
+    }
+    "dense".into()
+}
+
+/// Measures every run folder of `dirs` (test accuracy re-evaluated, speed measured now, one
+/// after the other on this machine).
+pub fn compress_table(dirs: &[PathBuf], data_dir: Option<&Path>) -> Result<Vec<Row>> {
+    let mut rows = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let spec = kiln_train::TrainConfig::load(&dir.join("config.toml"))?;
+        let device = spec.device.device();
+        let (config, normalizer, model) = kiln_train::load_run(dir, &device)?;
+        let sparsity = crate::sparsity_report(&model)?;
+        let accuracy = kiln_train::evaluate_run_in(dir, data_dir)?.accuracy;
+        let input = kiln_train::run_input_shape(&config, &normalizer)?;
+        rows.push(Row {
+            run_dir: dir.clone(),
+            model: config.name.clone(),
+            dataset: config.dataset.clone(),
+            method: method(dir, &config),
+            bytes: std::fs::metadata(dir.join("model.bpk"))
+                .map_err(|e| Error::Write {
+                    path: dir.join("model.bpk"),
+                    reason: e.to_string(),
+                })?
+                .len(),
+            params: sparsity.total_params,
+            nonzero: sparsity.remaining_params(),
+            sparsity: sparsity.sparsity(),
+            accuracy,
+            samples_per_sec: crate::speed::inference_throughput(&model, input, &device),
+        });
+    }
+    Ok(rows)
+}
+
+/// The rows as a Markdown table.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| run | model | dataset | method | model.bpk bytes | params | non-zero | sparsity | test accuracy | infer samples/s |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1}% | {:.2}% | {:.0} |\n",
+            r.run_dir.file_name().map_or_else(
+                || r.run_dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            r.model,
+            r.dataset,
+            r.method,
+            r.bytes,
+            r.params,
+            r.nonzero,
+            100.0 * r.sparsity,
+            100.0 * r.accuracy,
+            r.samples_per_sec
+        ));
+    }
+    out
+}

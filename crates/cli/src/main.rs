@@ -328,6 +328,12 @@ enum Command {
         /// Training images used by the calibration search.
         #[arg(long, default_value_t = 1000)]
         calibration_samples: usize,
+        /// Quantization-aware training first: epochs of fine-tuning with fake-quantized weights.
+        #[arg(long, default_value_t = 0)]
+        qat_epochs: usize,
+        /// Learning rate of the quantization-aware fine-tuning (default: a tenth of the run's).
+        #[arg(long)]
+        qat_lr: Option<f64>,
         /// Output run folder (default: RUN_DIR-int8 / -int4).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -768,6 +774,7 @@ fn run(cli: Cli) -> Result<()> {
                 freeze_backbone,
                 backbone_lr_scale: 1.0,
                 keep_pruned: false,
+                qat_bits: None,
             };
             let mut cfg = kiln_train::TrainConfig::finetune_from(&from, &dataset, spec)?;
             for path in freeze.iter().filter(|f| *f != "backbone") {
@@ -1110,6 +1117,8 @@ fn run(cli: Cli) -> Result<()> {
             per_channel,
             calibration,
             calibration_samples,
+            qat_epochs,
+            qat_lr,
             out,
             data_dir,
         } => {
@@ -1132,6 +1141,8 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 calibration,
                 calibration_samples,
+                qat_epochs,
+                qat_lr,
             };
             let out = out.unwrap_or_else(|| {
                 let name = run_dir

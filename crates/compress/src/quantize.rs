@@ -78,6 +78,13 @@ pub struct QuantizeConfig {
     pub calibration: Calibration,
     /// Training images used by [`Calibration::Search`].
     pub calibration_samples: usize,
+    /// Quantization-aware training before quantizing: epochs of fine-tuning with the weights
+    /// fake-quantized to `bits` in the forward pass (0: post-training quantization only).
+    #[serde(default)]
+    pub qat_epochs: usize,
+    /// Learning rate of that fine-tuning (default: a tenth of the run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat_lr: Option<f64>,
 }
 
 impl Default for QuantizeConfig {
@@ -87,6 +94,8 @@ impl Default for QuantizeConfig {
             granularity: Granularity::PerTensor,
             calibration: Calibration::Search,
             calibration_samples: 1000,
+            qat_epochs: 0,
+            qat_lr: None,
         }
     }
 }
@@ -234,6 +243,8 @@ pub fn quantize_weights<M: Module>(
         granularity,
         calibration: Calibration::Percentile(percentile),
         calibration_samples: 1,
+        qat_epochs: 0,
+        qat_lr: None,
     };
     config.validate()?;
     let mut mapper = WeightQuantizer {
@@ -303,7 +314,8 @@ impl QuantizeReport {
 
 /// Quantizes the weights of the run in `run_dir` and writes the quantized run folder `out`
 /// (with `quantize.json`, the [`QuantizeReport`]); its accuracy is measured after reloading it
-/// from disk.
+/// from disk. With `qat_epochs`, the run is first fine-tuned with fake-quantized weights
+/// (run folder `out/qat`).
 pub fn quantize_run(
     run_dir: &std::path::Path,
     out: &std::path::Path,
@@ -313,11 +325,33 @@ pub fn quantize_run(
     config.validate()?;
     let spec = kiln_train::TrainConfig::load(&run_dir.join("config.toml"))?;
     let device = spec.device.device();
-    let (run_config, normalizer, model) = kiln_train::load_run(run_dir, &device)?;
+    let (run_config, normalizer, float_model) = kiln_train::load_run(run_dir, &device)?;
     let data = kiln_train::load_data(&run_config, options.data_dir.as_deref())?;
     let batch = 256;
     let f32_accuracy =
-        kiln_train::evaluate(&model, &data.test, &normalizer, batch, &device)?.accuracy;
+        kiln_train::evaluate(&float_model, &data.test, &normalizer, batch, &device)?.accuracy;
+    // Quantization-aware fine-tuning: the float weights trained through the fake-quantized
+    // forward pass, then quantized as below.
+    let model = if config.qat_epochs > 0 {
+        let qat_dir = out.join("qat");
+        let tune = kiln_train::TrainConfig {
+            epochs: config.qat_epochs,
+            lr: config.qat_lr.unwrap_or(run_config.lr / 10.0),
+            early_stopping: None,
+            plateau: None,
+            distill: None,
+            finetune: Some(kiln_train::FineTune {
+                new_head: false,
+                qat_bits: Some(config.bits),
+                ..kiln_train::FineTune::full(run_dir, 1.0)
+            }),
+            ..run_config.clone()
+        };
+        kiln_train::train(&tune, &qat_dir, options)?;
+        kiln_train::load_run(&qat_dir, &device)?.2
+    } else {
+        float_model.clone()
+    };
     let mut search = Vec::new();
     let percentile = match config.calibration {
         Calibration::MinMax => 100.0,
@@ -356,7 +390,7 @@ pub fn quantize_run(
         accuracy,
         f32_bytes: bytes(run_dir),
         bytes: bytes(out),
-        f32_samples_per_sec: crate::speed::inference_throughput(&model, input, &device),
+        f32_samples_per_sec: crate::speed::inference_throughput(&float_model, input, &device),
         samples_per_sec: crate::speed::inference_throughput(&quantized, input, &device),
     };
     let path = out.join("quantize.json");

@@ -100,6 +100,27 @@ fn a_quantized_run_keeps_its_accuracy_after_reloading() {
     assert!(matches!(first_weight(&model).dtype(), DType::QFloat(_)));
     assert!(out.path().join("quantize.json").is_file());
 
+    // Quantization-aware training at 4 bits: fine-tuning through the fake-quantized forward
+    // pass moves the float weights, then they are quantized.
+    let qat = QuantizeConfig {
+        bits: 4,
+        calibration: Calibration::MinMax,
+        qat_epochs: 2,
+        qat_lr: Some(1e-3),
+        ..QuantizeConfig::default()
+    };
+    let out4 = tempfile::tempdir().unwrap();
+    let report4 = quantize_run(dense.path(), out4.path(), &qat, &TrainOptions::quiet()).unwrap();
+    assert!(out4.path().join("qat/model.bpk").is_file());
+    assert!(report4.accuracy > 0.85, "{report4:?}");
+    let device = burn::tensor::Device::flex();
+    let (_, _, before) = load_run(dense.path(), &device).unwrap();
+    let (_, _, after) = load_run(&out4.path().join("qat"), &device).unwrap();
+    assert!(
+        first_weight(&before).into_data() != first_weight(&after).into_data(),
+        "QAT did not train the weights"
+    );
+
     for bad in [
         QuantizeConfig {
             bits: 3,

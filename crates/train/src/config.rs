@@ -130,6 +130,11 @@ pub struct FineTune {
     /// (fine-tuning after pruning).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_pruned: bool,
+    /// Quantization-aware training: the forward pass uses the Linear and convolution weights
+    /// fake-quantized to this many bits (symmetric, per tensor), gradients pass straight
+    /// through the rounding; the float weights learn to sit well on the grid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat_bits: Option<u8>,
 }
 
 fn one() -> f64 {
@@ -145,6 +150,7 @@ impl FineTune {
             freeze_backbone: true,
             backbone_lr_scale: 1.0,
             keep_pruned: false,
+            qat_bits: None,
         }
     }
 
@@ -157,6 +163,7 @@ impl FineTune {
             freeze_backbone: false,
             backbone_lr_scale,
             keep_pruned: false,
+            qat_bits: None,
         }
     }
 }
@@ -254,6 +261,13 @@ impl TrainConfig {
         }
         if let Some(d) = &self.distill {
             d.validate()?;
+        }
+        if let Some(bits) = self.finetune.as_ref().and_then(|f| f.qat_bits)
+            && !(2..=8).contains(&bits)
+        {
+            return Err(Error::InvalidSetting(format!(
+                "quantization-aware training takes 2 to 8 bits, found {bits}"
+            )));
         }
         if let Some(spec) = &self.augment {
             Augment::parse(spec)?;

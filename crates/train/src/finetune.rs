@@ -162,6 +162,7 @@ pub fn train_gradual(
         freeze_backbone: false,
         backbone_lr_scale: spec.backbone_lr_scale,
         keep_pruned: spec.keep_pruned,
+        qat_bits: spec.qat_bits,
     });
     let second = crate::train(&rest, run_dir, options)?;
     Ok((first, second))

@@ -210,10 +210,12 @@ fn run(
         Some(d) => Some(crate::task::load_teacher(d, &normalizer, &config.model)?),
         None => None,
     };
+    let qat_bits = config.finetune.as_ref().and_then(|f| f.qat_bits);
     let task = ClassificationTask {
         model,
         keep_pruned,
         teacher,
+        qat_bits,
     };
     let groups = kiln_optim::resolve_layer_indices(&task, &groups)?;
     let task = kiln_optim::apply_groups(task, &groups)?;

@@ -18,6 +18,63 @@ pub struct ClassificationTask {
     /// distillation); training steps only.
     #[module(skip)]
     pub teacher: Option<Teacher>,
+    /// Quantization-aware training: bits of the fake-quantized weights of the forward pass.
+    #[module(skip)]
+    pub qat_bits: Option<u8>,
+}
+
+/// Replaces Linear and convolution weights by their fake-quantized values with a
+/// straight-through gradient: `w + (q(w) − w).detach()`, `q` the symmetric per-tensor grid of
+/// `bits` bits with the tensor's largest magnitude as its range (burn's MinMax).
+struct FakeQuant {
+    stack: Vec<(String, String)>,
+    levels: f64,
+}
+
+impl burn::module::ModuleMapper for FakeQuant {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let quantized = self.stack.last().is_some_and(|(name, container)| {
+            name == "weight"
+                && matches!(
+                    container.as_str(),
+                    "Struct:Linear" | "Struct:Conv1d" | "Struct:Conv2d" | "Struct:Conv3d"
+                )
+        });
+        if !quantized || D < 2 {
+            return param;
+        }
+        let levels = self.levels;
+        param.map(|w| {
+            let scale = w.clone().detach().abs().max().clamp_min(1e-12) / levels;
+            let scale = scale.reshape([1; D]);
+            let q = (w.clone().detach() / scale.clone())
+                .round()
+                .clamp(-levels, levels)
+                * scale;
+            w.clone() + (q - w).detach()
+        })
+    }
+}
+
+/// `model` with its weights fake-quantized to `bits` bits (straight-through gradients).
+pub fn fake_quantized(model: ImageModel, bits: u8) -> ImageModel {
+    use burn::module::Module;
+    model.map(&mut FakeQuant {
+        stack: Vec::new(),
+        levels: ((1u32 << (bits - 1)) - 1) as f64,
+    })
 }
 
 /// A frozen teacher for logit distillation.
@@ -155,10 +212,14 @@ impl burn::train::TrainStep for ClassificationTask {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> burn::train::TrainOutput<ClassificationOutput> {
+        let qat_model = self
+            .qat_bits
+            .map(|bits| fake_quantized(self.model.clone(), bits));
+        let model = qat_model.as_ref().unwrap_or(&self.model);
         let output = match &self.teacher {
             Some(teacher) => {
                 let t_logits = teacher.logits(&batch.images);
-                let logits = self.model.forward(batch.images);
+                let logits = model.forward(batch.images);
                 let loss = distillation_loss(
                     logits.clone(),
                     t_logits,
@@ -168,7 +229,16 @@ impl burn::train::TrainStep for ClassificationTask {
                 );
                 ClassificationOutput::new(loss, logits, batch.targets)
             }
-            None => self.forward_classification(batch),
+            None => match &qat_model {
+                Some(m) => ClassificationTask {
+                    model: m.clone(),
+                    keep_pruned: false,
+                    teacher: None,
+                    qat_bits: None,
+                }
+                .forward_classification(batch),
+                None => self.forward_classification(batch),
+            },
         };
         let grads = output.loss.clone().mean().backward();
         let mut out = burn::train::TrainOutput::new(self, grads, output);

@@ -101,3 +101,39 @@ fn a_small_student_learns_from_its_teacher() {
         assert!(err.to_string().contains(word), "{err}");
     }
 }
+
+#[test]
+fn fake_quantization_puts_weights_on_the_grid_and_passes_gradients() {
+    use burn::module::Module;
+    let device = Device::flex().autodiff();
+    let model = kiln_models::preset("mlp")
+        .unwrap()
+        .config
+        .init_image(&device)
+        .unwrap();
+    let fq = kiln_train::fake_quantized(model.clone(), 4);
+    let (kiln_models::ImageModel::Mlp(m), kiln_models::ImageModel::Mlp(f)) = (&model, &fq) else {
+        panic!("MLPs")
+    };
+    let w: Vec<f32> = f.hidden[0].weight.val().into_data().try_to_vec().unwrap();
+    let max = m.hidden[0].weight.val().abs().max().into_scalar::<f32>();
+    // 4 bits, symmetric: at most 15 levels, multiples of max / 7.
+    let mut levels: Vec<i32> = w.iter().map(|v| (v / (max / 7.0)).round() as i32).collect();
+    for (v, l) in w.iter().zip(&levels) {
+        assert!((v - *l as f32 * max / 7.0).abs() < 1e-5, "{v} off the grid");
+    }
+    levels.sort_unstable();
+    levels.dedup();
+    assert!(levels.len() <= 15, "{levels:?}");
+    // Straight-through: the float weights receive the gradient of the quantized forward pass.
+    let x = Tensor::<4>::ones([2, 1, 8, 8], &device);
+    let loss = kiln_models::Classifier::forward(&fq, x).sum();
+    let grads = loss.backward();
+    let g = m.hidden[0]
+        .weight
+        .val()
+        .grad(&grads)
+        .expect("a gradient for the float weight");
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+    let _ = model.num_params();
+}

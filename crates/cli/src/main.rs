@@ -24,8 +24,12 @@ enum Command {
     Models,
     /// Print a model's per-layer summary (output shapes, parameters, mult-adds).
     Summary {
-        /// Preset name (see `kiln models`); optional with --config.
+        /// Preset name (see `kiln models`); optional with --config or --run.
         model: Option<String>,
+        /// A run folder: the trained model's summary, with its non-zero parameters per layer
+        /// (what pruning left).
+        #[arg(long, conflicts_with_all = ["model", "config", "input"])]
+        run: Option<PathBuf>,
         /// Model config file (TOML or JSON) instead of, or overriding, the preset's config.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -272,16 +276,17 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Reload a run folder and print its held-out test accuracy.
-    /// Prune a trained run's Linear and convolution weights by magnitude, one shot or
-    /// iteratively with fine-tuning, and write the pruned run folder (with prune.json).
+    /// Prune a trained run: single weights by magnitude, or whole conv channels and dense
+    /// neurons (structured), one shot or iteratively with fine-tuning; writes the pruned run
+    /// folder (with prune.json).
     Prune {
         /// Run folder written by `kiln train`.
         run_dir: PathBuf,
         /// Pruning method.
         #[arg(long, value_enum, default_value_t = PruneMethod::Magnitude)]
         method: PruneMethod,
-        /// Final fraction of the prunable weights set to zero, in [0, 1).
+        /// Final fraction of the prunable weights set to zero (magnitude) or of the channels
+        /// and neurons removed (structured), in [0, 1).
         #[arg(long)]
         sparsity: f64,
         /// One magnitude threshold over all layers instead of the same sparsity per layer.
@@ -384,6 +389,7 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Reload a run folder and print its held-out test accuracy.
     Eval {
         /// Run folder written by `kiln train`.
         run_dir: PathBuf,
@@ -489,10 +495,26 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Summary {
+            run: Some(run),
+            format,
+            ..
+        } => {
+            let spec = TrainConfig::load(&run.join("config.toml"))?;
+            let device = spec.device.autodiff_device();
+            let (cfg, normalizer, model) = kiln_train::load_run(&run, &device)?;
+            let input = kiln_train::run_input_shape(&cfg, &normalizer)?;
+            let summary = kiln_compress::pruned_summary(&model, &cfg.name, input)?;
+            match format {
+                Format::Text => println!("{summary}"),
+                Format::Json => println!("{}", summary.to_json()),
+            }
+        }
+        Command::Summary {
             model,
             config,
             input,
             format,
+            run: None,
         } => {
             let (name, model_config, default_input) = match (&model, &config) {
                 (Some(name), _) => {

@@ -96,7 +96,8 @@ fn errors_are_one_line_with_nonzero_exit() {
 #[test]
 fn every_command_has_help() {
     for cmd in [
-        "models", "summary", "train", "regress", "finetune", "embed", "predict", "eval",
+        "models", "summary", "train", "regress", "finetune", "embed", "predict", "prune",
+        "quantize", "distill", "eval",
     ] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");
@@ -104,6 +105,100 @@ fn every_command_has_help() {
             cli_snapshot!(stdout);
         });
     }
+}
+
+#[test]
+fn prune_quantize_and_distill_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (ok, _, stderr) = kiln(&[
+        "train",
+        "mlp",
+        "--epochs",
+        "4",
+        "--out",
+        &path("dense"),
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+
+    let (ok, stdout, stderr) = kiln(&[
+        "prune",
+        &path("dense"),
+        "--sparsity",
+        "0.8",
+        "--global",
+        "--iterations",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--out",
+        &path("pruned"),
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("total (prunable)") && stdout.contains("80.00%"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = kiln(&["summary", "--run", &path("pruned")]);
+    assert!(ok && stdout.contains("Non-zero params"), "{stdout}");
+
+    let (ok, stdout, stderr) = kiln(&[
+        "prune",
+        &path("dense"),
+        "--method",
+        "structured",
+        "--sparsity",
+        "0.5",
+        "--out",
+        &path("slim"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("parameters"), "{stdout}");
+
+    let (ok, stdout, stderr) = kiln(&[
+        "quantize",
+        &path("dense"),
+        "--calibration",
+        "percentile:99.9",
+        "--out",
+        &path("int8"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("smaller"), "{stdout}");
+    let (ok, _, stderr) = kiln(&["eval", &path("int8")]);
+    assert!(ok, "{stderr}");
+
+    let (ok, stdout, stderr) = kiln(&[
+        "distill",
+        "--teacher",
+        &path("dense"),
+        "--student",
+        "mlp",
+        "--epochs",
+        "2",
+        "--out",
+        &path("student"),
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+
+    // Bad input: one error line naming the problem.
+    let (ok, _, stderr) = kiln(&["prune", &path("dense"), "--sparsity", "1.0"]);
+    assert!(!ok && stderr.contains("[0, 1)"), "{stderr}");
+    let (ok, _, stderr) = kiln(&["quantize", &path("dense"), "--calibration", "best"]);
+    assert!(!ok && stderr.contains("percentile:P"), "{stderr}");
+    let (ok, _, stderr) = kiln(&[
+        "prune",
+        &path("dense"),
+        "--sparsity",
+        "0.5",
+        "--layer",
+        "Mlp.nope",
+    ]);
+    assert!(!ok && stderr.contains("Mlp.nope"), "{stderr}");
 }
 
 #[test]

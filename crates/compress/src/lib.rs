@@ -28,7 +28,8 @@ pub mod structured;
 
 pub use error::{Error, Result};
 pub use prune::{
-    LayerSparsity, Scope, SparsityReport, gradual_sparsity, prune_magnitude, sparsity_report,
+    LayerSparsity, Scope, SparsityReport, gradual_sparsity, prune_magnitude, pruned_summary,
+    sparsity_report,
 };
 pub use quantize::{
     Calibration, Granularity, QuantizeConfig, QuantizeReport, quantize_run, quantize_weights,

@@ -373,3 +373,64 @@ mod tests {
         assert!(s[0] > 0.5, "large steps first: {s:?}");
     }
 }
+
+#[derive(Default)]
+struct NonZero {
+    stack: Vec<String>,
+    counts: Vec<(String, usize)>,
+}
+
+impl ModuleVisitor for NonZero {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let t = if matches!(t.dtype(), burn::tensor::DType::QFloat(_)) {
+            t.dequantize()
+        } else {
+            t
+        };
+        let n = t
+            .not_equal_elem(0.0)
+            .int()
+            .sum()
+            .into_data()
+            .convert::<i64>();
+        let n = n.try_to_vec::<i64>().ok().and_then(|v| v.first().copied());
+        self.counts
+            .push((self.stack.join("."), n.unwrap_or(0).max(0) as usize));
+    }
+}
+
+/// The model summary of a zoo image model with its non-zero parameters per layer (a pruned
+/// model's remaining weights), for the input `[1, channels, height, width]`.
+pub fn pruned_summary(
+    model: &kiln_models::ImageModel,
+    name: &str,
+    input: [usize; 3],
+) -> Result<kiln_core::ModelSummary> {
+    let [c, h, w] = input;
+    let summary = kiln_models::Classifier::summary(model, name, &[1, c, h, w])?;
+    let mut visitor = NonZero::default();
+    model.visit(&mut visitor);
+    // Parameter paths start with the model type (`Mlp.hidden.0.weight`); the summary's rows
+    // are relative to it (`hidden.0`).
+    let counts: Vec<(String, usize)> = visitor
+        .counts
+        .into_iter()
+        .map(|(p, n)| {
+            (
+                p.split_once('.')
+                    .map_or(p.clone(), |(_, rest)| rest.to_string()),
+                n,
+            )
+        })
+        .collect();
+    Ok(summary.with_nonzero_params(&counts))
+}

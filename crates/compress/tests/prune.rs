@@ -137,6 +137,17 @@ fn iterative_pruning_keeps_pruned_weights_zero_and_the_accuracy() {
     assert!(rows[1].nonzero < rows[0].nonzero / 4, "{rows:?}");
     assert!(kiln_compress::report::markdown(&rows).lines().count() == 4);
 
+    // The model summary counts what pruning left, layer by layer.
+    let summary = kiln_compress::pruned_summary(&saved, "mlp", [1, 8, 8]).unwrap();
+    let per_layer: usize = summary.layers.iter().filter_map(|l| l.nonzero_params).sum();
+    assert_eq!(per_layer, report.sparsity.remaining_params());
+    assert_eq!(summary.nonzero_params, Some(per_layer));
+    let text = summary.to_string();
+    assert!(
+        text.contains("Non-zero") && text.contains("Non-zero params"),
+        "{text}"
+    );
+
     let bad = PruneConfig {
         iterations: 0,
         ..config

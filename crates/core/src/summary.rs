@@ -41,6 +41,10 @@ pub struct LayerRow {
     pub trainable_params: usize,
     /// Multiply-accumulate operations of one forward pass.
     pub mult_adds: u64,
+    /// How many parameters are not exactly zero (a pruned model's summary; see
+    /// [`ModelSummary::with_nonzero_params`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonzero_params: Option<usize>,
 }
 
 impl LayerRow {
@@ -78,9 +82,31 @@ pub struct ModelSummary {
     pub input_bytes: u64,
     /// Bytes of all layer outputs of one forward pass (f32), as torchinfo's "forward pass size".
     pub forward_bytes: u64,
+    /// Parameters that are not exactly zero, when counted ([`ModelSummary::with_nonzero_params`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonzero_params: Option<usize>,
 }
 
 impl ModelSummary {
+    /// Adds non-zero counts (pruned models): `params` lists every parameter tensor as
+    /// `(path, non-zero values)`, with paths as the summary's rows name layers (e.g.
+    /// `hidden.0.weight` under the row `hidden.0`). The text table gains a "Non-zero" column
+    /// and a total.
+    pub fn with_nonzero_params(mut self, params: &[(String, usize)]) -> Self {
+        for row in &mut self.layers {
+            let under = |p: &str| p.starts_with(&row.path) && p[row.path.len()..].starts_with('.');
+            row.nonzero_params = Some(
+                params
+                    .iter()
+                    .filter(|(p, _)| under(p))
+                    .map(|(_, n)| n)
+                    .sum(),
+            );
+        }
+        self.nonzero_params = Some(params.iter().map(|(_, n)| n).sum());
+        self
+    }
+
     /// The summary as pretty-printed JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a summary always serialises")
@@ -149,6 +175,7 @@ impl SummaryBuilder {
             params: counted.params,
             trainable_params: counted.trainable,
             mult_adds,
+            nonzero_params: None,
         });
     }
 
@@ -167,6 +194,7 @@ impl SummaryBuilder {
             params: 0,
             trainable_params: 0,
             mult_adds,
+            nonzero_params: None,
         });
     }
 
@@ -182,6 +210,7 @@ impl SummaryBuilder {
             param_bytes: counted.bytes,
             input_bytes: elems(&self.input_shape) * 4,
             forward_bytes: self.layers.iter().map(|l| elems(&l.output_shape) * 4).sum(),
+            nonzero_params: None,
             model: self.model,
             input_shape: self.input_shape,
             layers: self.layers,
@@ -250,7 +279,8 @@ fn megabytes(bytes: u64) -> String {
 impl fmt::Display for ModelSummary {
     /// Fixed-width text in the Keras/torchinfo layout.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let headers = [
+        let nonzero = self.layers.iter().any(|l| l.nonzero_params.is_some());
+        let mut headers = vec![
             "Layer (path)",
             "Type",
             "Output shape",
@@ -258,21 +288,28 @@ impl fmt::Display for ModelSummary {
             "Trainable",
             "Mult-adds",
         ];
-        let rows: Vec<[String; 6]> = self
+        if nonzero {
+            headers.insert(4, "Non-zero");
+        }
+        let rows: Vec<Vec<String>> = self
             .layers
             .iter()
             .map(|l| {
-                [
+                let mut row = vec![
                     l.path.clone(),
                     l.kind.clone(),
                     shape_str(&l.output_shape),
                     thousands(l.params as u64),
                     l.trainable_label().to_string(),
                     thousands(l.mult_adds),
-                ]
+                ];
+                if nonzero {
+                    row.insert(4, thousands(l.nonzero_params.unwrap_or(0) as u64));
+                }
+                row
             })
             .collect();
-        let mut widths = headers.map(str::len);
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.len());
@@ -281,25 +318,21 @@ impl fmt::Display for ModelSummary {
         let width = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
         let heavy = "=".repeat(width);
         let light = "-".repeat(width);
-        let line = |f: &mut fmt::Formatter<'_>, cells: [&str; 6]| -> fmt::Result {
-            // Text columns left-aligned, numeric columns right-aligned.
-            writeln!(
-                f,
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:<w4$}  {:>w5$}",
-                cells[0],
-                cells[1],
-                cells[2],
-                cells[3],
-                cells[4],
-                cells[5],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3],
-                w4 = widths[4],
-                w5 = widths[5],
-            )
-            .map(|_| ())
+        // Text columns left-aligned, numeric columns right-aligned.
+        let numeric = |h: &str| matches!(h, "Param #" | "Non-zero" | "Mult-adds");
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
+            let mut text = String::new();
+            for (i, ((cell, w), h)) in cells.iter().zip(&widths).zip(&headers).enumerate() {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                if numeric(h) {
+                    text.push_str(&format!("{cell:>w$}"));
+                } else {
+                    text.push_str(&format!("{cell:<w$}"));
+                }
+            }
+            writeln!(f, "{text}")
         };
         writeln!(f, "{heavy}")?;
         writeln!(
@@ -309,13 +342,22 @@ impl fmt::Display for ModelSummary {
             shape_str(&self.input_shape)
         )?;
         writeln!(f, "{heavy}")?;
-        line(f, headers)?;
+        line(f, &headers)?;
         writeln!(f, "{light}")?;
         for row in &rows {
-            line(f, [&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])?;
+            let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+            line(f, &cells)?;
         }
         writeln!(f, "{heavy}")?;
         writeln!(f, "Total params: {}", thousands(self.total_params as u64))?;
+        if let Some(n) = self.nonzero_params {
+            writeln!(
+                f,
+                "Non-zero params: {} ({:.1}% of the total)",
+                thousands(n as u64),
+                100.0 * n as f64 / self.total_params.max(1) as f64
+            )?;
+        }
         writeln!(
             f,
             "Trainable params: {}",

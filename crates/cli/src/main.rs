@@ -361,6 +361,10 @@ enum Command {
         /// Weight of the distillation term (1 - alpha weighs the label loss).
         #[arg(long, default_value_t = 0.9)]
         alpha: f64,
+        /// Feature distillation: weight of the MSE between the projected student features
+        /// and the teacher's (0: logits only).
+        #[arg(long, default_value_t = 0.0)]
+        feature_weight: f64,
         /// Dataset (default: the teacher's).
         #[arg(long)]
         dataset: Option<String>,
@@ -1069,6 +1073,7 @@ fn run(cli: Cli) -> Result<()> {
             student,
             temperature,
             alpha,
+            feature_weight,
             dataset,
             epochs,
             batch_size,
@@ -1101,6 +1106,7 @@ fn run(cli: Cli) -> Result<()> {
                     teacher: teacher.clone(),
                     temperature,
                     alpha,
+                    feature_weight,
                 }),
                 finetune: None,
                 early_stopping: None,

@@ -328,6 +328,20 @@ impl Classifier for Cnn {
         self.output.forward(self.dropout.forward(x))
     }
 
+    fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let mut x = images;
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let mut x: Tensor<2> = x.flatten(1, 3);
+        for layer in &self.hidden {
+            x = self
+                .activation
+                .apply(layer.forward(self.dropout.forward(x)));
+        }
+        (x.clone(), self.output.forward(self.dropout.forward(x)))
+    }
+
     fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary> {
         check_image_input("cnn", input_shape, self.input)?;
         let n = input_shape[0];

@@ -281,6 +281,14 @@ impl Classifier for EfficientNet {
             .forward(self.dropout.forward(self.features(images)))
     }
 
+    fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let features = self.features(images);
+        let logits = self
+            .classifier
+            .forward(self.dropout.forward(features.clone()));
+        (features, logits)
+    }
+
     fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary> {
         // Any spatial size works ("same" padding follows it); the channels must match.
         if input_shape.len() != 4 || input_shape[1] != self.input[0] || input_shape.contains(&0) {

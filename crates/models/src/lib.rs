@@ -46,6 +46,11 @@ pub trait Classifier {
     /// Forward pass to logits.
     fn forward(&self, images: Tensor<4>) -> Tensor<2>;
 
+    /// Forward pass returning `(features, logits)`: the features are the input of the final
+    /// classification layer (`[batch, width]`), what feature distillation and linear probes
+    /// use.
+    fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>);
+
     /// Summary for an input of `input_shape` (`[batch, channels, height, width]`), computed by
     /// running one forward pass on zeros. A shape the model cannot take is an error.
     fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary>;

@@ -152,6 +152,16 @@ impl Classifier for Mlp {
         self.forward_flat(images.flatten(1, 3))
     }
 
+    fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let mut x = images.flatten(1, 3);
+        for layer in &self.hidden {
+            x = self
+                .dropout
+                .forward(self.activation.apply(layer.forward(x)));
+        }
+        (x.clone(), self.output.forward(x))
+    }
+
     fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary> {
         self.check_input(input_shape)?;
         let batch = input_shape[0];

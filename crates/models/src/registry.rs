@@ -304,6 +304,15 @@ impl Classifier for ImageModel {
         }
     }
 
+    fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        match self {
+            ImageModel::Mlp(m) => m.forward_features(images),
+            ImageModel::Cnn(m) => m.forward_features(images),
+            ImageModel::VitLite(m) => m.forward_features(images),
+            ImageModel::Efficientnet(m) => m.forward_features(images),
+        }
+    }
+
     fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary> {
         match self {
             ImageModel::Mlp(m) => m.summary(name, input_shape),

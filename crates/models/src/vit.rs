@@ -182,6 +182,16 @@ impl Classifier for VitLite {
         self.head_on_cls(self.norm.forward(x))
     }
 
+    fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let x = self
+            .encoder
+            .forward(TransformerEncoderInput::new(self.tokens(images)));
+        let x = self.norm.forward(x);
+        let [batch, _, dim] = x.dims();
+        let cls = x.slice([0..batch, 0..1, 0..dim]).reshape([batch, dim]);
+        (cls.clone(), self.head.forward(cls))
+    }
+
     fn summary(&self, name: &str, input_shape: &[usize]) -> Result<ModelSummary> {
         check_image_input("vit-lite", input_shape, self.input)?;
         let n = input_shape[0];

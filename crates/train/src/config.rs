@@ -86,6 +86,15 @@ pub struct Distill {
     pub temperature: f64,
     /// Weight α of the distillation term, in [0, 1] (1: teacher only).
     pub alpha: f64,
+    /// Feature distillation: weight β of `MSE(P·f_student, f_teacher)`, the features being
+    /// the inputs of both models' classification layers and `P` a trained linear projection
+    /// (FitNets-style hint); 0 turns it off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub feature_weight: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Distill {
@@ -101,6 +110,12 @@ impl Distill {
             return Err(Error::InvalidSetting(format!(
                 "the distillation weight alpha must be in [0, 1], found {}",
                 self.alpha
+            )));
+        }
+        if !(self.feature_weight.is_finite() && self.feature_weight >= 0.0) {
+            return Err(Error::InvalidSetting(format!(
+                "the feature distillation weight must be ≥ 0, found {}",
+                self.feature_weight
             )));
         }
         Ok(())

@@ -211,11 +211,21 @@ fn run(
         None => None,
     };
     let qat_bits = config.finetune.as_ref().and_then(|f| f.qat_bits);
+    let projection = match &teacher {
+        Some(t) if t.feature_weight > 0.0 => Some(crate::task::feature_projection(
+            &model,
+            t,
+            data.train.shape,
+            &device,
+        )),
+        _ => None,
+    };
     let task = ClassificationTask {
         model,
         keep_pruned,
         teacher,
         qat_bits,
+        projection,
     };
     let groups = kiln_optim::resolve_layer_indices(&task, &groups)?;
     let task = kiln_optim::apply_groups(task, &groups)?;

@@ -21,6 +21,9 @@ pub struct ClassificationTask {
     /// Quantization-aware training: bits of the fake-quantized weights of the forward pass.
     #[module(skip)]
     pub qat_bits: Option<u8>,
+    /// Feature distillation: the trained projection from the model's features to the
+    /// teacher's (not part of the saved model).
+    pub projection: Option<burn::nn::Linear>,
 }
 
 /// Replaces Linear and convolution weights by their fake-quantized values with a
@@ -89,19 +92,21 @@ pub struct Teacher {
     pub temperature: f64,
     /// Weight α of the distillation term.
     pub alpha: f64,
+    /// Weight β of the feature term.
+    pub feature_weight: f64,
 }
 
 impl Teacher {
-    /// The teacher's logits for the student's (autodiff) batch, as constants.
-    fn logits(&self, images: &Tensor<4>) -> Tensor<2> {
+    /// The teacher's `(features, logits)` for the student's (autodiff) batch, as constants.
+    fn features_and_logits(&self, images: &Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let x = images.clone().inner();
         let [_, c, _, _] = x.dims();
         let device = x.device();
         let (scale, shift): (Vec<f32>, Vec<f32>) = self.renormalize.iter().copied().unzip();
         let scale = Tensor::<1>::from_floats(scale.as_slice(), &device).reshape([1, c, 1, 1]);
         let shift = Tensor::<1>::from_floats(shift.as_slice(), &device).reshape([1, c, 1, 1]);
-        let logits = self.model.forward(x * scale + shift);
-        Tensor::from_inner(logits)
+        let (features, logits) = self.model.forward_features(x * scale + shift);
+        (Tensor::from_inner(features), Tensor::from_inner(logits))
     }
 }
 
@@ -218,15 +223,23 @@ impl burn::train::TrainStep for ClassificationTask {
         let model = qat_model.as_ref().unwrap_or(&self.model);
         let output = match &self.teacher {
             Some(teacher) => {
-                let t_logits = teacher.logits(&batch.images);
-                let logits = model.forward(batch.images);
-                let loss = distillation_loss(
+                let (t_features, t_logits) = teacher.features_and_logits(&batch.images);
+                let (features, logits) = model.forward_features(batch.images);
+                let mut loss = distillation_loss(
                     logits.clone(),
                     t_logits,
                     batch.targets.clone(),
                     teacher.temperature,
                     teacher.alpha,
                 );
+                if let Some(projection) = &self.projection {
+                    let [n, _] = features.dims();
+                    let hint = (projection.forward(features) - t_features)
+                        .powi_scalar(2)
+                        .mean_dim(1)
+                        .reshape([n]);
+                    loss = loss + hint * teacher.feature_weight;
+                }
                 ClassificationOutput::new(loss, logits, batch.targets)
             }
             None => match &qat_model {
@@ -235,6 +248,7 @@ impl burn::train::TrainStep for ClassificationTask {
                     keep_pruned: false,
                     teacher: None,
                     qat_bits: None,
+                    projection: None,
                 }
                 .forward_classification(batch),
                 None => self.forward_classification(batch),
@@ -266,6 +280,31 @@ impl crate::fit::TaskMetrics for ClassificationTask {
             .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
             .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
     }
+}
+
+/// The projection from `student`'s features to `teacher`'s for feature distillation (their
+/// widths read from one forward pass on zeros of `input`), on `device`.
+pub(crate) fn feature_projection(
+    student: &ImageModel,
+    teacher: &Teacher,
+    input: [usize; 3],
+    device: &burn::tensor::Device,
+) -> burn::nn::Linear {
+    let [c, h, w] = input;
+    let width = |m: &ImageModel, d: &burn::tensor::Device| {
+        m.forward_features(Tensor::zeros([1, c, h, w], d)).0.dims()[1]
+    };
+    let teacher_device = teacher
+        .model
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    burn::nn::LinearConfig::new(
+        width(student, device),
+        width(&teacher.model, &teacher_device),
+    )
+    .init(device)
 }
 
 /// Loads the teacher run of `distill` for a student trained with `normalizer`, checking that
@@ -306,5 +345,6 @@ pub(crate) fn load_teacher(
         renormalize,
         temperature: distill.temperature,
         alpha: distill.alpha,
+        feature_weight: distill.feature_weight,
     })
 }

@@ -61,6 +61,7 @@ fn a_small_student_learns_from_its_teacher() {
         teacher: teacher.path().to_path_buf(),
         temperature: 4.0,
         alpha: 0.9,
+        feature_weight: 0.0,
     });
     let out = tempfile::tempdir().unwrap();
     let report = train(&student, out.path(), &TrainOptions::quiet()).unwrap();
@@ -75,6 +76,22 @@ fn a_small_student_learns_from_its_teacher() {
     let saved = TrainConfig::load(&out.path().join("config.toml")).unwrap();
     assert_eq!(saved.distill, student.distill);
 
+    // Feature distillation: a projection from the student's 16 features to the teacher's
+    // trains with it (the saved model is the student alone).
+    let mut hinted = student.clone();
+    hinted.distill = Some(Distill {
+        feature_weight: 1.0,
+        ..student.distill.clone().unwrap()
+    });
+    let hinted_dir = tempfile::tempdir().unwrap();
+    let hinted_report = train(&hinted, hinted_dir.path(), &TrainOptions::quiet()).unwrap();
+    assert_eq!(hinted_report.params, report.params);
+    assert!(
+        hinted_report.test.accuracy > 0.85,
+        "{}",
+        hinted_report.test.accuracy
+    );
+
     // A teacher with other classes, bad temperature and alpha are named.
     let iris = tempfile::tempdir().unwrap();
     let mut other = TrainConfig::for_preset("mlp").unwrap();
@@ -87,6 +104,7 @@ fn a_small_student_learns_from_its_teacher() {
         teacher: iris.path().to_path_buf(),
         temperature: 4.0,
         alpha: 0.5,
+        feature_weight: 0.0,
     });
     let err = train(&wrong, out.path(), &TrainOptions::quiet()).unwrap_err();
     assert!(err.to_string().contains("3 classes"), "{err}");
@@ -96,6 +114,7 @@ fn a_small_student_learns_from_its_teacher() {
             teacher: teacher.path().to_path_buf(),
             temperature: t,
             alpha: a,
+            feature_weight: 0.0,
         });
         let err = train(&bad, out.path(), &TrainOptions::quiet()).unwrap_err();
         assert!(err.to_string().contains(word), "{err}");

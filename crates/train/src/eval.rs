@@ -215,6 +215,22 @@ pub fn save_run(
     std::fs::rename(&partial, &files.model).map_err(io(&files.model))
 }
 
+/// Loads burnpack weights into `model`, reading the whole file first. (burn's file loader
+/// maps tensors lazily onto the file and reads each on first use: a model whose file is then
+/// replaced or deleted would read the wrong bytes or fail later, far from the cause.)
+pub(crate) fn load_weights_eagerly<M: Module>(model: M, path: &Path) -> Result<M> {
+    let weights_error = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| weights_error(e.to_string()))?;
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| weights_error(e.to_string()))?;
+    model
+        .try_load_record(record)
+        .map_err(|e| weights_error(e.to_string()))
+}
+
 /// Loads a run folder's config, normaliser and trained model onto `device`.
 pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer, ImageModel)> {
     check_run_dir(dir)?;
@@ -231,14 +247,8 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer,
             reason: "file not found".into(),
         });
     }
-    let model = config
-        .model
-        .init_image(device)?
-        .try_load_file(&files.model)
-        .map_err(|e| Error::Weights {
-            path: files.model.clone(),
-            reason: e.to_string(),
-        })?;
+    let model = config.model.init_image(device)?;
+    let model = load_weights_eagerly(model, &files.model)?;
     Ok((config, normalizer, model))
 }
 

@@ -34,7 +34,12 @@ pub fn load_pretrained(model: ImageModel, spec: &FineTune) -> Result<ImageModel>
     }
     let head = model.head_path();
     let mut model = model;
-    let mut store = BurnpackStore::from_file(&file)
+    // Read whole (not lazily mapped onto the file: see `eval::load_weights_eagerly`).
+    let bytes = std::fs::read(&file).map_err(|e| Error::Weights {
+        path: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes)))
         .allow_partial(true)
         .validate(false);
     let result = model.load_from(&mut store).map_err(|e| Error::Weights {

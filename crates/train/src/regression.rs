@@ -337,12 +337,8 @@ pub fn train_regression(
     let eval_device = config.device.device();
     let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
         .with_dropout(config.dropout)
-        .init(&eval_device)?
-        .try_load_file(&model_path)
-        .map_err(|e| Error::Weights {
-            path: model_path.clone(),
-            reason: e.to_string(),
-        })?;
+        .init(&eval_device)?;
+    let model = crate::eval::load_weights_eagerly(model, &model_path)?;
     let features = Tensor::<2>::from_data(
         burn::tensor::TensorData::new(test_set.features.clone(), [test_set.len(), test_set.width]),
         &eval_device,

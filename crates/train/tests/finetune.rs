@@ -159,3 +159,30 @@ fn weights_of_another_architecture_are_named() {
     let err = train(&ft, out.path(), &TrainOptions::quiet()).unwrap_err();
     assert!(err.to_string().contains("model.bpk"), "{err}");
 }
+
+#[test]
+fn a_loaded_run_does_not_read_its_weights_file_again() {
+    use kiln_models::Classifier;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.epochs = 1;
+    train(&config, a.path(), &TrainOptions::quiet()).unwrap();
+    config.seed += 1;
+    train(&config, b.path(), &TrainOptions::quiet()).unwrap();
+    let device = config.device.device();
+    let x = burn::tensor::Tensor::<4>::ones([2, 1, 8, 8], &device);
+    let original = std::fs::read(a.path().join("model.bpk")).unwrap();
+
+    let (_, _, loaded) = load_run(a.path(), &device).unwrap();
+    // The file is rewritten in place with other weights before the model is first used.
+    std::fs::write(
+        a.path().join("model.bpk"),
+        std::fs::read(b.path().join("model.bpk")).unwrap(),
+    )
+    .unwrap();
+    let got = loaded.forward(x.clone()).into_data();
+    std::fs::write(a.path().join("model.bpk"), &original).unwrap();
+    let (_, _, fresh) = load_run(a.path(), &device).unwrap();
+    assert_eq!(got.as_bytes(), fresh.forward(x).into_data().as_bytes());
+}

@@ -250,13 +250,48 @@ fn minilm_fine_tunes_with_a_new_head_frozen_or_not() {
         let TextModel::Bert(model) = model else {
             unreachable!()
         };
-        (weight(&model.encoder), report)
+        // The weights load lazily from the run folder: keep it while the model is used.
+        (weight(&model.encoder), report, model, dir)
     };
-    let (frozen, probe) = trained(true);
+    let (frozen, probe, _, _) = trained(true);
     assert!(frozen == before, "a frozen encoder must not change");
     assert!(probe.epochs[0].train_loss.is_finite());
-    let (tuned, _) = trained(false);
+    let (tuned, _, model, _run) = trained(false);
     assert!(tuned != before, "full fine-tuning trains the encoder");
+
+    // The fine-tuned encoder exports with Hugging Face names and reloads to identical outputs.
+    let export = tempfile::tempdir().unwrap();
+    let file = export.path().join("model.safetensors");
+    let names = kiln_transfer::save_weights(
+        &model.encoder,
+        &file,
+        &kiln_transfer::embed::bert_export_key_map(),
+    )
+    .unwrap();
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "encoder.layer.5.output.dense.weight"),
+        "{names:?}"
+    );
+    let fresh = kiln_models::bert::BertConfig::minilm_l6()
+        .init(&device)
+        .unwrap();
+    let (reloaded, report) =
+        kiln_transfer::load_weights(fresh, &file, &kiln_transfer::bert_key_map(), false).unwrap();
+    assert!(report.missing.is_empty() && report.unused.is_empty());
+    assert_eq!(weight(&reloaded), tuned);
+    let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(vec![101i64, 2023, 2003, 1037, 3231, 102], [1, 6]),
+        &device,
+    );
+    let a = model.encoder.forward(ids.clone(), None, None).into_data();
+    let b = reloaded.forward(ids, None, None).into_data();
+    assert_eq!(
+        a.as_bytes(),
+        b.as_bytes(),
+        "the round trip changed the outputs"
+    );
 
     // A folder without weights is named.
     let mut config = TextTrainConfig::minilm_finetune();

@@ -743,7 +743,8 @@ fn run(cli: Cli) -> Result<()> {
                         );
                         rate / lr.unwrap_or(cfg.lr)
                     }
-                    None => 1.0,
+                    // The recipe's encoder rate.
+                    None => cfg.pretrained.as_ref().map_or(1.0, |p| p.encoder_lr_scale),
                 };
                 let mut spec =
                     kiln_train::text::PretrainedText::full(std::path::absolute(&dir)?, lr_scale);

@@ -202,6 +202,33 @@ fn prune_quantize_and_distill_a_run() {
 }
 
 #[test]
+fn text_fine_tuning_checks_the_head_and_its_options_before_training() {
+    let (ok, _, stderr) = kiln(&[
+        "finetune",
+        "--from",
+        "models/all-MiniLM-L6-v2",
+        "--dataset",
+        "fine-foods-reviews",
+        "--head",
+        "classes=3",
+    ]);
+    assert!(!ok && stderr.contains("has 2 classes"), "{stderr}");
+    let (ok, _, stderr) = kiln(&[
+        "finetune",
+        "--from",
+        "models/all-MiniLM-L6-v2",
+        "--dataset",
+        "fine-foods-reviews",
+        "--train-per-class",
+        "10",
+    ]);
+    assert!(
+        !ok && stderr.contains("a pretrained text encoder takes"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn train_takes_a_table_an_augmentation_spec_and_a_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("iris");

@@ -315,17 +315,7 @@ pub struct Cnn {
 
 impl Classifier for Cnn {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = images;
-        for block in &self.blocks {
-            x = block.forward(x);
-        }
-        let mut x: Tensor<2> = x.flatten(1, 3);
-        for layer in &self.hidden {
-            x = self
-                .activation
-                .apply(layer.forward(self.dropout.forward(x)));
-        }
-        self.output.forward(self.dropout.forward(x))
+        self.forward_features(images).1
     }
 
     fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {

@@ -176,10 +176,7 @@ impl VitLite {
 
 impl Classifier for VitLite {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .encoder
-            .forward(TransformerEncoderInput::new(self.tokens(images)));
-        self.head_on_cls(self.norm.forward(x))
+        self.forward_features(images).1
     }
 
     fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {

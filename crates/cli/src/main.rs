@@ -423,6 +423,13 @@ enum Format {
     Json,
 }
 
+/// The N of `--head classes=N`.
+fn head_classes(spec: &str) -> Result<usize> {
+    spec.strip_prefix("classes=")
+        .and_then(|n| n.parse::<usize>().ok())
+        .with_context(|| format!("--head `{spec}`: expected classes=N"))
+}
+
 fn parse_early_stopping(spec: &str) -> Result<kiln_train::EarlyStopping> {
     let (patience, delta) = spec.split_once(':').unwrap_or((spec, "0"));
     let parsed = patience.trim().parse().ok().zip(delta.trim().parse().ok());
@@ -768,10 +775,7 @@ fn run(cli: Cli) -> Result<()> {
                     ..TrainOptions::default()
                 };
                 if let Some(spec) = head {
-                    let classes = spec
-                        .strip_prefix("classes=")
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .with_context(|| format!("--head `{spec}`: expected classes=N"))?;
+                    let classes = head_classes(&spec)?;
                     let dir = kiln_data::data_dir::resolve(data_dir.clone());
                     let found = kiln_train::text::load_text_dataset(&dataset, &dir)?
                         .0
@@ -836,10 +840,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..TrainOptions::default()
             };
             if let Some(spec) = head {
-                let classes = spec
-                    .strip_prefix("classes=")
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .with_context(|| format!("--head `{spec}`: expected classes=N"))?;
+                let classes = head_classes(&spec)?;
                 let dir = kiln_data::data_dir::resolve(data_dir);
                 let found =
                     kiln_data::load_dataset(&dataset, kiln_core::Seed(cfg.seed), &dir, &cfg.data)?

@@ -15,19 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Whether a weight of a module of this burn container type is pruned.
-fn prunable(container: &str) -> bool {
-    matches!(
-        container,
-        "Struct:Linear" | "Struct:Conv1d" | "Struct:Conv2d" | "Struct:Conv3d"
-    )
-}
-
-/// One prunable weight tensor.
+/// One float parameter tensor, read to the host.
 #[derive(Clone, Debug)]
 pub(crate) struct Weight {
     pub path: String,
+    /// The owning module's type (`Linear`, `Conv2d`, `BatchNorm`...).
     pub kind: String,
+    /// A Linear or convolution `weight`: what pruning and quantization act on.
+    pub prunable: bool,
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
 }
@@ -50,12 +45,7 @@ impl ModuleVisitor for Collector {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some((name, container)) = self.stack.last() else {
-            return;
-        };
-        if name != "weight" || !prunable(container) {
-            return;
-        }
+        let (name, container) = self.stack.last().cloned().unwrap_or_default();
         let path = self
             .stack
             .iter()
@@ -73,6 +63,7 @@ impl ModuleVisitor for Collector {
         match tensor.into_data().convert::<f32>().try_to_vec::<f32>() {
             Ok(values) => self.weights.push(Weight {
                 path,
+                prunable: name == "weight" && kiln_models::is_weight_layer(&container),
                 kind: container.trim_start_matches("Struct:").to_string(),
                 shape,
                 values,
@@ -87,14 +78,22 @@ impl ModuleVisitor for Collector {
     }
 }
 
-/// The prunable weights of `module`, in visiting order.
-pub(crate) fn prunable_weights<M: Module>(module: &M) -> Result<Vec<Weight>> {
+/// Every float parameter of `module` (running statistics included), in visiting order.
+pub(crate) fn float_params<M: Module>(module: &M) -> Result<Vec<Weight>> {
     let mut collector = Collector::default();
     module.visit(&mut collector);
     match collector.error {
         Some(e) => Err(e),
         None => Ok(collector.weights),
     }
+}
+
+/// The prunable weights of `module`, in visiting order.
+pub(crate) fn prunable_weights<M: Module>(module: &M) -> Result<Vec<Weight>> {
+    Ok(float_params(module)?
+        .into_iter()
+        .filter(|w| w.prunable)
+        .collect())
 }
 
 /// Replaces prunable weights by new values (same shapes), by path.
@@ -374,40 +373,6 @@ mod tests {
     }
 }
 
-#[derive(Default)]
-struct NonZero {
-    stack: Vec<String>,
-    counts: Vec<(String, usize)>,
-}
-
-impl ModuleVisitor for NonZero {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        let t = if matches!(t.dtype(), burn::tensor::DType::QFloat(_)) {
-            t.dequantize()
-        } else {
-            t
-        };
-        let n = t
-            .not_equal_elem(0.0)
-            .int()
-            .sum()
-            .into_data()
-            .convert::<i64>();
-        let n = n.try_to_vec::<i64>().ok().and_then(|v| v.first().copied());
-        self.counts
-            .push((self.stack.join("."), n.unwrap_or(0).max(0) as usize));
-    }
-}
-
 /// The model summary of a zoo image model with its non-zero parameters per layer (a pruned
 /// model's remaining weights), for the input `[1, channels, height, width]`.
 pub fn pruned_summary(
@@ -417,19 +382,16 @@ pub fn pruned_summary(
 ) -> Result<kiln_core::ModelSummary> {
     let [c, h, w] = input;
     let summary = kiln_models::Classifier::summary(model, name, &[1, c, h, w])?;
-    let mut visitor = NonZero::default();
-    model.visit(&mut visitor);
     // Parameter paths start with the model type (`Mlp.hidden.0.weight`); the summary's rows
     // are relative to it (`hidden.0`).
-    let counts: Vec<(String, usize)> = visitor
-        .counts
+    let counts: Vec<(String, usize)> = float_params(model)?
         .into_iter()
-        .map(|(p, n)| {
-            (
-                p.split_once('.')
-                    .map_or(p.clone(), |(_, rest)| rest.to_string()),
-                n,
-            )
+        .map(|w| {
+            let path = w
+                .path
+                .split_once('.')
+                .map_or(w.path.clone(), |(_, rest)| rest.into());
+            (path, w.values.iter().filter(|v| **v != 0.0).count())
         })
         .collect();
     Ok(summary.with_nonzero_params(&counts))

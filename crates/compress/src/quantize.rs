@@ -133,13 +133,6 @@ impl QuantizeConfig {
     }
 }
 
-fn quantizable(container: &str) -> bool {
-    matches!(
-        container,
-        "Struct:Linear" | "Struct:Conv1d" | "Struct:Conv2d" | "Struct:Conv3d"
-    )
-}
-
 fn largest_divisor_up_to(n: usize, max: usize) -> usize {
     (1..=max.min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
 }
@@ -200,7 +193,7 @@ impl ModuleMapper for WeightQuantizer {
         let Some((name, container)) = self.stack.last() else {
             return param;
         };
-        if name != "weight" || !quantizable(container) || D < 2 {
+        if name != "weight" || !kiln_models::is_weight_layer(container) || D < 2 {
             return param;
         }
         if matches!(param.val().dtype(), DType::QFloat(_)) {

@@ -33,30 +33,33 @@ pub struct Row {
 }
 
 fn method(dir: &Path, config: &kiln_train::TrainConfig) -> String {
-    let read = |name: &str| -> Option<serde_json::Value> {
+    fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
         serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
-    };
-    if let Some(q) = read("quantize.json") {
-        let c = &q["config"];
-        return format!(
-            "int{} {}",
-            c["bits"].as_u64().unwrap_or(8),
-            c["granularity"].as_str().unwrap_or("per-tensor")
-        );
     }
-    if let Some(p) = read("prune.json") {
-        let c = &p["config"];
-        let m = c["method"].as_str().unwrap_or("magnitude");
-        let scope = if m == "magnitude" {
-            format!(", {}", c["scope"].as_str().unwrap_or("layer"))
-        } else {
-            String::new()
+    if let Some(q) = read::<crate::QuantizeReport>(dir, "quantize.json") {
+        let granularity = match q.config.granularity {
+            crate::Granularity::PerTensor => "per-tensor",
+            crate::Granularity::PerChannel => "per-channel",
+        };
+        return format!("int{} {granularity}", q.config.bits);
+    }
+    if let Some(p) = read::<crate::PruneReport>(dir, "prune.json") {
+        let c = &p.config;
+        let method = match c.method {
+            crate::Method::Magnitude => "magnitude",
+            crate::Method::Structured => "structured",
+            crate::Method::StructuredL2 => "structured-l2",
+        };
+        let scope = match (c.method, c.scope) {
+            (crate::Method::Magnitude, crate::Scope::Layer) => ", layer",
+            (crate::Method::Magnitude, crate::Scope::Global) => ", global",
+            _ => "",
         };
         return format!(
-            "{m} {:.0}%{scope}, {}x{} ft",
-            100.0 * c["sparsity"].as_f64().unwrap_or(0.0),
-            c["iterations"].as_u64().unwrap_or(1),
-            c["finetune_epochs"].as_u64().unwrap_or(0)
+            "{method} {:.0}%{scope}, {}x{} ft",
+            100.0 * c.sparsity,
+            c.iterations,
+            c.finetune_epochs
         );
     }
     if let Some(d) = &config.distill {

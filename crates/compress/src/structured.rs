@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use kiln_models::{ImageModel, ModelConfig};
 use serde::{Deserialize, Serialize};
 
@@ -30,41 +29,12 @@ pub enum Norm {
     L2,
 }
 
-#[derive(Default)]
-struct AllFloats {
-    stack: Vec<String>,
-    values: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-    error: Option<String>,
-}
-
-impl ModuleVisitor for AllFloats {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.stack.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.stack.join(".");
-        let t = param.val();
-        // Quantized weights are read as the values they stand for.
-        let t = if matches!(t.dtype(), burn::tensor::DType::QFloat(_)) {
-            t.dequantize()
-        } else {
-            t
-        };
-        let shape = t.dims().to_vec();
-        match t.into_data().convert::<f32>().try_to_vec::<f32>() {
-            Ok(v) => {
-                self.values.insert(path, (shape, v));
-            }
-            Err(e) => {
-                self.error.get_or_insert(format!("{path}: {e:?}"));
-            }
-        }
-    }
+/// Every float parameter of `model` by path, as a shape and values.
+fn all_floats(model: &ImageModel) -> Result<BTreeMap<String, Dense>> {
+    Ok(crate::prune::float_params(model)?
+        .into_iter()
+        .map(|w| (w.path, (w.shape, w.values)))
+        .collect())
 }
 
 /// A tensor as a shape and row-major values.
@@ -164,16 +134,8 @@ pub fn prune_structured(
             "the fraction of channels to remove must be in [0, 1), found {fraction}"
         )));
     }
-    let mut collector = AllFloats::default();
-    model.visit(&mut collector);
-    if let Some(e) = collector.error {
-        return Err(Error::Read {
-            path: e,
-            reason: "unreadable tensor".into(),
-        });
-    }
     let mut t = Tensors {
-        values: collector.values,
+        values: all_floats(&model)?,
     };
     let mut config = config.clone();
     match &mut config {
@@ -247,9 +209,7 @@ pub fn prune_structured(
         }
     }
     let smaller = config.init_image(device)?;
-    let mut expected = AllFloats::default();
-    smaller.visit(&mut expected);
-    for (path, (shape, _)) in &expected.values {
+    for (path, (shape, _)) in &all_floats(&smaller)? {
         match t.values.get(path) {
             Some((s, _)) if s == shape => {}
             found => {

@@ -118,3 +118,13 @@ pub(crate) fn check_token_input(model: &str, shape: &[usize], max_len: usize) ->
 pub(crate) fn zeros4(shape: &[usize], device: &burn::tensor::Device) -> Tensor<4> {
     Tensor::zeros([shape[0], shape[1], shape[2], shape[3]], device)
 }
+
+/// Whether a burn module of this container type (as `ModuleVisitor::enter_module` names it,
+/// e.g. `Struct:Linear`) is a Linear or convolution layer: the layers whose `weight` pruning,
+/// quantization and their gradient masks act on (not norms, embeddings or positional tables).
+pub fn is_weight_layer(container_type: &str) -> bool {
+    matches!(
+        container_type,
+        "Struct:Linear" | "Struct:Conv1d" | "Struct:Conv2d" | "Struct:Conv3d"
+    )
+}

@@ -33,7 +33,7 @@ pub mod registry;
 pub mod transformer;
 pub mod vit;
 
-pub use common::{Activation, Pool, conv_out};
+pub use common::{Activation, Pool, conv_out, is_weight_layer};
 pub use error::{Error, Result};
 pub use mlp::{Mlp, MlpConfig};
 pub use registry::{ImageModel, InputKind, ModelConfig, Preset, ZooModel, preset, presets};

@@ -246,33 +246,6 @@ pub fn resolve_layer_indices<M: Module>(module: &M, rules: &[GroupRule]) -> Resu
     Ok(out)
 }
 
-struct PrunedGradMask<'a> {
-    grads: &'a mut burn::optim::GradientsParams,
-}
-
-impl ModuleVisitor for PrunedGradMask<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if D < 2 {
-            return;
-        }
-        if let Some(grad) = self.grads.remove::<D>(param.id) {
-            let device = grad.device();
-            let keep = param.val().not_equal_elem(0.0).float().to_device(&device);
-            self.grads.register(param.id, grad * keep);
-        }
-    }
-}
-
-/// Zeroes the gradient of every exact-zero element of `module`'s weight tensors (parameters of
-/// rank ≥ 2: Linear and convolution weights, not biases or norms), so pruned weights stay zero
-/// through optimizer steps: with a zero gradient from the start of a run, SGD (with momentum),
-/// Adam and AdamW (decoupled decay of a zero weight) all leave them at zero. This is the
-/// gradient side of PyTorch's `prune` re-parameterisation (`weight = weight_orig * mask`),
-/// with the mask read from the weights themselves.
-pub fn mask_pruned_gradients<M: Module>(module: &M, grads: &mut burn::optim::GradientsParams) {
-    module.visit(&mut PrunedGradMask { grads });
-}
-
 /// Whether the dotted parameter or module `path` is `prefix` or lies under it (prefix at a dot
 /// boundary: `a.b.c` is under `a.b`, `a.bc` is not).
 pub fn path_under(path: &str, prefix: &str) -> bool {

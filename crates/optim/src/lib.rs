@@ -57,8 +57,8 @@ use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdCo
 use serde::{Deserialize, Serialize};
 
 pub use groups::{
-    GroupRule, apply_groups, layers, mask_pruned_gradients, module_scheduler, param_paths,
-    path_under, resolve_layer_indices,
+    GroupRule, apply_groups, layers, module_scheduler, param_paths, path_under,
+    resolve_layer_indices,
 };
 pub use schedule::{EpochScheduler, Plateau, PlateauTracker, Schedule};
 

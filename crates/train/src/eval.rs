@@ -219,15 +219,22 @@ pub fn save_run(
 /// maps tensors lazily onto the file and reads each on first use: a model whose file is then
 /// replaced or deleted would read the wrong bytes or fail later, far from the cause.)
 pub(crate) fn load_weights_eagerly<M: Module>(model: M, path: &Path) -> Result<M> {
+    model
+        .try_load_record(read_record(path)?)
+        .map_err(|e| Error::Weights {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// A burnpack record read whole from `path` (see [`load_weights_eagerly`]).
+pub(crate) fn read_record(path: &Path) -> Result<burn::store::ModuleRecord> {
     let weights_error = |reason: String| Error::Weights {
         path: path.to_path_buf(),
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| weights_error(e.to_string()))?;
-    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| weights_error(e.to_string()))?;
-    model
-        .try_load_record(record)
+    burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
         .map_err(|e| weights_error(e.to_string()))
 }
 

@@ -457,11 +457,7 @@ where
         && best != last.epoch
     {
         let path = checkpoint_file(run_dir, "model", best);
-        let record = ModuleRecord::load(&path).map_err(|e| Error::Weights {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        model = model.load_record(record);
+        model = model.load_record(crate::eval::read_record(&path)?);
         model_epoch = best;
         if !plan.quiet {
             println!("restored the weights of the best epoch, {best}");

@@ -60,6 +60,6 @@ pub use eval::{
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};
 pub use task::{
-    ClassificationTask, Teacher, distillation_loss, fake_quantized, per_sample_cross_entropy,
-    soft_cross_entropy,
+    ClassificationTask, Teacher, distillation_loss, fake_quantized, mask_pruned_gradients,
+    per_sample_cross_entropy, soft_cross_entropy,
 };

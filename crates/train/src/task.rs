@@ -10,8 +10,8 @@ use kiln_models::{Classifier, ImageModel};
 pub struct ClassificationTask {
     /// The model being trained.
     pub model: ImageModel,
-    /// Pruned weights (exact zeros of weight tensors) get no gradient and stay zero (see
-    /// `kiln_optim::mask_pruned_gradients`).
+    /// Pruned weights (exact zeros of Linear and convolution weights) get no gradient and stay
+    /// zero (see [`mask_pruned_gradients`]).
     #[module(skip)]
     pub keep_pruned: bool,
     /// A frozen teacher whose softened outputs the model learns from (knowledge
@@ -49,11 +49,7 @@ impl burn::module::ModuleMapper for FakeQuant {
         param: burn::module::Param<Tensor<D>>,
     ) -> burn::module::Param<Tensor<D>> {
         let quantized = self.stack.last().is_some_and(|(name, container)| {
-            name == "weight"
-                && matches!(
-                    container.as_str(),
-                    "Struct:Linear" | "Struct:Conv1d" | "Struct:Conv2d" | "Struct:Conv3d"
-                )
+            name == "weight" && kiln_models::is_weight_layer(container)
         });
         if !quantized || D < 2 {
             return param;
@@ -177,15 +173,7 @@ pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
 macro_rules! supervised_steps {
     ($task:ty, $input:ty, $forward:ident) => {
         $crate::task::supervised_steps!($task, $input, $forward, burn::train::ClassificationOutput);
-        impl $crate::fit::TaskMetrics for $task {
-            fn register(
-                training: burn::train::SupervisedTraining<Self>,
-            ) -> burn::train::SupervisedTraining<Self> {
-                training
-                    .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
-                    .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
-            }
-        }
+        $crate::task::accuracy_metrics!($task);
     };
     ($task:ty, $input:ty, $forward:ident, $output:ty) => {
         impl burn::train::TrainStep for $task {
@@ -211,6 +199,22 @@ macro_rules! supervised_steps {
     };
 }
 pub(crate) use supervised_steps;
+
+/// Registers training and validation accuracy for a classification task.
+macro_rules! accuracy_metrics {
+    ($task:ty) => {
+        impl $crate::fit::TaskMetrics for $task {
+            fn register(
+                training: burn::train::SupervisedTraining<Self>,
+            ) -> burn::train::SupervisedTraining<Self> {
+                training
+                    .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
+                    .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
+            }
+        }
+    };
+}
+pub(crate) use accuracy_metrics;
 
 impl burn::train::TrainStep for ClassificationTask {
     type Input = ImageBatch;
@@ -257,7 +261,7 @@ impl burn::train::TrainStep for ClassificationTask {
         let grads = output.loss.clone().mean().backward();
         let mut out = burn::train::TrainOutput::new(self, grads, output);
         if self.keep_pruned {
-            kiln_optim::mask_pruned_gradients(self, &mut out.grads);
+            mask_pruned_gradients(self, &mut out.grads);
         }
         out
     }
@@ -272,15 +276,7 @@ impl burn::train::InferenceStep for ClassificationTask {
     }
 }
 
-impl crate::fit::TaskMetrics for ClassificationTask {
-    fn register(
-        training: burn::train::SupervisedTraining<Self>,
-    ) -> burn::train::SupervisedTraining<Self> {
-        training
-            .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
-            .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
-    }
-}
+accuracy_metrics!(ClassificationTask);
 
 /// The projection from `student`'s features to `teacher`'s for feature distillation (their
 /// widths read from one forward pass on zeros of `input`), on `device`.
@@ -347,4 +343,50 @@ pub(crate) fn load_teacher(
         alpha: distill.alpha,
         feature_weight: distill.feature_weight,
     })
+}
+
+struct PrunedGradMask<'a> {
+    stack: Vec<String>,
+    grads: &'a mut burn::optim::GradientsParams,
+}
+
+impl burn::module::ModuleVisitor for PrunedGradMask<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.push(format!("{name}\0{container_type}"));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let weight = self
+            .stack
+            .last()
+            .and_then(|s| s.split_once('\0'))
+            .is_some_and(|(name, container)| {
+                name == "weight" && kiln_models::is_weight_layer(container)
+            });
+        if !weight {
+            return;
+        }
+        if let Some(grad) = self.grads.remove::<D>(param.id) {
+            let device = grad.device();
+            let keep = param.val().not_equal_elem(0.0).float().to_device(&device);
+            self.grads.register(param.id, grad * keep);
+        }
+    }
+}
+
+/// Zeroes the gradient of every exact-zero element of `module`'s Linear and convolution
+/// weights (the ones pruning zeroes; biases, norms, embeddings and class tokens train freely),
+/// so pruned weights stay zero through optimizer steps: with a zero gradient from the start of
+/// a run, SGD (with momentum), Adam and AdamW (decoupled decay of a zero weight) all leave them
+/// at zero. This is the gradient side of PyTorch's `prune` re-parameterisation
+/// (`weight = weight_orig * mask`), with the mask read from the weights themselves.
+pub fn mask_pruned_gradients<M: Module>(module: &M, grads: &mut burn::optim::GradientsParams) {
+    module.visit(&mut PrunedGradMask {
+        stack: Vec::new(),
+        grads,
+    });
 }

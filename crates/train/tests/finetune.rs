@@ -186,3 +186,55 @@ fn a_loaded_run_does_not_read_its_weights_file_again() {
     let (_, _, fresh) = load_run(a.path(), &device).unwrap();
     assert_eq!(got.as_bytes(), fresh.forward(x).into_data().as_bytes());
 }
+
+#[test]
+fn pruning_masks_touch_only_linear_and_conv_weights() {
+    use burn::module::Module;
+    use kiln_models::{Classifier, ImageModel};
+    let device = burn::tensor::Device::flex().autodiff();
+    let model = kiln_models::preset("vit-lite")
+        .unwrap()
+        .config
+        .init_image(&device)
+        .unwrap();
+    let ImageModel::VitLite(mut vit) = model else {
+        panic!("a ViT")
+    };
+    // A class token that happens to be zero is not a pruned weight; a zero in the head is.
+    vit.cls_token = vit.cls_token.map(|t| t.zeros_like().require_grad());
+    vit.head.weight = vit.head.weight.map(|w| {
+        let [a, b] = w.dims();
+        let mask = burn::tensor::Tensor::<2>::ones([a, b], &w.device()).slice_assign(
+            [0..1, 0..b],
+            burn::tensor::Tensor::zeros([1, b], &w.device()),
+        );
+        (w * mask).detach().require_grad()
+    });
+    let model = ImageModel::VitLite(vit);
+    let x = burn::tensor::Tensor::<4>::ones([2, 1, 28, 28], &device);
+    let loss = model.forward(x).powi_scalar(2).sum();
+    let mut grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+    kiln_train::mask_pruned_gradients(&model, &mut grads);
+    let ImageModel::VitLite(vit) = &model else {
+        unreachable!()
+    };
+    let cls = grads
+        .get::<3>(vit.cls_token.id)
+        .expect("a class-token gradient");
+    assert!(
+        cls.abs().sum().into_scalar::<f32>() > 0.0,
+        "the class token was masked"
+    );
+    let head = grads.get::<2>(vit.head.weight.id).expect("a head gradient");
+    let [_, b] = head.dims();
+    let pruned_row = head
+        .clone()
+        .slice([0..1, 0..b])
+        .abs()
+        .sum()
+        .into_scalar::<f32>();
+    let other_rows = head.slice([1..2, 0..b]).abs().sum().into_scalar::<f32>();
+    assert_eq!(pruned_row, 0.0);
+    assert!(other_rows > 0.0);
+    let _ = model.num_params();
+}

@@ -276,8 +276,8 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Prune a trained run: single weights by magnitude, or whole conv channels and dense
-    /// neurons (structured), one shot or iteratively with fine-tuning; writes the pruned run
+    /// Prune a trained run: single weights by magnitude, or whole conv channels, dense
+    /// neurons and attention heads (structured), one shot or iteratively with fine-tuning; writes the pruned run
     /// folder (with prune.json).
     Prune {
         /// Run folder written by `kiln train`.
@@ -285,8 +285,8 @@ enum Command {
         /// Pruning method.
         #[arg(long, value_enum, default_value_t = PruneMethod::Magnitude)]
         method: PruneMethod,
-        /// Final fraction of the prunable weights set to zero (magnitude) or of the channels
-        /// and neurons removed (structured), in [0, 1).
+        /// Final fraction of the prunable weights set to zero (magnitude) or of the channels,
+        /// neurons and heads removed (structured), in [0, 1).
         #[arg(long)]
         sparsity: f64,
         /// One magnitude threshold over all layers instead of the same sparsity per layer.
@@ -410,8 +410,8 @@ enum Command {
 enum PruneMethod {
     /// Individual weights with the smallest magnitudes.
     Magnitude,
-    /// Whole conv channels and dense neurons with the smallest L1 norms, removed from the
-    /// layers (--sparsity is the fraction removed).
+    /// Whole conv channels, dense neurons and attention heads with the smallest L1 norms,
+    /// removed from the layers (--sparsity is the fraction removed).
     Structured,
     /// As structured, scored by L2 norm.
     StructuredL2,

@@ -4,8 +4,9 @@
 //!
 //! - [`prune`]: unstructured magnitude pruning of Linear and convolution weights, per layer or
 //!   with one global threshold ([`prune_magnitude`]), and per-layer [`SparsityReport`]s.
-//! - [`structured`]: whole convolution channels and dense neurons removed by L1/L2 norm, the
-//!   layers physically shrunk ([`prune_structured`]).
+//! - [`structured`]: whole convolution channels, dense neurons, ViT attention heads and
+//!   feed-forward neurons removed by L1/L2 norm, the layers physically shrunk
+//!   ([`prune_structured`]).
 //! - [`quantize`]: post-training int8 (or int4) weight quantization on burn's quantized
 //!   tensors, per tensor or per channel/block, with clipping calibrated on training images
 //!   ([`quantize_run`]); the saved weights are about 4x smaller.

@@ -19,8 +19,8 @@ pub enum Method {
     /// Individual weights with the smallest magnitudes (zeros in dense tensors).
     #[default]
     Magnitude,
-    /// Whole convolution channels and dense neurons with the smallest L1 norms, removed from
-    /// the layers (`sparsity` is then the fraction of channels and neurons removed).
+    /// Whole convolution channels, dense neurons and ViT attention heads with the smallest L1
+    /// norms, removed from the layers (`sparsity` is then the fraction of each removed).
     Structured,
     /// As `Structured`, scored by L2 norm.
     StructuredL2,
@@ -33,8 +33,8 @@ pub struct PruneConfig {
     /// What is pruned.
     #[serde(default)]
     pub method: Method,
-    /// Final fraction of the prunable weights set to zero (magnitude) or of the channels and
-    /// neurons removed (structured), in [0, 1).
+    /// Final fraction of the prunable weights set to zero (magnitude) or of the channels,
+    /// neurons and heads removed (structured), in [0, 1).
     pub sparsity: f64,
     /// Per-layer or global threshold.
     #[serde(default)]

@@ -8,6 +8,15 @@
 //! that the flattening fed from it). For a hidden dense layer, a neuron's score is the norm of
 //! its weight column; removing it removes the column, the bias entry and the next layer's
 //! row. The output layer and the input are never pruned.
+//!
+//! For ViT-lite, each encoder layer loses whole attention heads and feed-forward neurons. A
+//! head's score is the norm of everything it owns: its `d_k` columns of the query, key and
+//! value projections (weights and biases) and its `d_k` rows of the output projection;
+//! removing it removes all of them and the layer's head count drops (Michel et al. 2019,
+//! "Are sixteen heads really better than one?", remove heads the same way, scored by
+//! importance). A feed-forward neuron is scored and removed like a dense neuron
+//! (`linear_inner` column and bias, `linear_outer` row). The residual width (`dim`), the patch
+//! embedding, the norms and the classification head are kept.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +96,29 @@ fn top(scores: &[f64], keep: usize) -> Vec<usize> {
     kept
 }
 
+/// Scores of groups of `size` consecutive indices, from per-index partial scores (L1 sums;
+/// L2 norms combined as the root of the summed squares).
+fn group_scores(parts: &[Vec<f64>], size: usize, norm: Norm) -> Vec<f64> {
+    let n = parts[0].len() / size;
+    (0..n)
+        .map(|g| {
+            let idx = g * size..(g + 1) * size;
+            let total: f64 = parts
+                .iter()
+                .flat_map(|p| p[idx.clone()].iter())
+                .map(|s| match norm {
+                    Norm::L1 => *s,
+                    Norm::L2 => s * s,
+                })
+                .sum();
+            match norm {
+                Norm::L1 => total,
+                Norm::L2 => total.sqrt(),
+            }
+        })
+        .collect()
+}
+
 fn kept_count(n: usize, fraction: f64) -> usize {
     ((n as f64 * (1.0 - fraction)).round() as usize).clamp(1, n)
 }
@@ -120,8 +152,9 @@ impl Tensors {
 }
 
 /// Removes the fraction `fraction` (in [0, 1)) of the channels of every convolution block and
-/// of the neurons of every hidden dense layer of an MLP or CNN, by `norm`, returning the
-/// smaller model and its config. Other architectures are an error naming them.
+/// of the neurons of every hidden dense layer of an MLP or CNN, or of the attention heads and
+/// feed-forward neurons of every ViT-lite encoder layer, by `norm`, returning the smaller model
+/// and its config. Other architectures are an error naming them.
 pub fn prune_structured(
     model: ImageModel,
     config: &ModelConfig,
@@ -201,9 +234,52 @@ pub fn prune_structured(
                 c.hidden[i] = keep.len();
             }
         }
+        ModelConfig::VitLite(c) => {
+            let d_k = c.head_dim();
+            let (mut heads, mut mlp_dims) = (Vec::new(), Vec::new());
+            for i in 0..c.depth {
+                let layer = format!("VitLite.encoder.layers.{i}");
+                let mha = |p: &str| format!("{layer}.mha.{p}");
+                // Heads: q/k/v columns (weights [dim, h·d_k], biases [h·d_k]) and output rows.
+                let mut parts = Vec::new();
+                for proj in ["query", "key", "value"] {
+                    parts.push(scores(t.get(&mha(&format!("{proj}.weight")))?, 1, norm));
+                    if let Ok(b) = t.get(&mha(&format!("{proj}.bias"))) {
+                        parts.push(scores(b, 0, norm));
+                    }
+                }
+                parts.push(scores(t.get(&mha("output.weight"))?, 0, norm));
+                let head_keep = top(
+                    &group_scores(&parts, d_k, norm),
+                    kept_count(c.heads_of(i), fraction),
+                );
+                let cols: Vec<usize> = head_keep
+                    .iter()
+                    .flat_map(|&h| h * d_k..(h + 1) * d_k)
+                    .collect();
+                for proj in ["query", "key", "value"] {
+                    t.select(&mha(&format!("{proj}.weight")), 1, &cols)?;
+                    t.select_optional(&[mha(&format!("{proj}.bias"))], &cols)?;
+                }
+                t.select(&mha("output.weight"), 0, &cols)?;
+                heads.push(head_keep.len());
+
+                let inner = format!("{layer}.pwff.linear_inner");
+                let keep = top(
+                    &scores(t.get(&format!("{inner}.weight"))?, 1, norm),
+                    kept_count(c.mlp_dim_of(i), fraction),
+                );
+                t.select(&format!("{inner}.weight"), 1, &keep)?;
+                t.select_optional(&[format!("{inner}.bias")], &keep)?;
+                t.select(&format!("{layer}.pwff.linear_outer.weight"), 0, &keep)?;
+                mlp_dims.push(keep.len());
+            }
+            c.layer_heads = heads;
+            c.layer_mlp_dims = mlp_dims;
+        }
         other => {
             return Err(Error::Invalid(format!(
-                "structured pruning supports MLP and CNN models, not `{}`",
+                "structured pruning supports MLP, CNN and ViT-lite models, not `{}`",
                 other.kind()
             )));
         }
@@ -244,5 +320,10 @@ mod tests {
         assert_eq!(top(&[0.5, 3.0, 1.0, 2.0], 2), vec![1, 3]);
         assert_eq!(kept_count(10, 0.75), 3);
         assert_eq!(kept_count(2, 0.9), 1);
+        // Two groups of two: L1 sums, L2 combines norms.
+        let parts = vec![vec![1.0, 2.0, 3.0, 4.0], vec![0.5, 0.5, 0.0, 0.0]];
+        assert_eq!(group_scores(&parts, 2, Norm::L1), vec![4.0, 7.0]);
+        let l2 = group_scores(&parts, 2, Norm::L2);
+        assert!((l2[0] - 5.5f64.sqrt()).abs() < 1e-12 && (l2[1] - 5.0).abs() < 1e-12);
     }
 }

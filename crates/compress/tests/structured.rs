@@ -73,10 +73,95 @@ fn removing_dead_channels_and_neurons_keeps_the_function() {
     let model = p.config.init_image(&device).unwrap();
     let err = prune_structured(model, &p.config, 1.0, Norm::L2, &device).unwrap_err();
     assert!(err.to_string().contains("[0, 1)"), "{err}");
-    let vit = preset("vit-lite").unwrap();
-    let model = vit.config.init_image(&device).unwrap();
-    let err = prune_structured(model, &vit.config, 0.5, Norm::L1, &device).unwrap_err();
-    assert!(err.to_string().contains("vit"), "{err}");
+    let effnet = preset("efficientnet-lite0").unwrap();
+    let model = effnet.config.init_image(&device).unwrap();
+    let err = prune_structured(model, &effnet.config, 0.5, Norm::L1, &device).unwrap_err();
+    assert!(err.to_string().contains("efficientnet"), "{err}");
+}
+
+#[test]
+fn removing_dead_attention_heads_and_neurons_keeps_the_function() {
+    let device = Device::flex();
+    let p = preset("vit-lite").unwrap();
+    let ImageModel::VitLite(mut vit) = p.config.init_image(&device).unwrap() else {
+        panic!("a ViT")
+    };
+    // Dead units in every layer: head `l % 4` (its 16 query/key/value columns and biases, its
+    // 16 output rows: the head adds exactly zero) and 32 of the 128 feed-forward neurons
+    // (GELU(0) = 0). The dead head sits at a different index in each layer, so a slicing
+    // mistake cannot cancel out.
+    let d_k = 16;
+    for (l, layer) in vit.encoder.layers.iter_mut().enumerate() {
+        let h = l % 4;
+        let dead = |p: Param<Tensor<2>>, dim: usize| zero_range(p, dim, h * d_k..(h + 1) * d_k);
+        let mha = &mut layer.mha;
+        for proj in [&mut mha.query, &mut mha.key, &mut mha.value] {
+            proj.weight = dead(proj.weight.clone(), 1);
+            proj.bias = proj
+                .bias
+                .clone()
+                .map(|b| zero_range(b, 0, h * d_k..(h + 1) * d_k));
+        }
+        mha.output.weight = dead(mha.output.weight.clone(), 0);
+        let ff = &mut layer.pwff;
+        ff.linear_inner.weight = zero_first(ff.linear_inner.weight.clone(), 1, 32);
+        ff.linear_inner.bias = ff.linear_inner.bias.clone().map(|b| zero_first(b, 0, 32));
+        ff.linear_outer.weight = zero_first(ff.linear_outer.weight.clone(), 0, 32);
+    }
+    let model = ImageModel::VitLite(vit);
+    let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+    let before: Vec<f32> = model.forward(x.clone()).into_data().try_to_vec().unwrap();
+
+    for norm in [Norm::L1, Norm::L2] {
+        let (smaller, config) =
+            prune_structured(model.clone(), &p.config, 0.25, norm, &device).unwrap();
+        let kiln_models::ModelConfig::VitLite(c) = &config else {
+            panic!("a ViT config")
+        };
+        assert_eq!(c.layer_heads, vec![3; 4]);
+        assert_eq!(c.layer_mlp_dims, vec![96; 4]);
+        let after: Vec<f32> = smaller.forward(x.clone()).into_data().try_to_vec().unwrap();
+        let diff = before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{norm:?}: max logit difference {diff}");
+        // 139,018 - per layer (a head: 3·(64·16 + 16) + 16·64; 32 neurons: 64·32 + 32 + 32·64).
+        let per_layer = (3 * (64 * 16 + 16) + 16 * 64) + (64 * 32 + 32 + 32 * 64);
+        assert_eq!(
+            burn::module::Module::num_params(&smaller),
+            139_018 - 4 * per_layer
+        );
+        // The pruned config round-trips.
+        let json = serde_json::to_string(&config).unwrap();
+        let back: kiln_models::ModelConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
+    }
+}
+
+/// Zeroes the entries `range` of dimension `dim` of a parameter.
+fn zero_range<const D: usize>(
+    p: Param<Tensor<D>>,
+    dim: usize,
+    range: std::ops::Range<usize>,
+) -> Param<Tensor<D>> {
+    p.map(|t| {
+        let shape = t.dims();
+        let inner: usize = shape[dim + 1..].iter().product();
+        let len: usize = shape.iter().product();
+        let mask: Vec<f32> = (0..len)
+            .map(|i| {
+                if range.contains(&((i / inner) % shape[dim])) {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let device = t.device();
+        t * Tensor::from_data(TensorData::new(mask, shape), &device)
+    })
 }
 
 #[test]

@@ -18,8 +18,10 @@
 //! [`ModelSummary`](kiln_core::ModelSummary) (per-layer output shape, parameters, trainable
 //! flag, mult-adds).
 //!
-//! Transformer layers are burn-nn's `TransformerEncoder` (multi-head attention with padding and
-//! causal masks, pre- or post-norm); Kiln writes no attention of its own.
+//! Text transformers use burn-nn's `TransformerEncoder` (multi-head attention with padding and
+//! causal masks, pre- or post-norm). ViT-lite's encoder ([`vit::VitEncoder`]) is the same
+//! pre-norm math with per-layer head counts and feed-forward widths, so that structured
+//! pruning can remove attention heads.
 //!
 //! kiln-models knows nothing about datasets, training or the CLI.
 

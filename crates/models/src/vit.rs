@@ -1,20 +1,24 @@
 //! ViT-lite: a small Vision Transformer (Dosovitskiy et al. 2021): non-overlapping patches
-//! embedded by a strided convolution, a class token, learned positions, a pre-norm encoder
-//! (burn-nn's `TransformerEncoder`), a final LayerNorm and a linear head on the class token.
+//! embedded by a strided convolution, a class token, learned positions, a pre-norm encoder, a
+//! final LayerNorm and a linear head on the class token.
+//!
+//! The encoder is Kiln's own ([`VitEncoder`]): the same math and parameter paths as burn-nn's
+//! pre-norm `TransformerEncoder` (`encoder.layers.N.{norm_2, mha.{query,key,value,output},
+//! norm_1, pwff.{linear_inner,linear_outer}}`), but each layer may keep its own number of
+//! attention heads and feed-forward width, which is what structured pruning of heads and
+//! neurons produces (burn's attention requires `heads · head_dim = d_model`).
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::transformer::{PositionWiseFeedForward, PositionWiseFeedForwardConfig};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 use kiln_core::ModelSummary;
 use kiln_core::summary::{SummaryBuilder, mult_adds};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{check_dropout, check_image_input, invalid, zeros4};
-use crate::transformer::summarize_encoder;
 use crate::{Classifier, Result};
 
 /// Configuration of a [`VitLite`].
@@ -38,6 +42,14 @@ pub struct VitConfig {
     /// Dropout in the encoder.
     #[serde(default)]
     pub dropout: f64,
+    /// Attention heads kept in each layer (empty: `heads` everywhere). Each head is
+    /// `dim / heads` wide; structured pruning writes this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_heads: Vec<usize>,
+    /// Feed-forward width of each layer (empty: `mlp_dim` everywhere); structured pruning
+    /// writes this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_mlp_dims: Vec<usize>,
 }
 
 impl VitConfig {
@@ -53,7 +65,24 @@ impl VitConfig {
             mlp_dim: 128,
             num_classes: 10,
             dropout: 0.0,
+            layer_heads: Vec::new(),
+            layer_mlp_dims: Vec::new(),
         }
+    }
+
+    /// Width of one attention head (`dim / heads`).
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.heads.max(1)
+    }
+
+    /// Heads of layer `i`.
+    pub fn heads_of(&self, i: usize) -> usize {
+        self.layer_heads.get(i).copied().unwrap_or(self.heads)
+    }
+
+    /// Feed-forward width of layer `i`.
+    pub fn mlp_dim_of(&self, i: usize) -> usize {
+        self.layer_mlp_dims.get(i).copied().unwrap_or(self.mlp_dim)
     }
 
     /// `vit-lite-digits`: the same encoder on 8x8 digits with 2x2 patches (16 patches).
@@ -106,6 +135,30 @@ impl VitConfig {
                 format!("dim {} is not divisible by heads {}", self.dim, self.heads),
             ));
         }
+        for (name, per_layer, max) in [
+            ("layer_heads", &self.layer_heads, self.heads),
+            ("layer_mlp_dims", &self.layer_mlp_dims, usize::MAX),
+        ] {
+            if per_layer.is_empty() {
+                continue;
+            }
+            if per_layer.len() != self.depth {
+                return Err(invalid(
+                    "vit-lite",
+                    format!(
+                        "{name} has {} entries, expected one per layer ({})",
+                        per_layer.len(),
+                        self.depth
+                    ),
+                ));
+            }
+            if let Some(bad) = per_layer.iter().find(|&&v| v == 0 || v > max) {
+                return Err(invalid(
+                    "vit-lite",
+                    format!("{name} entry {bad} is outside 1..={max}"),
+                ));
+            }
+        }
         check_dropout("vit-lite", self.dropout)
     }
 
@@ -127,14 +180,121 @@ impl VitConfig {
                 Distribution::Normal(0.0, 0.02),
                 device,
             )),
-            encoder: TransformerEncoderConfig::new(self.dim, self.mlp_dim, self.heads, self.depth)
-                .with_dropout(self.dropout)
-                .with_norm_first(true)
-                .init(device),
+            encoder: VitEncoder {
+                layers: (0..self.depth)
+                    .map(|i| self.init_layer(i, device))
+                    .collect(),
+            },
             norm: LayerNormConfig::new(self.dim).init(device),
             head: LinearConfig::new(self.dim, self.num_classes).init(device),
             input: self.input,
         })
+    }
+}
+
+impl VitConfig {
+    fn init_layer(&self, i: usize, device: &Device) -> VitLayer {
+        let (heads, d_k) = (self.heads_of(i), self.head_dim());
+        let inner = heads * d_k;
+        // burn-nn's defaults for attention and feed-forward (Kaiming uniform, gain 1/sqrt(3)).
+        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).init(device);
+        VitLayer {
+            mha: HeadAttention {
+                query: linear(self.dim, inner),
+                key: linear(self.dim, inner),
+                value: linear(self.dim, inner),
+                output: linear(inner, self.dim),
+                dropout: DropoutConfig::new(self.dropout).init(),
+                n_heads: heads,
+                d_k,
+            },
+            pwff: PositionWiseFeedForwardConfig::new(self.dim, self.mlp_dim_of(i))
+                .with_dropout(self.dropout)
+                .init(device),
+            norm_1: LayerNormConfig::new(self.dim).init(device),
+            norm_2: LayerNormConfig::new(self.dim).init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+/// Multi-head self-attention whose heads need not fill `d_model`: `query`, `key`, `value` map
+/// `d_model → heads · d_k`, `output` maps back. Same math as burn-nn's `MultiHeadAttention`
+/// without masks: `softmax(Q Kᵀ / √d_k) V`.
+#[derive(Module, Debug)]
+pub struct HeadAttention {
+    /// Query projection `[d_model, heads · d_k]`.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Output projection `[heads · d_k, d_model]`.
+    pub output: Linear,
+    /// Dropout on the attention weights.
+    pub dropout: Dropout,
+    /// Number of heads.
+    #[module(skip)]
+    pub n_heads: usize,
+    /// Width of one head.
+    #[module(skip)]
+    pub d_k: usize,
+}
+
+impl HeadAttention {
+    /// `[batch, len, d_model] → [batch, len, d_model]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, len, _] = x.dims();
+        let (h, d_k) = (self.n_heads, self.d_k);
+        let split = |t: Tensor<3>| t.reshape([batch, len, h, d_k]).swap_dims(1, 2);
+        // Scaling Q (len · d_k values per head) is cheaper than scaling the len² scores.
+        let q = split(self.query.forward(x.clone()).mul_scalar(1.0 / (d_k as f32).sqrt()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x));
+        let weights = self.dropout.forward(softmax(q.matmul(k.transpose()), 3));
+        let context = weights
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, len, h * d_k]);
+        self.output.forward(context)
+    }
+}
+
+/// One pre-norm encoder layer: `x + mha(norm_2(x))`, then `x + pwff(norm_1(x))` (burn-nn's
+/// names and order).
+#[derive(Module, Debug)]
+pub struct VitLayer {
+    /// Self-attention.
+    pub mha: HeadAttention,
+    /// Feed-forward (Linear, GELU, Linear).
+    pub pwff: PositionWiseFeedForward,
+    /// LayerNorm before the feed-forward.
+    pub norm_1: LayerNorm,
+    /// LayerNorm before the attention.
+    pub norm_2: LayerNorm,
+    /// Dropout on both residual branches.
+    pub dropout: Dropout,
+}
+
+impl VitLayer {
+    /// `[batch, len, d_model] → [batch, len, d_model]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = x.clone() + self.dropout.forward(self.mha.forward(self.norm_2.forward(x)));
+        x.clone() + self.dropout.forward(self.pwff.forward(self.norm_1.forward(x)))
+    }
+}
+
+/// The stack of [`VitLayer`]s.
+#[derive(Module, Debug)]
+pub struct VitEncoder {
+    /// The layers, input first.
+    pub layers: Vec<VitLayer>,
+}
+
+impl VitEncoder {
+    /// Runs every layer.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.layers.iter().fold(x, |x, layer| layer.forward(x))
     }
 }
 
@@ -149,7 +309,7 @@ pub struct VitLite {
     /// Positions `[1, patches + 1, dim]`.
     pub pos_embed: Param<Tensor<3>>,
     /// Pre-norm encoder.
-    pub encoder: TransformerEncoder,
+    pub encoder: VitEncoder,
     /// Final LayerNorm.
     pub norm: LayerNorm,
     /// Classification head on the class token.
@@ -180,9 +340,7 @@ impl Classifier for VitLite {
     }
 
     fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
-        let x = self
-            .encoder
-            .forward(TransformerEncoderInput::new(self.tokens(images)));
+        let x = self.encoder.forward(self.tokens(images));
         let x = self.norm.forward(x);
         let [batch, _, dim] = x.dims();
         let cls = x.slice([0..batch, 0..1, 0..dim]).reshape([batch, dim]);
@@ -214,7 +372,24 @@ impl Classifier for VitLite {
             &x.dims(),
             0,
         );
-        let x = summarize_encoder(&mut b, "encoder", &self.encoder, x, None, None);
+        let [_, len, _] = x.dims();
+        let mut x = x;
+        for (i, layer) in self.encoder.layers.iter().enumerate() {
+            x = layer.forward(x);
+            let shape = x.dims();
+            let p = format!("encoder.layers.{i}");
+            let (h, d_k) = (layer.mha.n_heads, layer.mha.d_k);
+            let [_, d_ff] = layer.pwff.linear_inner.weight.dims();
+            let rows = n * len;
+            // Q, K, V and output projections, then scores and the weighted sum.
+            let mha = 4 * mult_adds::linear(rows, dim, h * d_k)
+                + mult_adds::attention(n, h, len, len, d_k);
+            let ffn = mult_adds::linear(rows, dim, d_ff) + mult_adds::linear(rows, d_ff, dim);
+            b.layer(format!("{p}.norm_2"), "LayerNorm", &layer.norm_2, &shape, 0);
+            b.layer(format!("{p}.mha"), "MultiHeadAttention", &layer.mha, &shape, mha);
+            b.layer(format!("{p}.norm_1"), "LayerNorm", &layer.norm_1, &shape, 0);
+            b.layer(format!("{p}.pwff"), "FeedForward", &layer.pwff, &shape, ffn);
+        }
         let x = self.norm.forward(x);
         b.layer("norm", "LayerNorm", &self.norm, &x.dims(), 0);
         let [d_in, d_out] = self.head.weight.dims();
@@ -249,6 +424,57 @@ mod tests {
             digits.forward(Tensor::zeros([3, 1, 8, 8], &device)).dims(),
             [3, 10]
         );
+    }
+
+    #[test]
+    fn the_encoder_computes_what_burns_pre_norm_encoder_computes() {
+        use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+        let device = Device::flex();
+        let config = VitConfig::vit_lite();
+        let burn_enc = TransformerEncoderConfig::new(64, 128, 4, 2)
+            .with_dropout(0.0)
+            .with_norm_first(true)
+            .init(&device);
+        let mut ours = VitEncoder {
+            layers: (0..2).map(|i| config.init_layer(i, &device)).collect(),
+        };
+        for (mine, theirs) in ours.layers.iter_mut().zip(&burn_enc.layers) {
+            mine.mha.query = theirs.mha.query.clone();
+            mine.mha.key = theirs.mha.key.clone();
+            mine.mha.value = theirs.mha.value.clone();
+            mine.mha.output = theirs.mha.output.clone();
+            mine.pwff = theirs.pwff.clone();
+            mine.norm_1 = theirs.norm_1.clone();
+            mine.norm_2 = theirs.norm_2.clone();
+        }
+        let x = Tensor::<3>::random([3, 50, 64], Distribution::Normal(0.0, 1.0), &device);
+        let expected = burn_enc.forward(TransformerEncoderInput::new(x.clone()));
+        let got = ours.forward(x);
+        let diff: f32 = (expected - got).abs().max().into_scalar();
+        assert!(diff < 1e-5, "max difference {diff}");
+    }
+
+    #[test]
+    fn per_layer_heads_and_widths_build_smaller_layers() {
+        let device = Device::flex();
+        let mut config = VitConfig::vit_lite();
+        config.layer_heads = vec![4, 3, 2, 1];
+        config.layer_mlp_dims = vec![128, 96, 64, 8];
+        let vit = config.init(&device).unwrap();
+        assert_eq!(vit.encoder.layers[3].mha.query.weight.dims(), [64, 16]);
+        assert_eq!(vit.encoder.layers[3].mha.output.weight.dims(), [16, 64]);
+        assert_eq!(vit.encoder.layers[2].pwff.linear_inner.weight.dims(), [64, 64]);
+        let x = Tensor::zeros([2, 1, 28, 28], &device);
+        assert_eq!(vit.forward(x).dims(), [2, 10]);
+        let summary = vit.summary("vit", &[2, 1, 28, 28]).unwrap();
+        assert_eq!(summary.total_params, vit.num_params());
+
+        config.layer_heads = vec![4, 5, 2, 1];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("layer_heads entry 5 is outside 1..=4"), "{err}");
+        config.layer_heads = vec![4, 4];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("2 entries, expected one per layer (4)"), "{err}");
     }
 
     #[test]

@@ -57,7 +57,8 @@ enum Command {
         /// preset's, the model's input and output sizes follow the data.
         #[arg(long)]
         dataset: Option<String>,
-        /// Augmentation of training images, e.g. `flip,rotate=15,scale=0.9..1.1,mixup=0.2`.
+        /// Augmentation of training images, e.g. `flip,rotate=15,scale=0.9..1.1,mixup=0.2`
+        /// (default: the preset's recipe; `none` for none).
         #[arg(long)]
         augment: Option<String>,
         /// Target column of a CSV table (default: the last column).
@@ -616,7 +617,10 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.adapt_model = !custom_model && d != cfg.dataset;
                 cfg.dataset = d;
             }
-            cfg.augment = augment;
+            // The preset's recipe unless asked otherwise (`none` turns it off).
+            if let Some(a) = augment {
+                cfg.augment = (a != "none").then_some(a);
+            }
             cfg.data.target = target;
             cfg.data.image_size = image_size;
             if grey {

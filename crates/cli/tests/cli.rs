@@ -270,6 +270,30 @@ fn train_takes_a_table_an_augmentation_spec_and_a_data_dir() {
         config.contains(r#"augment = "flip,rotate=15,scale=0.9..1.1,mixup=0.2""#),
         "{config}"
     );
+    // Without --augment the preset's recipe holds; `none` turns it off.
+    for (augment, expected) in [
+        (None, Some(r#"augment = "rotate=10,scale=0.9..1.1""#)),
+        (Some("none"), None),
+    ] {
+        let run = dir.path().join(format!("vit-{augment:?}"));
+        let mut args = vec![
+            "train",
+            "vit-lite-digits",
+            "--epochs",
+            "1",
+            "--train-per-class",
+            "5",
+        ];
+        args.extend(augment.map(|a| ["--augment", a]).into_iter().flatten());
+        args.extend(["--out", run.to_str().unwrap(), "--quiet"]);
+        let (ok, _, stderr) = kiln(&args);
+        assert!(ok, "{stderr}");
+        let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        match expected {
+            Some(line) => assert!(config.contains(line), "{config}"),
+            None => assert!(!config.contains("augment"), "{config}"),
+        }
+    }
     let (ok, _, stderr) = kiln(&["train", "mlp", "--augment", "blur=3", "--quiet"]);
     assert!(!ok);
     assert!(

@@ -248,7 +248,11 @@ impl HeadAttention {
         let (h, d_k) = (self.n_heads, self.d_k);
         let split = |t: Tensor<3>| t.reshape([batch, len, h, d_k]).swap_dims(1, 2);
         // Scaling Q (len · d_k values per head) is cheaper than scaling the len² scores.
-        let q = split(self.query.forward(x.clone()).mul_scalar(1.0 / (d_k as f32).sqrt()));
+        let q = split(
+            self.query
+                .forward(x.clone())
+                .mul_scalar(1.0 / (d_k as f32).sqrt()),
+        );
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
         let weights = self.dropout.forward(softmax(q.matmul(k.transpose()), 3));
@@ -279,8 +283,14 @@ pub struct VitLayer {
 impl VitLayer {
     /// `[batch, len, d_model] → [batch, len, d_model]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.dropout.forward(self.mha.forward(self.norm_2.forward(x)));
-        x.clone() + self.dropout.forward(self.pwff.forward(self.norm_1.forward(x)))
+        let x = x.clone()
+            + self
+                .dropout
+                .forward(self.mha.forward(self.norm_2.forward(x)));
+        x.clone()
+            + self
+                .dropout
+                .forward(self.pwff.forward(self.norm_1.forward(x)))
     }
 }
 
@@ -386,7 +396,13 @@ impl Classifier for VitLite {
                 + mult_adds::attention(n, h, len, len, d_k);
             let ffn = mult_adds::linear(rows, dim, d_ff) + mult_adds::linear(rows, d_ff, dim);
             b.layer(format!("{p}.norm_2"), "LayerNorm", &layer.norm_2, &shape, 0);
-            b.layer(format!("{p}.mha"), "MultiHeadAttention", &layer.mha, &shape, mha);
+            b.layer(
+                format!("{p}.mha"),
+                "MultiHeadAttention",
+                &layer.mha,
+                &shape,
+                mha,
+            );
             b.layer(format!("{p}.norm_1"), "LayerNorm", &layer.norm_1, &shape, 0);
             b.layer(format!("{p}.pwff"), "FeedForward", &layer.pwff, &shape, ffn);
         }
@@ -463,7 +479,10 @@ mod tests {
         let vit = config.init(&device).unwrap();
         assert_eq!(vit.encoder.layers[3].mha.query.weight.dims(), [64, 16]);
         assert_eq!(vit.encoder.layers[3].mha.output.weight.dims(), [16, 64]);
-        assert_eq!(vit.encoder.layers[2].pwff.linear_inner.weight.dims(), [64, 64]);
+        assert_eq!(
+            vit.encoder.layers[2].pwff.linear_inner.weight.dims(),
+            [64, 64]
+        );
         let x = Tensor::zeros([2, 1, 28, 28], &device);
         assert_eq!(vit.forward(x).dims(), [2, 10]);
         let summary = vit.summary("vit", &[2, 1, 28, 28]).unwrap();
@@ -471,10 +490,16 @@ mod tests {
 
         config.layer_heads = vec![4, 5, 2, 1];
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("layer_heads entry 5 is outside 1..=4"), "{err}");
+        assert!(
+            err.contains("layer_heads entry 5 is outside 1..=4"),
+            "{err}"
+        );
         config.layer_heads = vec![4, 4];
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("2 entries, expected one per layer (4)"), "{err}");
+        assert!(
+            err.contains("2 entries, expected one per layer (4)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -203,3 +203,44 @@ fn a_structurally_pruned_run_is_smaller_and_fine_tunes_back() {
     let eval = kiln_train::evaluate_run(out.path()).unwrap();
     assert_eq!(eval.accuracy, report.accuracy);
 }
+
+#[test]
+fn a_vit_loses_half_its_heads_and_fine_tunes_back() {
+    // ViT-lite on the bundled digits (8x8, 16 patches): 12 epochs dense, then half of every
+    // layer's heads and feed-forward neurons removed and 3 epochs of fine-tuning.
+    let dense = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("vit-lite-digits").unwrap();
+    config.epochs = 12;
+    train(&config, dense.path(), &TrainOptions::quiet()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let prune = PruneConfig {
+        method: Method::Structured,
+        sparsity: 0.5,
+        scope: Scope::Layer,
+        iterations: 1,
+        finetune_epochs: 3,
+        lr: Some(5e-4),
+        layers: vec![],
+    };
+    let report = prune_run(dense.path(), out.path(), &prune, &TrainOptions::quiet()).unwrap();
+    // Per layer 33,472 → 2 heads (2·(3·(64·16 + 16)) + 32·64 + 64) and 64 neurons.
+    let layer = 2 * 3 * (64 * 16 + 16) + 32 * 64 + 64 + (64 * 64 + 64 + 64 * 64 + 64) + 4 * 64;
+    assert_eq!(report.params, report.dense_params - 4 * (33_472 - layer));
+    assert!(report.bytes < report.dense_bytes, "{report:?}");
+    assert!(
+        report.dense_accuracy > 0.85 && report.error_increase_points() < 4.0,
+        "dense {} pruned {}",
+        report.dense_accuracy,
+        report.accuracy
+    );
+    let saved = TrainConfig::load(&out.path().join("config.toml")).unwrap();
+    let kiln_models::ModelConfig::VitLite(v) = &saved.model else {
+        panic!("a ViT")
+    };
+    assert_eq!(
+        (v.layer_heads.clone(), v.layer_mlp_dims.clone()),
+        (vec![2; 4], vec![64; 4])
+    );
+    let eval = kiln_train::evaluate_run(out.path()).unwrap();
+    assert_eq!(eval.accuracy, report.accuracy);
+}

@@ -313,6 +313,20 @@ pub struct Cnn {
     input: [usize; 3],
 }
 
+impl Cnn {
+    /// Whether the convolution stack runs in the CNHW layout: every convolution is
+    /// [`cnhw_eligible`](crate::ops::cnhw_eligible) and no block has a batch norm (which
+    /// normalises over axis 1). `KILN_NCHW_CONV=1` forces burn's NCHW convolution, for
+    /// benchmarks.
+    fn runs_cnhw(&self) -> bool {
+        std::env::var_os("KILN_NCHW_CONV").is_none()
+            && self
+                .blocks
+                .iter()
+                .all(|b| b.norm.is_none() && crate::ops::cnhw_eligible(&b.conv))
+    }
+}
+
 impl Classifier for Cnn {
     fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.forward_features(images).1
@@ -320,8 +334,18 @@ impl Classifier for Cnn {
 
     fn forward_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let mut x = images;
-        for block in &self.blocks {
-            x = block.forward(x);
+        if self.runs_cnhw() {
+            // The whole stack in `[C, batch, H, W]` (see `ops::conv2d_cnhw`): pooling and the
+            // activation do not care which of the two leading axes is the batch.
+            x = x.swap_dims(0, 1);
+            for block in &self.blocks {
+                x = block.forward_rest(crate::ops::conv2d_cnhw(&block.conv, x));
+            }
+            x = x.swap_dims(0, 1);
+        } else {
+            for block in &self.blocks {
+                x = block.forward(x);
+            }
         }
         let mut x: Tensor<2> = x.flatten(1, 3);
         for layer in &self.hidden {

@@ -31,6 +31,7 @@ mod common;
 pub mod efficientnet;
 mod error;
 pub mod mlp;
+pub mod ops;
 pub mod registry;
 pub mod transformer;
 pub mod vit;

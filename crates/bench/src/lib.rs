@@ -268,7 +268,15 @@ pub fn run_case(case: &Case) -> Result<Measurement> {
                  transformer-classifier for training",
             ));
         }
-        (Mode::Train, model) => train_steps(model, &data, total),
+        (Mode::Train, model) => {
+            // As kiln-train does: a shardable model's batch is split across threads.
+            let shards = if config.shardable() {
+                kiln_core::parallel::shards_for(batch)
+            } else {
+                1
+            };
+            train_steps(model, &data, total, shards)
+        }
         (Mode::Infer, model) => (infer_steps(&model, &data, total), Vec::new()),
     };
     let mut timed: Vec<f64> = times[case.warmup..].to_vec();
@@ -403,7 +411,12 @@ fn targets(data: &Data, i: usize) -> Tensor<1, Int> {
     }
 }
 
-fn train_steps(mut model: ZooModel, data: &Data, total: usize) -> (Vec<f64>, Vec<f32>) {
+fn train_steps(
+    mut model: ZooModel,
+    data: &Data,
+    total: usize,
+    shards: usize,
+) -> (Vec<f64>, Vec<f32>) {
     let device = targets(data, 0).device();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut optim = AdamConfig::new().init();
@@ -411,8 +424,35 @@ fn train_steps(mut model: ZooModel, data: &Data, total: usize) -> (Vec<f64>, Vec
     let mut losses = Vec::with_capacity(total);
     for step in 0..total {
         let started = Instant::now();
-        let loss = loss_fn.forward(logits(&model, data, step), targets(data, step));
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (loss, grads) = match (&model, data) {
+            (ZooModel::Image(m), Data::Images(b)) if shards > 1 => {
+                let (images, labels) = &b[step % b.len()];
+                let [n, c, h, w] = images.dims();
+                let parts = kiln_core::parallel::shard_ranges(n, shards)
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            images.clone().slice([r.clone(), 0..c, 0..h, 0..w]),
+                            labels.clone().slice([r]),
+                        )
+                    })
+                    .collect();
+                let (grads, sums) =
+                    kiln_core::parallel::sharded_gradients(m, parts, n, |m, (x, y)| {
+                        let [len, _, _, _] = x.dims();
+                        // The shard's summed loss (the mean times its length).
+                        let sum = loss_fn.forward(m.forward(x), y).mul_scalar(len as f32);
+                        (sum.clone(), sum.detach())
+                    });
+                let loss = Tensor::cat(sums, 0).sum().div_scalar(n as f32);
+                (loss, grads)
+            }
+            _ => {
+                let loss = loss_fn.forward(logits(&model, data, step), targets(data, step));
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                (loss, grads)
+            }
+        };
         model = optim.step(1e-3, model, grads);
         // Reading the loss back makes sure the step has finished on any device.
         let value = loss.into_scalar::<f32>();

@@ -17,6 +17,7 @@
 
 pub mod allocator;
 pub mod device;
+pub mod parallel;
 mod error;
 pub mod seed;
 pub mod summary;

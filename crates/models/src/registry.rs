@@ -130,6 +130,19 @@ impl ModelConfig {
         })
     }
 
+    /// Whether a training batch of this image model may be split across threads
+    /// (`kiln_core::parallel`): its training forward pass draws no random numbers (no dropout)
+    /// and mixes no samples (no batch normalisation), so shards compute exactly what the whole
+    /// batch would.
+    pub fn shardable(&self) -> bool {
+        match self {
+            ModelConfig::Mlp(c) => c.dropout == 0.0,
+            ModelConfig::Cnn(c) => c.dropout == 0.0 && c.blocks.iter().all(|b| !b.batch_norm),
+            ModelConfig::VitLite(c) => c.dropout == 0.0,
+            _ => false,
+        }
+    }
+
     /// Number of classes an image or sequence classifier predicts (vocabulary size for a
     /// language model, hidden size for BERT).
     pub fn num_classes(&self) -> usize {

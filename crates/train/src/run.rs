@@ -220,12 +220,19 @@ fn run(
         )),
         _ => None,
     };
+    // Plain steps of a shardable model use both cores (see `kiln_core::parallel`).
+    let shards = if config.model.shardable() && teacher.is_none() && qat_bits.is_none() {
+        kiln_core::parallel::shards_for(config.batch_size)
+    } else {
+        1
+    };
     let task = ClassificationTask {
         model,
         keep_pruned,
         teacher,
         qat_bits,
         projection,
+        shards,
     };
     let groups = kiln_optim::resolve_layer_indices(&task, &groups)?;
     let task = kiln_optim::apply_groups(task, &groups)?;

@@ -24,6 +24,11 @@ pub struct ClassificationTask {
     /// Feature distillation: the trained projection from the model's features to the
     /// teacher's (not part of the saved model).
     pub projection: Option<burn::nn::Linear>,
+    /// Shards of a plain training step (no teacher, no QAT), each run on its own thread
+    /// (`kiln_core::parallel::sharded_gradients`); 1 runs the batch whole. Only for models
+    /// whose config is `shardable`.
+    #[module(skip)]
+    pub shards: usize,
 }
 
 /// Replaces Linear and convolution weights by their fake-quantized values with a
@@ -221,6 +226,14 @@ impl burn::train::TrainStep for ClassificationTask {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> burn::train::TrainOutput<ClassificationOutput> {
+        let [n, _, _, _] = batch.images.dims();
+        if self.shards > 1 && self.teacher.is_none() && self.qat_bits.is_none() && n > 1 {
+            let mut out = self.sharded_step(batch, n);
+            if self.keep_pruned {
+                mask_pruned_gradients(self, &mut out.grads);
+            }
+            return out;
+        }
         let qat_model = self
             .qat_bits
             .map(|bits| fake_quantized(self.model.clone(), bits));
@@ -253,6 +266,7 @@ impl burn::train::TrainStep for ClassificationTask {
                     teacher: None,
                     qat_bits: None,
                     projection: None,
+                    shards: 1,
                 }
                 .forward_classification(batch),
                 None => self.forward_classification(batch),
@@ -264,6 +278,56 @@ impl burn::train::TrainStep for ClassificationTask {
             mask_pruned_gradients(self, &mut out.grads);
         }
         out
+    }
+}
+
+impl ClassificationTask {
+    /// A plain training step with the batch split into `shards` threads; the item holds the
+    /// whole batch's losses, logits and targets (detached), as the unsharded step's would.
+    fn sharded_step(
+        &self,
+        batch: ImageBatch,
+        n: usize,
+    ) -> burn::train::TrainOutput<ClassificationOutput> {
+        let [_, c, h, w] = batch.images.dims();
+        let shards: Vec<ImageBatch> = kiln_core::parallel::shard_ranges(n, self.shards)
+            .into_iter()
+            .map(|r| ImageBatch {
+                images: batch.images.clone().slice([r.clone(), 0..c, 0..h, 0..w]),
+                targets: batch.targets.clone().slice([r.clone()]),
+                soft_targets: batch.soft_targets.as_ref().map(|s| {
+                    let [_, k] = s.dims();
+                    s.clone().slice([r.clone(), 0..k])
+                }),
+            })
+            .collect();
+        let (grads, outs) =
+            kiln_core::parallel::sharded_gradients(&self.model, shards, n, |model, shard| {
+                let task = ClassificationTask {
+                    model: model.clone(),
+                    keep_pruned: false,
+                    teacher: None,
+                    qat_bits: None,
+                    projection: None,
+                    shards: 1,
+                };
+                let out = task.forward_classification(shard);
+                (out.loss.clone(), out)
+            });
+        let (mut loss, mut output, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+        for out in outs {
+            loss.push(out.loss.detach());
+            output.push(out.output.detach());
+            targets.push(out.targets);
+        }
+        burn::train::TrainOutput {
+            grads,
+            item: ClassificationOutput::new(
+                Tensor::cat(loss, 0),
+                Tensor::cat(output, 0),
+                Tensor::cat(targets, 0),
+            ),
+        }
     }
 }
 
@@ -389,4 +453,70 @@ pub fn mask_pruned_gradients<M: Module>(module: &M, grads: &mut burn::optim::Gra
         stack: Vec::new(),
         grads,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Device, Distribution};
+    use burn::train::TrainStep;
+
+    struct MaxDiff<'a>(&'a GradientsParams, &'a GradientsParams, f32, usize);
+    impl ModuleVisitor for MaxDiff<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let a = self.0.get::<D>(p.id).expect("a gradient for every parameter");
+            let b = self.1.get::<D>(p.id).expect("a sharded gradient for every parameter");
+            self.2 = self.2.max((a - b).abs().max().into_scalar());
+            self.3 += 1;
+        }
+    }
+
+    #[test]
+    fn a_sharded_step_computes_the_whole_batchs_step() {
+        let device = Device::flex().autodiff();
+        for preset in ["cnn-small", "vit-lite"] {
+            let config = kiln_models::preset(preset).unwrap().config;
+            assert!(config.shardable());
+            let task = |shards| ClassificationTask {
+                model: config.init_image(&device).unwrap(),
+                keep_pruned: false,
+                teacher: None,
+                qat_bits: None,
+                projection: None,
+                shards,
+            };
+            let whole = task(1);
+            let mut sharded = task(2);
+            sharded.model = whole.model.clone();
+            for soft in [false, true] {
+                let batch = || ImageBatch {
+                    images: Tensor::random([7, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device)
+                        .detach(),
+                    targets: Tensor::<1, Int>::from_ints([0, 1, 2, 3, 4, 5, 6], &device),
+                    soft_targets: soft.then(|| {
+                        burn::tensor::activation::softmax(
+                            Tensor::random([7, 10], Distribution::Normal(0.0, 1.0), &device),
+                            1,
+                        )
+                    }),
+                };
+                let b = batch();
+                let copy = ImageBatch {
+                    images: b.images.clone(),
+                    targets: b.targets.clone(),
+                    soft_targets: b.soft_targets.clone(),
+                };
+                let a = TrainStep::step(&whole, b);
+                let s = TrainStep::step(&sharded, copy);
+                let mut diff = MaxDiff(&a.grads, &s.grads, 0.0, 0);
+                whole.visit(&mut diff);
+                assert!(diff.3 > 5 && diff.2 < 1e-5, "{preset}: {} params, {}", diff.3, diff.2);
+                let loss_diff: f32 = (a.item.loss - s.item.loss).abs().max().into_scalar();
+                assert!(loss_diff < 1e-5, "{preset}: per-sample losses differ by {loss_diff}");
+                assert_eq!(s.item.output.dims(), [7, 10]);
+            }
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! (`shared/bench/torch_bench.py`): synthetic learnable data (a per-class prototype plus unit
 //! Gaussian noise), training batch 64 cycling over 4 prepared batches, inference batch 256,
 //! 5 warm-up steps, then the median of 30 timed steps. Every step ends by reading a scalar back
-//! to the host, so the time covers the whole step.
+//! to the host, so the time covers the whole step. A training step is computed as kiln-train
+//! computes it: split into `kiln_core::parallel` shards on two threads when the model is
+//! `shardable` (`KILN_TRAINING_SHARDS=1` turns that off for comparisons).
 //!
 //! The three reference models are the zoo presets `mlp-mnist`, `cnn-small` and `vit-lite`
 //! (aliases `mlp`, `cnn`, `vit`); they have the reference's parameter counts (235,146 /

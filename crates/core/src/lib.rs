@@ -17,8 +17,8 @@
 
 pub mod allocator;
 pub mod device;
-pub mod parallel;
 mod error;
+pub mod parallel;
 pub mod seed;
 pub mod summary;
 

@@ -129,7 +129,10 @@ mod tests {
     struct MaxDiff<'a>(&'a GradientsParams, &'a GradientsParams, f32);
     impl ModuleVisitor for MaxDiff<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let (a, b) = (self.0.get::<D>(p.id).unwrap(), self.1.get::<D>(p.id).unwrap());
+            let (a, b) = (
+                self.0.get::<D>(p.id).unwrap(),
+                self.1.get::<D>(p.id).unwrap(),
+            );
             self.2 = self.2.max((a - b).abs().max().into_scalar());
         }
     }
@@ -144,7 +147,9 @@ mod tests {
         let x = Tensor::<2>::random([9, 5], Distribution::Normal(0.0, 1.0), &device);
         let losses = |net: &Net, x: Tensor<2>| -> Tensor<1> {
             let [n, _] = x.dims();
-            let y = net.b.forward(burn::tensor::activation::relu(net.a.forward(x)));
+            let y = net
+                .b
+                .forward(burn::tensor::activation::relu(net.a.forward(x)));
             y.powi_scalar(2).sum_dim(1).reshape([n])
         };
         let whole = GradientsParams::from_grads(losses(&net, x.clone()).mean().backward(), &net);

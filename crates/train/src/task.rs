@@ -466,8 +466,14 @@ mod tests {
     struct MaxDiff<'a>(&'a GradientsParams, &'a GradientsParams, f32, usize);
     impl ModuleVisitor for MaxDiff<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let a = self.0.get::<D>(p.id).expect("a gradient for every parameter");
-            let b = self.1.get::<D>(p.id).expect("a sharded gradient for every parameter");
+            let a = self
+                .0
+                .get::<D>(p.id)
+                .expect("a gradient for every parameter");
+            let b = self
+                .1
+                .get::<D>(p.id)
+                .expect("a sharded gradient for every parameter");
             self.2 = self.2.max((a - b).abs().max().into_scalar());
             self.3 += 1;
         }
@@ -512,9 +518,17 @@ mod tests {
                 let s = TrainStep::step(&sharded, copy);
                 let mut diff = MaxDiff(&a.grads, &s.grads, 0.0, 0);
                 whole.visit(&mut diff);
-                assert!(diff.3 > 5 && diff.2 < 1e-5, "{preset}: {} params, {}", diff.3, diff.2);
+                assert!(
+                    diff.3 > 5 && diff.2 < 1e-5,
+                    "{preset}: {} params, {}",
+                    diff.3,
+                    diff.2
+                );
                 let loss_diff: f32 = (a.item.loss - s.item.loss).abs().max().into_scalar();
-                assert!(loss_diff < 1e-5, "{preset}: per-sample losses differ by {loss_diff}");
+                assert!(
+                    loss_diff < 1e-5,
+                    "{preset}: per-sample losses differ by {loss_diff}"
+                );
                 assert_eq!(s.item.output.dims(), [7, 10]);
             }
         }

@@ -10,22 +10,7 @@ use kiln_train::{TrainConfig, TrainOptions, train};
 
 /// Zeroes the first `n` entries of dimension `dim` of a parameter.
 fn zero_first<const D: usize>(p: Param<Tensor<D>>, dim: usize, n: usize) -> Param<Tensor<D>> {
-    p.map(|t| {
-        let shape = t.dims();
-        let inner: usize = shape[dim + 1..].iter().product();
-        let len: usize = shape.iter().product();
-        let mask: Vec<f32> = (0..len)
-            .map(|i| {
-                if (i / inner) % shape[dim] < n {
-                    0.0
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        let device = t.device();
-        t * Tensor::from_data(TensorData::new(mask, shape), &device)
-    })
+    zero_range(p, dim, 0..n)
 }
 
 #[test]

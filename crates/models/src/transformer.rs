@@ -8,7 +8,9 @@
 
 use burn::module::Module;
 use burn::nn::attention::generate_autoregressive_mask;
-use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
+use burn::nn::transformer::{
+    PositionWiseFeedForward, TransformerEncoder, TransformerEncoderConfig,
+};
 use burn::nn::{
     Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
     PositionalEncoding, PositionalEncodingConfig,
@@ -160,6 +162,51 @@ impl TokenEmbedding {
     }
 }
 
+/// The parts of one encoder layer (burn-nn's or ViT-lite's) that the summary lists.
+pub(crate) struct LayerRows<'a, A> {
+    /// Pre-norm (`norm_2`, attention, `norm_1`, feed-forward) or post-norm order.
+    pub norm_first: bool,
+    pub norm_1: &'a LayerNorm,
+    pub norm_2: &'a LayerNorm,
+    pub mha: &'a A,
+    pub heads: usize,
+    pub d_k: usize,
+    pub pwff: &'a PositionWiseFeedForward,
+}
+
+impl<A: Module> LayerRows<'_, A> {
+    /// Adds the layer's rows under `p`, in execution order, for an output of `shape`
+    /// (`[n, len, d]`), with mult-adds from the layer's actual widths.
+    pub(crate) fn add(&self, b: &mut SummaryBuilder, p: &str, shape: [usize; 3]) {
+        let [n, len, d] = shape;
+        let (rows, inner) = (n * len, self.heads * self.d_k);
+        let [_, d_ff] = self.pwff.linear_inner.weight.dims();
+        // Q, K, V and output projections, then scores and the weighted sum.
+        let mha = 3 * mult_adds::linear(rows, d, inner)
+            + mult_adds::linear(rows, inner, d)
+            + mult_adds::attention(n, self.heads, len, len, self.d_k);
+        let ffn = mult_adds::linear(rows, d, d_ff) + mult_adds::linear(rows, d_ff, d);
+        let norm_2 = |b: &mut SummaryBuilder| {
+            b.layer(format!("{p}.norm_2"), "LayerNorm", self.norm_2, &shape, 0)
+        };
+        if self.norm_first {
+            norm_2(b);
+        }
+        b.layer(
+            format!("{p}.mha"),
+            "MultiHeadAttention",
+            self.mha,
+            &shape,
+            mha,
+        );
+        b.layer(format!("{p}.norm_1"), "LayerNorm", self.norm_1, &shape, 0);
+        b.layer(format!("{p}.pwff"), "FeedForward", self.pwff, &shape, ffn);
+        if !self.norm_first {
+            norm_2(b);
+        }
+    }
+}
+
 /// Adds the summary rows of an encoder stack and runs it.
 pub(crate) fn summarize_encoder(
     b: &mut SummaryBuilder,
@@ -169,40 +216,18 @@ pub(crate) fn summarize_encoder(
     mask_pad: Option<Tensor<2, Bool>>,
     mask_attn: Option<Tensor<3, Bool>>,
 ) -> Tensor<3> {
-    let [n, len, d] = x.dims();
-    let heads = encoder.n_heads;
-    let d_ff = encoder.d_ff;
-    // Q, K, V and output projections: 4 · (N·L)·d·d; scores and weighted sum: 2·N·h·L·L·(d/h).
-    let mha =
-        4 * mult_adds::linear(n * len, d, d) + mult_adds::attention(n, heads, len, len, d / heads);
-    let ffn = mult_adds::linear(n * len, d, d_ff) + mult_adds::linear(n * len, d_ff, d);
     for (i, layer) in encoder.layers.iter().enumerate() {
         x = layer.forward(x, mask_pad.clone(), mask_attn.clone());
-        let shape = x.dims();
-        let p = format!("{prefix}.layers.{i}");
-        if layer.norm_first {
-            b.layer(format!("{p}.norm_2"), "LayerNorm", &layer.norm_2, &shape, 0);
-            b.layer(
-                format!("{p}.mha"),
-                "MultiHeadAttention",
-                &layer.mha,
-                &shape,
-                mha,
-            );
-            b.layer(format!("{p}.norm_1"), "LayerNorm", &layer.norm_1, &shape, 0);
-            b.layer(format!("{p}.pwff"), "FeedForward", &layer.pwff, &shape, ffn);
-        } else {
-            b.layer(
-                format!("{p}.mha"),
-                "MultiHeadAttention",
-                &layer.mha,
-                &shape,
-                mha,
-            );
-            b.layer(format!("{p}.norm_1"), "LayerNorm", &layer.norm_1, &shape, 0);
-            b.layer(format!("{p}.pwff"), "FeedForward", &layer.pwff, &shape, ffn);
-            b.layer(format!("{p}.norm_2"), "LayerNorm", &layer.norm_2, &shape, 0);
+        LayerRows {
+            norm_first: layer.norm_first,
+            norm_1: &layer.norm_1,
+            norm_2: &layer.norm_2,
+            mha: &layer.mha,
+            heads: layer.mha.n_heads,
+            d_k: layer.mha.d_k,
+            pwff: &layer.pwff,
         }
+        .add(b, &format!("{prefix}.layers.{i}"), x.dims());
     }
     x
 }

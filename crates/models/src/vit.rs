@@ -19,6 +19,7 @@ use kiln_core::summary::{SummaryBuilder, mult_adds};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{check_dropout, check_image_input, invalid, zeros4};
+use crate::transformer::LayerRows;
 use crate::{Classifier, Result};
 
 /// Configuration of a [`VitLite`].
@@ -382,29 +383,19 @@ impl Classifier for VitLite {
             &x.dims(),
             0,
         );
-        let [_, len, _] = x.dims();
         let mut x = x;
         for (i, layer) in self.encoder.layers.iter().enumerate() {
             x = layer.forward(x);
-            let shape = x.dims();
-            let p = format!("encoder.layers.{i}");
-            let (h, d_k) = (layer.mha.n_heads, layer.mha.d_k);
-            let [_, d_ff] = layer.pwff.linear_inner.weight.dims();
-            let rows = n * len;
-            // Q, K, V and output projections, then scores and the weighted sum.
-            let mha = 4 * mult_adds::linear(rows, dim, h * d_k)
-                + mult_adds::attention(n, h, len, len, d_k);
-            let ffn = mult_adds::linear(rows, dim, d_ff) + mult_adds::linear(rows, d_ff, dim);
-            b.layer(format!("{p}.norm_2"), "LayerNorm", &layer.norm_2, &shape, 0);
-            b.layer(
-                format!("{p}.mha"),
-                "MultiHeadAttention",
-                &layer.mha,
-                &shape,
-                mha,
-            );
-            b.layer(format!("{p}.norm_1"), "LayerNorm", &layer.norm_1, &shape, 0);
-            b.layer(format!("{p}.pwff"), "FeedForward", &layer.pwff, &shape, ffn);
+            LayerRows {
+                norm_first: true,
+                norm_1: &layer.norm_1,
+                norm_2: &layer.norm_2,
+                mha: &layer.mha,
+                heads: layer.mha.n_heads,
+                d_k: layer.mha.d_k,
+                pwff: &layer.pwff,
+            }
+            .add(&mut b, &format!("encoder.layers.{i}"), x.dims());
         }
         let x = self.norm.forward(x);
         b.layer("norm", "LayerNorm", &self.norm, &x.dims(), 0);

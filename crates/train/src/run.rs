@@ -220,8 +220,9 @@ fn run(
         )),
         _ => None,
     };
-    // Plain steps of a shardable model use both cores (see `kiln_core::parallel`).
-    let shards = if config.model.shardable() && teacher.is_none() && qat_bits.is_none() {
+    // Plain steps of a shardable model use both cores (see `kiln_core::parallel`; the step
+    // itself runs distillation and QAT whole).
+    let shards = if config.model.shardable() {
         kiln_core::parallel::shards_for(config.batch_size)
     } else {
         1

@@ -24,9 +24,9 @@ pub struct ClassificationTask {
     /// Feature distillation: the trained projection from the model's features to the
     /// teacher's (not part of the saved model).
     pub projection: Option<burn::nn::Linear>,
-    /// Shards of a plain training step (no teacher, no QAT), each run on its own thread
+    /// Shards of a training step, each run on its own thread
     /// (`kiln_core::parallel::sharded_gradients`); 1 runs the batch whole. Only for models
-    /// whose config is `shardable`.
+    /// whose config is `shardable`; steps with a teacher or QAT always run whole.
     #[module(skip)]
     pub shards: usize,
 }
@@ -136,19 +136,25 @@ impl ClassificationTask {
     /// [`per_sample_cross_entropy`]); soft targets (mixup, cutmix, label smoothing) use
     /// `−Σ_k p_k · log softmax(z)_k`.
     pub fn forward_classification(&self, batch: ImageBatch) -> ClassificationOutput {
-        let logits = self.model.forward(batch.images);
-        let loss = match batch.soft_targets {
-            Some(soft) => {
-                let [n, _] = logits.dims();
-                (soft * log_softmax(logits.clone(), 1))
-                    .sum_dim(1)
-                    .reshape([n])
-                    .neg()
-            }
-            None => per_sample_cross_entropy(logits.clone(), batch.targets.clone()),
-        };
-        ClassificationOutput::new(loss, logits, batch.targets)
+        classify(&self.model, batch)
     }
+}
+
+/// [`ClassificationTask::forward_classification`] of `model` (also the fake-quantized copy or a
+/// shard's replica).
+fn classify(model: &ImageModel, batch: ImageBatch) -> ClassificationOutput {
+    let logits = model.forward(batch.images);
+    let loss = match batch.soft_targets {
+        Some(soft) => {
+            let [n, _] = logits.dims();
+            (soft * log_softmax(logits.clone(), 1))
+                .sum_dim(1)
+                .reshape([n])
+                .neg()
+        }
+        None => per_sample_cross_entropy(logits.clone(), batch.targets.clone()),
+    };
+    ClassificationOutput::new(loss, logits, batch.targets)
 }
 
 /// Cross-entropy of each row of `logits` (`[n, classes]`) against its class in `targets`
@@ -259,18 +265,7 @@ impl burn::train::TrainStep for ClassificationTask {
                 }
                 ClassificationOutput::new(loss, logits, batch.targets)
             }
-            None => match &qat_model {
-                Some(m) => ClassificationTask {
-                    model: m.clone(),
-                    keep_pruned: false,
-                    teacher: None,
-                    qat_bits: None,
-                    projection: None,
-                    shards: 1,
-                }
-                .forward_classification(batch),
-                None => self.forward_classification(batch),
-            },
+            None => classify(model, batch),
         };
         let grads = output.loss.clone().mean().backward();
         let mut out = burn::train::TrainOutput::new(self, grads, output);
@@ -303,15 +298,7 @@ impl ClassificationTask {
             .collect();
         let (grads, outs) =
             kiln_core::parallel::sharded_gradients(&self.model, shards, n, |model, shard| {
-                let task = ClassificationTask {
-                    model: model.clone(),
-                    keep_pruned: false,
-                    teacher: None,
-                    qat_bits: None,
-                    projection: None,
-                    shards: 1,
-                };
-                let out = task.forward_classification(shard);
+                let out = classify(model, shard);
                 (out.loss.clone(), out)
             });
         let (mut loss, mut output, mut targets) = (Vec::new(), Vec::new(), Vec::new());

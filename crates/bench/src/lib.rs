@@ -468,7 +468,16 @@ fn infer_steps(model: &ZooModel, data: &Data, total: usize) -> Vec<f64> {
     let mut times = Vec::with_capacity(total);
     for step in 0..total {
         let started = Instant::now();
-        let value = logits(&model, data, step).sum().into_scalar::<f32>();
+        // As kiln-train's evaluation does: an image batch is split across the cores.
+        let out = match (model, data) {
+            (ZooModel::Image(m), Data::Images(b)) => {
+                let images = b[step % b.len()].0.clone();
+                let shards = kiln_core::parallel::inference_shards_for(images.dims()[0]);
+                kiln_core::parallel::sharded_forward(m, images, shards, |m, x| m.forward(x))
+            }
+            _ => logits(model, data, step),
+        };
+        let value = out.sum().into_scalar::<f32>();
         std::hint::black_box(value);
         times.push(started.elapsed().as_secs_f64());
     }

@@ -1,4 +1,4 @@
-//! Data-parallel training steps on one machine's cores.
+//! Data-parallel training and inference steps on one machine's cores.
 //!
 //! burn's CPU backend runs most kernels of a small model's training step on one core (its
 //! matrix products are too small to split well), so the second core idles. [`sharded_gradients`]
@@ -12,6 +12,10 @@
 //! may be sharded: dropout masks drawn from two threads would interleave nondeterministically,
 //! and batch normalisation would normalise each shard by its own statistics. The caller decides
 //! (kiln-models' `ModelConfig::shardable`).
+//!
+//! Inference batches shard for every model ([`sharded_forward`]): without gradients, dropout
+//! is off and batch normalisation uses its running statistics, so each sample's output does
+//! not depend on the others.
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -37,6 +41,23 @@ pub fn shards_for(batch_size: usize) -> usize {
     } else {
         1
     }
+}
+
+/// The fewest samples of an inference shard.
+pub const MIN_INFERENCE_SHARD: usize = 16;
+
+/// Into how many shards an inference batch of `batch_size` samples is split for
+/// [`sharded_forward`]: one per core (`std::thread::available_parallelism`), each of at least
+/// [`MIN_INFERENCE_SHARD`] samples. Inference computes each sample on its own, so the count
+/// changes nothing but speed. `KILN_INFERENCE_SHARDS=N` overrides the core count (`1` turns
+/// sharding off).
+pub fn inference_shards_for(batch_size: usize) -> usize {
+    let cores = std::env::var("KILN_INFERENCE_SHARDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    cores.min(batch_size / MIN_INFERENCE_SHARD).max(1)
 }
 
 /// The `[start, end)` sample ranges of `shards` near-equal shards of `batch_size` samples.
@@ -104,6 +125,49 @@ where
     (accumulator.grads(), outs)
 }
 
+/// `forward(model, x)` for a batch-first input `x`, with the batch split into `shards` near-equal
+/// parts each run on its own thread with a clone of `model`, the outputs concatenated along
+/// the batch dimension: what `forward(model, x)` computes, as long as `forward` treats samples
+/// independently (an inference pass: no batch statistics, no dropout). One shard, or a batch
+/// of one, runs on the calling thread.
+///
+/// burn's CPU backend splits only large matrix products across cores; sharding an inference
+/// batch also puts the element-wise work, normalisations and small products of the second
+/// half on the second core.
+///
+/// A panic in a shard is resumed on the calling thread.
+pub fn sharded_forward<M, F, const D: usize, const E: usize>(
+    model: &M,
+    x: Tensor<D>,
+    shards: usize,
+    forward: F,
+) -> Tensor<E>
+where
+    M: Module + Send,
+    F: Fn(&M, Tensor<D>) -> Tensor<E> + Sync,
+{
+    let ranges = shard_ranges(x.dims()[0], shards);
+    if ranges.len() <= 1 {
+        return forward(model, x);
+    }
+    let outs: Vec<Tensor<E>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .into_iter()
+            .map(|r| {
+                let part = x.clone().narrow(0, r.start, r.len());
+                let replica = model.clone();
+                let forward = &forward;
+                s.spawn(move || forward(&replica, part))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    Tensor::cat(outs, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +182,8 @@ mod tests {
         assert_eq!(shard_ranges(1, 2), vec![0..1]);
         assert_eq!(shards_for(31), 1);
         assert_eq!(shards_for(64), TRAINING_SHARDS);
+        assert_eq!(inference_shards_for(MIN_INFERENCE_SHARD * 2 - 1), 1);
+        assert!(inference_shards_for(1 << 20) >= 1);
     }
 
     #[derive(Module, Debug)]
@@ -167,5 +233,33 @@ mod tests {
         let mut diff = MaxDiff(&whole, &sharded, 0.0);
         net.visit(&mut diff);
         assert!(diff.2 < 1e-5, "max gradient difference {}", diff.2);
+    }
+
+    #[test]
+    fn a_sharded_forward_pass_computes_the_whole_batchs() {
+        let _rng = crate::seed::exclusive_rng();
+        let device = Device::flex();
+        let net = Net {
+            a: LinearConfig::new(5, 8).init(&device),
+            b: LinearConfig::new(8, 3).init(&device),
+        };
+        let x = Tensor::<2>::random([9, 5], Distribution::Normal(0.0, 1.0), &device);
+        let forward = |net: &Net, x: Tensor<2>| net.b.forward(net.a.forward(x).tanh());
+        let whole = forward(&net, x.clone());
+        for shards in [1, 2, 3, 9, 20] {
+            let sharded = sharded_forward(&net, x.clone(), shards, forward);
+            assert_eq!(sharded.dims(), [9, 3]);
+            let diff: f32 = (sharded - whole.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-6, "{shards} shards: max difference {diff}");
+        }
+        // Row i of the output belongs to sample i: a batch with one odd sample.
+        let odd = Tensor::cat(
+            vec![x.clone().narrow(0, 0, 8), x.clone().narrow(0, 8, 1) * 3.0],
+            0,
+        );
+        let out = sharded_forward(&net, odd.clone(), 2, forward);
+        let last = forward(&net, odd.narrow(0, 8, 1));
+        let diff: f32 = (out.narrow(0, 8, 1) - last).abs().max().into_scalar();
+        assert!(diff < 1e-6);
     }
 }

@@ -143,7 +143,12 @@ impl ClassificationTask {
 /// [`ClassificationTask::forward_classification`] of `model` (also the fake-quantized copy or a
 /// shard's replica).
 fn classify(model: &ImageModel, batch: ImageBatch) -> ClassificationOutput {
-    let logits = model.forward(batch.images);
+    let logits = model.forward(batch.images.clone());
+    classified(logits, batch)
+}
+
+/// The output of a classification step from the batch's `logits`.
+fn classified(logits: Tensor<2>, batch: ImageBatch) -> ClassificationOutput {
     let loss = match batch.soft_targets {
         Some(soft) => {
             let [n, _] = logits.dims();
@@ -322,8 +327,17 @@ impl burn::train::InferenceStep for ClassificationTask {
     type Input = ImageBatch;
     type Output = ClassificationOutput;
 
+    /// Validation: the batch split across the cores (`kiln_core::parallel::sharded_forward`;
+    /// without gradients every model computes each sample on its own).
     fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        self.forward_classification(batch)
+        let shards = kiln_core::parallel::inference_shards_for(batch.images.dims()[0]);
+        let logits = kiln_core::parallel::sharded_forward(
+            &self.model,
+            batch.images.clone(),
+            shards,
+            |m, x| m.forward(x),
+        );
+        classified(logits, batch)
     }
 }
 

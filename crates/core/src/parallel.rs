@@ -98,24 +98,20 @@ where
 {
     let device = model.devices().into_iter().next().unwrap_or_default();
     let scale = 1.0 / batch_size.max(1) as f32;
-    let results: Vec<(GradientsParams, O)> = std::thread::scope(|s| {
-        let handles: Vec<_> = inputs
-            .into_iter()
-            .map(|input| {
-                let replica = model.clone().fork(&device);
-                let step = &step;
-                s.spawn(move || {
-                    let (losses, out) = step(&replica, input);
-                    let grads = losses.sum().mul_scalar(scale).backward();
-                    (GradientsParams::from_grads(grads, &replica), out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    // On rayon's pool, like `sharded_forward`.
+    use rayon::prelude::*;
+    let work: Vec<(M, I)> = inputs
+        .into_iter()
+        .map(|input| (model.clone().fork(&device), input))
+        .collect();
+    let results: Vec<(GradientsParams, O)> = work
+        .into_par_iter()
+        .map(|(replica, input)| {
+            let (losses, out) = step(&replica, input);
+            let grads = losses.sum().mul_scalar(scale).backward();
+            (GradientsParams::from_grads(grads, &replica), out)
+        })
+        .collect();
     let mut accumulator = GradientsAccumulator::<M>::new();
     let mut outs = Vec::with_capacity(results.len());
     for (grads, out) in results {
@@ -132,10 +128,10 @@ where
 /// of one, runs on the calling thread.
 ///
 /// burn's CPU backend splits only large matrix products across cores; sharding an inference
-/// batch also puts the element-wise work, normalisations and small products of the second
-/// half on the second core.
+/// batch also puts the element-wise work, normalisations and small products of the other
+/// shards on the other cores.
 ///
-/// A panic in a shard is resumed on the calling thread.
+/// A panic in a shard is resumed on the calling thread (rayon's behaviour).
 pub fn sharded_forward<M, F, const D: usize, const E: usize>(
     model: &M,
     x: Tensor<D>,
@@ -150,21 +146,18 @@ where
     if ranges.len() <= 1 {
         return forward(model, x);
     }
-    let outs: Vec<Tensor<E>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranges
-            .into_iter()
-            .map(|r| {
-                let part = x.clone().narrow(0, r.start, r.len());
-                let replica = model.clone();
-                let forward = &forward;
-                s.spawn(move || forward(&replica, part))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    // On rayon's pool, where burn-flex and gemm already run their parallel kernels: a shard
+    // whose matrix products split across the cores shares them with the other shards instead
+    // of competing with them (own threads made a large-product MLP twice slower).
+    use rayon::prelude::*;
+    let work: Vec<(M, Tensor<D>)> = ranges
+        .into_iter()
+        .map(|r| (model.clone(), x.clone().narrow(0, r.start, r.len())))
+        .collect();
+    let outs: Vec<Tensor<E>> = work
+        .into_par_iter()
+        .map(|(replica, part)| forward(&replica, part))
+        .collect();
     Tensor::cat(outs, 0)
 }
 

@@ -1,10 +1,17 @@
-//! The backend's f32 `exp` and GELU (value and gradient) against f64 references.
+//! The backend's f32 `exp`, GELU (value and gradient) and softmax against f64 references, and its
+//! 2x2 max pooling against the same maximum taken another way.
 //!
 //! Kiln builds burn-flex with vectorised versions of these (vendor/README.md); these tests pin
 //! their accuracy so that a change of backend or patch cannot make them silently worse.
 
-use burn::tensor::activation::gelu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+fn pool_2x2(x: Tensor<4>) -> Tensor<4> {
+    max_pool2d(x, MaxPoolOptions::new([2, 2]).with_stride([2, 2]))
+}
 
 fn grid(lo: f32, hi: f32, step: f32) -> Vec<f32> {
     let n = ((hi - lo) / step) as usize;
@@ -106,4 +113,65 @@ fn gelu_and_its_gradient_match_the_exact_gelu() {
     )));
     assert_eq!(edges[..4], [f32::INFINITY, 0.0, 30.0, 0.0]);
     assert!(edges[4].is_nan());
+}
+
+#[test]
+fn softmax_matches_the_f64_softmax() {
+    let device = Device::flex();
+    let xs = grid(-40.0, 40.0, 0.013);
+    let rows = xs.len() / 50;
+    let xs = &xs[..rows * 50];
+    let got = values(softmax(tensor(xs, &device).reshape([rows, 50]), 1).reshape([rows * 50]));
+    for (row, out) in xs.chunks(50).zip(got.chunks(50)) {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+        for (&x, &y) in row.iter().zip(out) {
+            let expected = (x as f64 - max).exp() / sum;
+            assert!(
+                (y as f64 - expected).abs() <= 1e-6 * expected + 1e-12,
+                "softmax: {y} for {expected}"
+            );
+        }
+    }
+}
+
+/// `max_pool2d` with a 2x2 window and stride 2 against the maximum over the window axes of a
+/// reshaped view, value and gradient (ties have probability zero with normal inputs).
+#[test]
+fn two_by_two_max_pooling_matches_a_reshaped_maximum() {
+    let device = Device::flex().autodiff();
+    for [n, c, h, w] in [[2, 3, 8, 6], [3, 2, 7, 9], [1, 1, 2, 2]] {
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let (h2, w2) = (h / 2, w / 2);
+        let pooled = pool_2x2(x.clone());
+        let reference = x
+            .clone()
+            .slice([0..n, 0..c, 0..h2 * 2, 0..w2 * 2])
+            .reshape([n, c, h2, 2, w2, 2])
+            .max_dim(5)
+            .max_dim(3)
+            .reshape([n, c, h2, w2]);
+        assert_eq!(pooled.dims(), [n, c, h2, w2]);
+        let diff: f32 = (pooled.clone() - reference.clone())
+            .abs()
+            .max()
+            .into_scalar();
+        assert_eq!(diff, 0.0, "{n}x{c}x{h}x{w}: values differ");
+        let r = Tensor::<4>::random([n, c, h2, w2], Distribution::Normal(0.0, 1.0), &device);
+        let g1 = (pooled * r.clone()).sum().backward();
+        let g2 = (reference * r).sum().backward();
+        let diff: f32 = (x.grad(&g1).unwrap() - x.grad(&g2).unwrap())
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(diff < 1e-6, "{n}x{c}x{h}x{w}: gradients differ by {diff}");
+    }
+    // A NaN wins its window, as in PyTorch.
+    let x = Tensor::<4>::from_data(
+        TensorData::new(vec![1.0f32, f32::NAN, 3.0, 2.0], [1, 1, 2, 2]),
+        &Device::flex(),
+    );
+    let pooled: Vec<f32> = pool_2x2(x).into_data().try_into_vec().unwrap();
+    assert!(pooled[0].is_nan());
 }

@@ -378,10 +378,13 @@ fn softmax_row_f32_simd<S: macerator::Simd>(input: &[f32], output: &mut [f32]) {
     // Scalar exp (no SIMD exp in macerator). This pass is the one that
     // actually does memory reads + writes on the whole row, so scalar
     // here still lands us at memory bandwidth.
+    // Kiln patch: the vectorisable `exp_f32` instead of scalar libm `expf`, in a loop of its
+    // own so that it vectorises; the sum stays a sequential pass, in the same order.
+    for (o, &x) in output.iter_mut().zip(input) {
+        *o = crate::ops::unary::exp_f32(x - max_val);
+    }
     let mut sum = 0.0f32;
-    for idx in 0..len {
-        let e = (input[idx] - max_val).exp();
-        output[idx] = e;
+    for &e in output.iter() {
         sum += e;
     }
 

@@ -262,7 +262,35 @@ where
 
     let spatial_out = out_d * out_h * out_w;
     let x_data: &[T] = x.storage();
-    let kernel = |od: usize, oh: usize, ow: usize, x_offset: usize| {
+    // Kiln patch: non-overlapping windows that lie inside the input (no padding, no dilation,
+    // stride = kernel, e.g. the usual 2x2/2) need no per-window range computation, whose six
+    // integer divisions per output dominated a CNN's pooling. Same traversal order, same
+    // NaN rule, same indices as the general kernel below.
+    let simple = padding == [0, 0, 0]
+        && dilation == [1, 1, 1]
+        && stride == kernel_size
+        && out_d * kernel_d <= in_d
+        && out_h * kernel_h <= in_h
+        && out_w * kernel_w <= in_w;
+    let simple_kernel = |od: usize, oh: usize, ow: usize, x_offset: usize| {
+        let mut max_val = neg_inf;
+        let mut max_idx: i64 = -1;
+        for kd in 0..kernel_d {
+            let id_base = (od * kernel_d + kd) * in_h * in_w;
+            for kh in 0..kernel_h {
+                let ih_base = (oh * kernel_h + kh) * in_w;
+                let row = &x_data[x_offset + id_base + ih_base + ow * kernel_w..][..kernel_w];
+                for (kw, &val) in row.iter().enumerate() {
+                    if max_idx < 0 || val > max_val || val.is_nan() {
+                        max_val = val;
+                        max_idx = (id_base + ih_base + ow * kernel_w + kw) as i64;
+                    }
+                }
+            }
+        }
+        (max_val, max_idx)
+    };
+    let general_kernel = |od: usize, oh: usize, ow: usize, x_offset: usize| {
         let (kd_start, kd_end) =
             valid_range_maxpool(od, kernel_d, stride_d, pad_d, dilation_d, in_d);
         let (kh_start, kh_end) =
@@ -299,6 +327,13 @@ where
         }
 
         (max_val, max_idx)
+    };
+    let kernel = |od: usize, oh: usize, ow: usize, x_offset: usize| {
+        if simple {
+            simple_kernel(od, oh, ow, x_offset)
+        } else {
+            general_kernel(od, oh, ow, x_offset)
+        }
     };
 
     let (output, indices) = {

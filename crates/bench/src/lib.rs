@@ -4,8 +4,10 @@
 //! Gaussian noise), training batch 64 cycling over 4 prepared batches, inference batch 256,
 //! 5 warm-up steps, then the median of 30 timed steps. Every step ends by reading a scalar back
 //! to the host, so the time covers the whole step. A training step is computed as kiln-train
-//! computes it: split into `kiln_core::parallel` shards on two threads when the model is
-//! `shardable` (`KILN_TRAINING_SHARDS=1` turns that off for comparisons).
+//! computes it: split into `kiln_core::parallel` shards (rayon tasks) when the model is
+//! `shardable` (`KILN_TRAINING_SHARDS=1` turns that off for comparisons); an image inference
+//! batch is split across the cores as kiln-train's validation does (`KILN_INFERENCE_SHARDS=1`
+//! turns that off).
 //!
 //! The three reference models are the zoo presets `mlp-mnist`, `cnn-small` and `vit-lite`
 //! (aliases `mlp`, `cnn`, `vit`); they have the reference's parameter counts (235,146 /

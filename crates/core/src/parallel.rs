@@ -2,7 +2,7 @@
 //!
 //! burn's CPU backend runs most kernels of a small model's training step on one core (its
 //! matrix products are too small to split well), so the second core idles. [`sharded_gradients`]
-//! splits a batch into shards, runs forward and backward of each on its own thread with a
+//! splits a batch into shards, runs forward and backward of each as a task on rayon's pool with a
 //! forked replica of the model (the same parameter ids, separate autodiff graphs), and sums the
 //! gradients: the result is the gradient of the mean loss over the whole batch, up to
 //! floating-point summation order. [`TRAINING_SHARDS`] is fixed (not the core count), so a seeded
@@ -79,7 +79,7 @@ pub fn shard_ranges(batch_size: usize, shards: usize) -> Vec<std::ops::Range<usi
 /// Gradients of the mean of the per-sample losses over a batch of `batch_size` samples split
 /// into `inputs` (one shard each), computed in parallel: `step(replica, shard)` returns the
 /// shard's per-sample losses (shape `[shard_len]`) and whatever else the caller wants back
-/// (logits for metrics, say). Each shard runs on its own thread with a forked replica of
+/// (logits for metrics, say). Each shard runs as a rayon task with a forked replica of
 /// `model`. The gradients are keyed by `model`'s parameter ids, as
 /// `GradientsParams::from_grads(mean_loss.backward(), model)` would be.
 ///
@@ -122,7 +122,7 @@ where
 }
 
 /// `forward(model, x)` for a batch-first input `x`, with the batch split into `shards` near-equal
-/// parts each run on its own thread with a clone of `model`, the outputs concatenated along
+/// parts each run as a rayon task with a clone of `model`, the outputs concatenated along
 /// the batch dimension: what `forward(model, x)` computes, as long as `forward` treats samples
 /// independently (an inference pass: no batch statistics, no dropout). One shard, or a batch
 /// of one, runs on the calling thread.

@@ -24,7 +24,7 @@ pub struct ClassificationTask {
     /// Feature distillation: the trained projection from the model's features to the
     /// teacher's (not part of the saved model).
     pub projection: Option<burn::nn::Linear>,
-    /// Shards of a training step, each run on its own thread
+    /// Shards of a training step, each run as a rayon task
     /// (`kiln_core::parallel::sharded_gradients`); 1 runs the batch whole. Only for models
     /// whose config is `shardable`; steps with a teacher or QAT always run whole.
     #[module(skip)]

@@ -274,12 +274,7 @@ pub fn run_case(case: &Case) -> Result<Measurement> {
         }
         (Mode::Train, model) => {
             // As kiln-train does: a shardable model's batch is split across threads.
-            let shards = if config.shardable() {
-                kiln_core::parallel::shards_for(batch)
-            } else {
-                1
-            };
-            train_steps(model, &data, total, shards)
+            train_steps(model, &data, total, config.training_shards(batch))
         }
         (Mode::Infer, model) => (infer_steps(&model, &data, total), Vec::new()),
     };
@@ -474,8 +469,7 @@ fn infer_steps(model: &ZooModel, data: &Data, total: usize) -> Vec<f64> {
         let out = match (model, data) {
             (ZooModel::Image(m), Data::Images(b)) => {
                 let images = b[step % b.len()].0.clone();
-                let shards = kiln_core::parallel::inference_shards_for(images.dims()[0]);
-                kiln_core::parallel::sharded_forward(m, images, shards, |m, x| m.forward(x))
+                kiln_core::parallel::sharded_forward(m, images, |m, x| m.forward(x))
             }
             _ => logits(model, data, step),
         };

@@ -55,8 +55,12 @@ pub fn inference_shards_for(batch_size: usize) -> usize {
     let cores = std::env::var("KILN_INFERENCE_SHARDS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    inference_shards(batch_size, cores)
+}
+
+/// [`inference_shards_for`] on `cores` cores.
+fn inference_shards(batch_size: usize, cores: usize) -> usize {
     cores.min(batch_size / MIN_INFERENCE_SHARD).max(1)
 }
 
@@ -121,11 +125,11 @@ where
     (accumulator.grads(), outs)
 }
 
-/// `forward(model, x)` for a batch-first input `x`, with the batch split into `shards` near-equal
-/// parts each run as a rayon task with a clone of `model`, the outputs concatenated along
-/// the batch dimension: what `forward(model, x)` computes, as long as `forward` treats samples
-/// independently (an inference pass: no batch statistics, no dropout). One shard, or a batch
-/// of one, runs on the calling thread.
+/// `forward(model, x)` for a batch-first input `x`, with the batch split into
+/// [`inference_shards_for`] near-equal parts each run as a rayon task with a clone of `model`,
+/// the outputs concatenated along the batch dimension: what `forward(model, x)` computes, as
+/// long as `forward` treats samples independently (an inference pass: no batch statistics, no
+/// dropout). One shard runs on the calling thread.
 ///
 /// burn's CPU backend splits only large matrix products across cores; sharding an inference
 /// batch also puts the element-wise work, normalisations and small products of the other
@@ -133,6 +137,20 @@ where
 ///
 /// A panic in a shard is resumed on the calling thread (rayon's behaviour).
 pub fn sharded_forward<M, F, const D: usize, const E: usize>(
+    model: &M,
+    x: Tensor<D>,
+    forward: F,
+) -> Tensor<E>
+where
+    M: Module + Send,
+    F: Fn(&M, Tensor<D>) -> Tensor<E> + Sync,
+{
+    let shards = inference_shards_for(x.dims()[0]);
+    forward_in_shards(model, x, shards, forward)
+}
+
+/// [`sharded_forward`] with `shards` shards.
+fn forward_in_shards<M, F, const D: usize, const E: usize>(
     model: &M,
     x: Tensor<D>,
     shards: usize,
@@ -175,8 +193,12 @@ mod tests {
         assert_eq!(shard_ranges(1, 2), vec![0..1]);
         assert_eq!(shards_for(31), 1);
         assert_eq!(shards_for(64), TRAINING_SHARDS);
-        assert_eq!(inference_shards_for(MIN_INFERENCE_SHARD * 2 - 1), 1);
-        assert!(inference_shards_for(1 << 20) >= 1);
+        assert_eq!(inference_shards(MIN_INFERENCE_SHARD * 2 - 1, 2), 1);
+        assert_eq!(inference_shards(MIN_INFERENCE_SHARD * 2, 2), 2);
+        assert_eq!(inference_shards(MIN_INFERENCE_SHARD * 3, 4), 3);
+        assert_eq!(inference_shards(1 << 20, 4), 4);
+        assert_eq!(inference_shards(1 << 20, 0), 1);
+        assert_eq!(inference_shards(0, 2), 1);
     }
 
     #[derive(Module, Debug)]
@@ -240,7 +262,7 @@ mod tests {
         let forward = |net: &Net, x: Tensor<2>| net.b.forward(net.a.forward(x).tanh());
         let whole = forward(&net, x.clone());
         for shards in [1, 2, 3, 9, 20] {
-            let sharded = sharded_forward(&net, x.clone(), shards, forward);
+            let sharded = forward_in_shards(&net, x.clone(), shards, forward);
             assert_eq!(sharded.dims(), [9, 3]);
             let diff: f32 = (sharded - whole.clone()).abs().max().into_scalar();
             assert!(diff < 1e-6, "{shards} shards: max difference {diff}");
@@ -250,7 +272,7 @@ mod tests {
             vec![x.clone().narrow(0, 0, 8), x.clone().narrow(0, 8, 1) * 3.0],
             0,
         );
-        let out = sharded_forward(&net, odd.clone(), 2, forward);
+        let out = forward_in_shards(&net, odd.clone(), 2, forward);
         let last = forward(&net, odd.narrow(0, 8, 1));
         let diff: f32 = (out.narrow(0, 8, 1) - last).abs().max().into_scalar();
         assert!(diff < 1e-6);

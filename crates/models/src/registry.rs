@@ -143,6 +143,17 @@ impl ModelConfig {
         }
     }
 
+    /// Shards of a training step on a batch of `batch_size` samples:
+    /// `kiln_core::parallel::shards_for(batch_size)` for a [`shardable`](Self::shardable)
+    /// model, else 1.
+    pub fn training_shards(&self, batch_size: usize) -> usize {
+        if self.shardable() {
+            kiln_core::parallel::shards_for(batch_size)
+        } else {
+            1
+        }
+    }
+
     /// Number of classes an image or sequence classifier predicts (vocabulary size for a
     /// language model, hidden size for BERT).
     pub fn num_classes(&self) -> usize {

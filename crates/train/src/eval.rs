@@ -88,10 +88,7 @@ pub fn evaluate(
     device: &Device,
 ) -> Result<EvalReport> {
     evaluate_with(
-        &|images| {
-            let shards = kiln_core::parallel::inference_shards_for(images.dims()[0]);
-            kiln_core::parallel::sharded_forward(model, images, shards, |m, x| m.forward(x))
-        },
+        &|images| kiln_core::parallel::sharded_forward(model, images, |m, x| m.forward(x)),
         set,
         normalizer,
         batch_size,

@@ -222,11 +222,7 @@ fn run(
     };
     // Plain steps of a shardable model use both cores (see `kiln_core::parallel`; the step
     // itself runs distillation and QAT whole).
-    let shards = if config.model.shardable() {
-        kiln_core::parallel::shards_for(config.batch_size)
-    } else {
-        1
-    };
+    let shards = config.model.training_shards(config.batch_size);
     let task = ClassificationTask {
         model,
         keep_pruned,

@@ -143,13 +143,21 @@ impl ClassificationTask {
 /// [`ClassificationTask::forward_classification`] of `model` (also the fake-quantized copy or a
 /// shard's replica).
 fn classify(model: &ImageModel, batch: ImageBatch) -> ClassificationOutput {
-    let logits = model.forward(batch.images.clone());
-    classified(logits, batch)
+    let ImageBatch {
+        images,
+        targets,
+        soft_targets,
+    } = batch;
+    classified(model.forward(images), targets, soft_targets)
 }
 
 /// The output of a classification step from the batch's `logits`.
-fn classified(logits: Tensor<2>, batch: ImageBatch) -> ClassificationOutput {
-    let loss = match batch.soft_targets {
+fn classified(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    soft_targets: Option<Tensor<2>>,
+) -> ClassificationOutput {
+    let loss = match soft_targets {
         Some(soft) => {
             let [n, _] = logits.dims();
             (soft * log_softmax(logits.clone(), 1))
@@ -157,9 +165,9 @@ fn classified(logits: Tensor<2>, batch: ImageBatch) -> ClassificationOutput {
                 .reshape([n])
                 .neg()
         }
-        None => per_sample_cross_entropy(logits.clone(), batch.targets.clone()),
+        None => per_sample_cross_entropy(logits.clone(), targets.clone()),
     };
-    ClassificationOutput::new(loss, logits, batch.targets)
+    ClassificationOutput::new(loss, logits, targets)
 }
 
 /// Cross-entropy of each row of `logits` (`[n, classes]`) against its class in `targets`
@@ -330,14 +338,13 @@ impl burn::train::InferenceStep for ClassificationTask {
     /// Validation: the batch split across the cores (`kiln_core::parallel::sharded_forward`;
     /// without gradients every model computes each sample on its own).
     fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        let shards = kiln_core::parallel::inference_shards_for(batch.images.dims()[0]);
-        let logits = kiln_core::parallel::sharded_forward(
-            &self.model,
-            batch.images.clone(),
-            shards,
-            |m, x| m.forward(x),
-        );
-        classified(logits, batch)
+        let ImageBatch {
+            images,
+            targets,
+            soft_targets,
+        } = batch;
+        let logits = kiln_core::parallel::sharded_forward(&self.model, images, |m, x| m.forward(x));
+        classified(logits, targets, soft_targets)
     }
 }
 

@@ -34,7 +34,7 @@ fn features(
     let mut parts = Vec::new();
     for start in (0..n).step_by(50) {
         let end = (start + 50).min(n);
-        let pixels: Vec<f32> = set.pixels[start * 784..end * 784]
+        let pixels: Vec<f32> = set.pixels()[start * 784..end * 784]
             .iter()
             .map(|&p| {
                 let p = if invert { 1.0 - p } else { p };
@@ -61,7 +61,7 @@ fn features(
 }
 
 fn labels(set: &ImageSet, device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = set.labels.iter().map(|&l| l as i64).collect();
+    let v: Vec<i64> = set.labels().iter().map(|&l| l as i64).collect();
     Tensor::from_data(TensorData::new(v, [set.len()]), device)
 }
 

@@ -10,7 +10,7 @@ fn facade_reaches_every_crate() {
     let summary = model.summary(preset.name, &preset.summary_input()).unwrap();
     assert_eq!(summary.total_params, model.num_params());
     let data = kiln::data::load_split(preset.dataset, kiln::core::Seed(1)).unwrap();
-    assert_eq!(data.train.shape.to_vec(), preset.input);
+    assert_eq!(data.train.shape().to_vec(), preset.input);
     let config = kiln::train::TrainConfig::for_preset("mlp").unwrap();
     assert_eq!(config.model, preset.config);
 }

@@ -64,7 +64,7 @@ fn run_data(args: BenchArgs) -> anyhow::Result<()> {
     let normalizer = Normalizer::fit(&train);
     let device = Device::flex();
     let dataset = ImageDataset::new(train.clone());
-    let plain = ImageBatcher::new(train.shape, normalizer.clone());
+    let plain = ImageBatcher::new(train.shape(), normalizer.clone());
     let full = plain.clone().with_augment(
         Augment::parse(FULL_PIPELINE)?,
         Seed(1),

@@ -1,7 +1,7 @@
 //! `kiln`: the command-line front end. It parses arguments and calls the library crates; all
 //! logic lives in kiln-core, kiln-models, kiln-data and kiln-train.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -129,6 +129,11 @@ enum Command {
         /// Evaluate on only the first N test images of each class.
         #[arg(long)]
         test_per_class: Option<usize>,
+        /// Share of the training data held out for validation (stratified, by the seed):
+        /// what the per-epoch "valid" columns, early stopping, plateaus and the best epoch
+        /// watch. The test split is the dataset's own and is read once, at the end.
+        #[arg(long, default_value_t = kiln_data::split::DEFAULT_VALID_FRACTION)]
+        valid_fraction: f64,
         /// Run folder (default: runs/<model>-<unix time>).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -453,7 +458,20 @@ fn print_train_report(report: &kiln_train::TrainReport) {
     );
 }
 
+/// Restores the default action of SIGPIPE, which Rust's runtime ignores: `kiln ... | head`
+/// then ends quietly when the reader closes the pipe, as `cat` or `grep` do, instead of
+/// panicking in `println!` on the broken pipe.
+fn exit_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread starts; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     kiln_core::allocator::tune();
     let cli = Cli::parse();
     match run(cli) {
@@ -591,6 +609,7 @@ fn run(cli: Cli) -> Result<()> {
             device,
             train_per_class,
             test_per_class,
+            valid_fraction,
             out,
             quiet,
         } => {
@@ -678,6 +697,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             cfg.train_per_class = train_per_class.or(cfg.train_per_class);
             cfg.test_per_class = test_per_class.or(cfg.test_per_class);
+            cfg.data.valid_fraction = valid_fraction;
             let out = out.unwrap_or_else(|| kiln_train::default_run_dir(&cfg.name));
             if !quiet {
                 println!(
@@ -793,10 +813,10 @@ fn run(cli: Cli) -> Result<()> {
                 let out = out.unwrap_or_else(|| kiln_train::default_run_dir("finetune"));
                 let report = kiln_train::text::train_text_classifier(&cfg, &out, &options)
                     .with_context(|| format!("fine-tuning {} on {dataset}", dir.display()))?;
-                let last = report.epochs.last().context("no epoch trained")?;
                 println!(
-                    "test accuracy {:.2}% on {} texts; trained in {:.1}s; run folder {}",
-                    100.0 * last.valid_accuracy,
+                    "test accuracy {:.2}% (macro F1 {:.3}) on {} texts; trained in {:.1}s; run folder {}",
+                    100.0 * report.test.accuracy,
+                    report.test.macro_f1,
                     report.test_size,
                     report.train_seconds,
                     out.display()
@@ -1090,36 +1110,18 @@ fn run(cli: Cli) -> Result<()> {
             out,
             quiet,
         } => {
-            let teacher_cfg = TrainConfig::load(&teacher.join("config.toml"))
-                .with_context(|| format!("teacher {}", teacher.display()))?;
-            let (name, model) = if Path::new(&student).is_file() {
-                (
-                    Path::new(&student)
-                        .file_stem()
-                        .map_or("student".into(), |s| s.to_string_lossy().into_owned()),
-                    ModelConfig::from_file(Path::new(&student))?,
-                )
-            } else {
-                let preset = TrainConfig::for_preset(&student)?;
-                (preset.name, preset.model)
-            };
-            let custom = Path::new(&student).is_file();
-            let mut cfg = TrainConfig {
-                name: format!("{name}-distilled"),
-                model,
-                adapt_model: !custom,
-                distill: Some(kiln_train::Distill {
+            let mut cfg = TrainConfig::distill_from(
+                &teacher,
+                &student,
+                kiln_train::Distill {
                     teacher: teacher.clone(),
                     temperature,
                     alpha,
                     feature_weight,
-                }),
-                finetune: None,
-                early_stopping: None,
-                plateau: None,
-                augment,
-                ..teacher_cfg
-            };
+                },
+            )
+            .with_context(|| format!("teacher {}", teacher.display()))?;
+            cfg.augment = augment;
             if let Some(d) = dataset {
                 cfg.dataset = d;
             }

@@ -45,6 +45,39 @@ fn train_then_eval_reports_the_same_accuracy() {
     );
 }
 
+/// Runs `kiln args` with its stdout closed before it writes (`kiln ... | head -c 0`): it must
+/// end without a panic message.
+fn closed_stdout(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["models"][..], &["summary", "vit-lite"], &["--help"]] {
+        let (status, stderr) = closed_stdout(args);
+        assert!(!stderr.contains("panicked"), "kiln {args:?}: {stderr}");
+        assert!(stderr.is_empty(), "kiln {args:?} wrote to stderr: {stderr}");
+        // Ended by SIGPIPE like `cat`, or finished before noticing.
+        assert!(
+            status.success() || status.signal() == Some(13),
+            "kiln {args:?}: {status}"
+        );
+    }
+}
+
 #[test]
 fn summary_prints_the_table() {
     let (ok, stdout, _) = kiln(&["summary", "mlp"]);
@@ -466,7 +499,7 @@ fn predict_names_the_flower() {
         .filter(|l| l.starts_with("  "))
         .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
         .collect();
-    assert_eq!(predicted, digits.labels[..3], "{stdout}");
+    assert_eq!(predicted, digits.labels()[..3], "{stdout}");
 
     let (ok, _, stderr) = kiln(&["predict", "x.jpg", "--model", "resnet50"]);
     assert!(

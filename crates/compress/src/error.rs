@@ -28,6 +28,15 @@ pub enum Error {
     /// From the zoo.
     #[error(transparent)]
     Model(#[from] kiln_models::Error),
+    /// A compression report of a run folder (`prune.json`, `quantize.json`) that exists but
+    /// cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    BadReport {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A report that could not be written.
     #[error("cannot write {path}: {reason}")]
     Write {

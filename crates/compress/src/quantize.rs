@@ -177,6 +177,8 @@ struct WeightQuantizer {
     granularity: Granularity,
     percentile: f64,
     quantized: usize,
+    /// The first weight whose values could not be read for clipping calibration.
+    failed: Option<(String, String)>,
 }
 
 impl ModuleMapper for WeightQuantizer {
@@ -199,20 +201,34 @@ impl ModuleMapper for WeightQuantizer {
         if matches!(param.val().dtype(), DType::QFloat(_)) {
             return param;
         }
-        self.quantized += 1;
+        if self.failed.is_some() {
+            return param;
+        }
         let (value, granularity, percentile) = (self.value, self.granularity, self.percentile);
+        let path: String = self
+            .stack
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        let clip = if percentile < 100.0 {
+            match param.val().into_data().convert::<f32>().try_to_vec::<f32>() {
+                Ok(values) => Some(percentile_abs(&values, percentile)),
+                Err(e) => {
+                    // Quantizing without the clipping the caller asked for would be a
+                    // silently different model: stop, and let `quantize_weights` say so.
+                    self.failed = Some((path, format!("{e:?}")));
+                    return param;
+                }
+            }
+        } else {
+            None
+        };
+        self.quantized += 1;
         param.map(|t| {
-            let t = if percentile < 100.0 {
-                let values = t
-                    .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default();
-                let clip = percentile_abs(&values, percentile);
-                if clip > 0.0 { t.clamp(-clip, clip) } else { t }
-            } else {
-                t
+            let t = match clip {
+                Some(clip) if clip > 0.0 => t.clamp(-clip, clip),
+                _ => t,
             };
             let scheme = scheme_for(&t.dims(), value, granularity);
             let range = compute_range(&scheme, &t, &BurnCalibration::MinMax);
@@ -246,8 +262,15 @@ pub fn quantize_weights<M: Module>(
         granularity,
         percentile,
         quantized: 0,
+        failed: None,
     };
     let module = module.map(&mut mapper);
+    if let Some((path, reason)) = mapper.failed {
+        return Err(Error::Read {
+            path,
+            reason: format!("reading the weights for percentile clipping: {reason}"),
+        });
+    }
     Ok((module, mapper.quantized))
 }
 

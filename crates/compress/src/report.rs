@@ -32,18 +32,31 @@ pub struct Row {
     pub samples_per_sec: f64,
 }
 
-fn method(dir: &Path, config: &kiln_train::TrainConfig) -> String {
-    fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
+/// How a run folder was made, from its `quantize.json` / `prune.json` (absent: not that
+/// method; present but unreadable: an error naming the file, never a wrong label).
+fn method(dir: &Path, config: &kiln_train::TrainConfig) -> Result<String> {
+    fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>> {
+        let path = dir.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bad = |reason: String| Error::BadReport {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| bad(e.to_string()))
     }
-    if let Some(q) = read::<crate::QuantizeReport>(dir, "quantize.json") {
+    if let Some(q) = read::<crate::QuantizeReport>(dir, "quantize.json")? {
         let granularity = match q.config.granularity {
             crate::Granularity::PerTensor => "per-tensor",
             crate::Granularity::PerChannel => "per-channel",
         };
-        return format!("int{} {granularity}", q.config.bits);
+        return Ok(format!("int{} {granularity}", q.config.bits));
     }
-    if let Some(p) = read::<crate::PruneReport>(dir, "prune.json") {
+    if let Some(p) = read::<crate::PruneReport>(dir, "prune.json")? {
         let c = &p.config;
         let method = match c.method {
             crate::Method::Magnitude => "magnitude",
@@ -55,17 +68,17 @@ fn method(dir: &Path, config: &kiln_train::TrainConfig) -> String {
             (crate::Method::Magnitude, crate::Scope::Global) => ", global",
             _ => "",
         };
-        return format!(
+        return Ok(format!(
             "{method} {:.0}%{scope}, {}x{} ft",
             100.0 * c.sparsity,
             c.iterations,
             c.finetune_epochs
-        );
+        ));
     }
     if let Some(d) = &config.distill {
-        return format!("distilled (T={}, α={})", d.temperature, d.alpha);
+        return Ok(format!("distilled (T={}, α={})", d.temperature, d.alpha));
     }
-    "dense".into()
+    Ok("dense".into())
 }
 
 /// Measures every run folder of `dirs` (test accuracy re-evaluated, speed measured now, one
@@ -83,7 +96,7 @@ pub fn compress_table(dirs: &[PathBuf], data_dir: Option<&Path>) -> Result<Vec<R
             run_dir: dir.clone(),
             model: config.name.clone(),
             dataset: config.dataset.clone(),
-            method: method(dir, &config),
+            method: method(dir, &config)?,
             bytes: std::fs::metadata(dir.join("model.bpk"))
                 .map_err(|e| Error::Write {
                     path: dir.join("model.bpk"),

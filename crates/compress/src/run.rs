@@ -76,6 +76,11 @@ impl PruneConfig {
         if self.iterations == 0 {
             return Err(Error::Invalid("iterations must be at least 1".into()));
         }
+        if self.method != Method::Magnitude && self.scope == Scope::Global {
+            return Err(Error::Invalid(
+                "a global threshold applies to magnitude pruning only: structured pruning removes the same fraction of every block's channels, neurons and heads (drop --global)".into(),
+            ));
+        }
         if let Some(lr) = self.lr
             && !(lr.is_finite() && lr > 0.0)
         {
@@ -151,7 +156,8 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// `out` (with `prune.json`, the [`PruneReport`]); each step's run folder is `out/step-N`
 /// (pruned) and `out/step-N-finetuned`. Fine-tuning keeps the run's dataset, batch size,
 /// subset and augmentation, starts a fresh optimizer and masks the gradients of pruned
-/// weights, so they stay zero.
+/// weights, so they stay zero. It trains on the labels alone: a distilled run's teacher is
+/// not consulted again (the same rule as [`crate::quantize_run`]'s QAT).
 pub fn prune_run(
     run_dir: &Path,
     out: &Path,
@@ -204,6 +210,7 @@ pub fn prune_run(
                 lr: config.lr.unwrap_or(run_config.lr / 10.0),
                 early_stopping: None,
                 plateau: None,
+                distill: None,
                 finetune: Some(FineTune {
                     new_head: false,
                     keep_pruned: true,

@@ -60,7 +60,19 @@ fn layer_and_global_magnitude_pruning_reach_the_sparsity() {
 
 #[test]
 fn iterative_pruning_keeps_pruned_weights_zero_and_the_accuracy() {
-    let (dense, _) = trained_mlp();
+    let (teacher, _) = trained_mlp();
+    // Prune a run that was distilled (here from a copy of itself): fine-tuning the pruned
+    // model must not consult the teacher again.
+    let dense = tempfile::tempdir().unwrap();
+    let (mut distilled, normalizer, model) =
+        load_run(teacher.path(), &burn::tensor::Device::flex()).unwrap();
+    distilled.distill = Some(kiln_train::Distill {
+        teacher: teacher.path().to_path_buf(),
+        temperature: 4.0,
+        alpha: 0.9,
+        feature_weight: 0.0,
+    });
+    kiln_train::save_run(dense.path(), &distilled, &normalizer, &model).unwrap();
     let out = tempfile::tempdir().unwrap();
     let config = PruneConfig {
         method: kiln_compress::Method::Magnitude,
@@ -114,6 +126,12 @@ fn iterative_pruning_keeps_pruned_weights_zero_and_the_accuracy() {
     }
     assert!(moved > 0, "fine-tuning changed nothing");
 
+    // Fine-tuning trains on the labels alone: no step's config distills.
+    for step in ["step-1-finetuned", "step-2-finetuned"] {
+        let tuned = TrainConfig::load(&out.path().join(step).join("config.toml")).unwrap();
+        assert!(tuned.distill.is_none(), "{step}");
+    }
+
     // The final run folder reloads with the same sparsity, and kiln eval agrees.
     let (_, _, saved) = load_run(out.path(), &device).unwrap();
     assert_eq!(sparsity_report(&saved).unwrap(), report.sparsity);
@@ -127,7 +145,7 @@ fn iterative_pruning_keeps_pruned_weights_zero_and_the_accuracy() {
         None,
     )
     .unwrap();
-    assert_eq!(rows[0].method, "dense");
+    assert_eq!(rows[0].method, "distilled (T=4, α=0.9)");
     assert!(
         rows[1].method.starts_with("magnitude 80%, global"),
         "{}",

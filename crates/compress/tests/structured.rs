@@ -187,6 +187,18 @@ fn a_structurally_pruned_run_is_smaller_and_fine_tunes_back() {
     }
     let eval = kiln_train::evaluate_run(out.path()).unwrap();
     assert_eq!(eval.accuracy, report.accuracy);
+    // A global threshold has no meaning for structured pruning: an error, not ignored.
+    let global = PruneConfig {
+        scope: Scope::Global,
+        ..prune
+    };
+    let err = prune_run(dense.path(), out.path(), &global, &TrainOptions::quiet()).unwrap_err();
+    assert!(err.to_string().contains("global"), "{err}");
+    // The compression table refuses a run whose prune.json cannot be read, rather than
+    // labelling it dense.
+    std::fs::write(out.path().join("prune.json"), "{ not json").unwrap();
+    let err = kiln_compress::report::compress_table(&[out.path().to_path_buf()], None).unwrap_err();
+    assert!(err.to_string().contains("prune.json"), "{err}");
 }
 
 #[test]

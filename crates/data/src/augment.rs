@@ -8,7 +8,7 @@
 //! ```
 //! # use kiln_data::augment::Augment;
 //! let augment = Augment::parse("flip,rotate=15,scale=0.9..1.1,translate=0.1,erase=0.25,mixup=0.2")?;
-//! assert_eq!(augment.transforms.len(), 5);
+//! assert_eq!(augment.transforms().len(), 5);
 //! # Ok::<(), kiln_data::Error>(())
 //! ```
 //!
@@ -127,24 +127,138 @@ pub enum Transform {
     },
 }
 
-/// Batch-level mixing of images and labels (applied after normalisation).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchMix {
-    /// Mixup's Beta(α, α) parameter, when mixup is on.
-    pub mixup_alpha: Option<f32>,
-    /// CutMix's Beta(α, α) parameter, when cutmix is on.
-    pub cutmix_alpha: Option<f32>,
+impl Transform {
+    /// Checks the parameters (what [`Augment::parse`] checks of a spec): probabilities in
+    /// 0..1, finite ranges written low..high, positive scale factors, fractions in 0..1,
+    /// non-negative deviations, as many means as positive standard deviations.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Invalid(format!("augmentation {self:?}: {what}")));
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        match self {
+            Self::HorizontalFlip { p } | Self::VerticalFlip { p } | Self::Erase { p } => {
+                if !(0.0..=1.0).contains(p) {
+                    return bad("the probability must be in 0..1");
+                }
+            }
+            Self::Rotate { min, max }
+            | Self::Scale { min, max }
+            | Self::ResizedCrop { min, max } => {
+                if !finite(&[*min, *max]) || min > max {
+                    return bad("the range must be finite and written low..high");
+                }
+                if matches!(self, Self::Scale { .. }) && *min <= 0.0 {
+                    return bad("scale factors must be positive");
+                }
+                if matches!(self, Self::ResizedCrop { .. }) && (*min <= 0.0 || *max > 1.0) {
+                    return bad("crop area fractions must be in 0..1");
+                }
+            }
+            Self::Translate { fraction } => {
+                if !(0.0..=1.0).contains(fraction) {
+                    return bad("the fraction must be in 0..1");
+                }
+            }
+            Self::Noise { std: d }
+            | Self::Brightness { delta: d }
+            | Self::Contrast { delta: d } => {
+                if !(d.is_finite() && *d >= 0.0) {
+                    return bad("the value must be finite and non-negative");
+                }
+            }
+            Self::Normalize { mean, std } => {
+                if mean.is_empty()
+                    || mean.len() != std.len()
+                    || !finite(mean)
+                    || !std.iter().all(|s| s.is_finite() && *s > 0.0)
+                {
+                    return bad("give as many finite means as positive standard deviations");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-/// A full augmentation pipeline: per-image transforms, fill value, batch mixing.
+/// Batch-level mixing of images and labels (applied after normalisation). Built by
+/// [`BatchMix::new`], which checks the Beta parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawBatchMix")]
+pub struct BatchMix {
+    mixup_alpha: Option<f32>,
+    cutmix_alpha: Option<f32>,
+}
+
+#[derive(Deserialize)]
+struct RawBatchMix {
+    mixup_alpha: Option<f32>,
+    cutmix_alpha: Option<f32>,
+}
+
+impl TryFrom<RawBatchMix> for BatchMix {
+    type Error = Error;
+
+    fn try_from(raw: RawBatchMix) -> Result<Self> {
+        Self::new(raw.mixup_alpha, raw.cutmix_alpha)
+    }
+}
+
+impl BatchMix {
+    /// Mixup with Beta(α, α) and/or cutmix with Beta(α, α); at least one, each α positive
+    /// and finite.
+    pub fn new(mixup_alpha: Option<f32>, cutmix_alpha: Option<f32>) -> Result<Self> {
+        if mixup_alpha.is_none() && cutmix_alpha.is_none() {
+            return Err(Error::Invalid(
+                "batch mixing needs a mixup or a cutmix parameter".into(),
+            ));
+        }
+        for alpha in [mixup_alpha, cutmix_alpha].into_iter().flatten() {
+            if !(alpha.is_finite() && alpha > 0.0) {
+                return Err(Error::Invalid(format!(
+                    "a mixup/cutmix Beta parameter must be positive and finite, found {alpha}"
+                )));
+            }
+        }
+        Ok(Self {
+            mixup_alpha,
+            cutmix_alpha,
+        })
+    }
+
+    /// Mixup's Beta(α, α) parameter, when mixup is on.
+    pub fn mixup_alpha(&self) -> Option<f32> {
+        self.mixup_alpha
+    }
+
+    /// CutMix's Beta(α, α) parameter, when cutmix is on.
+    pub fn cutmix_alpha(&self) -> Option<f32> {
+        self.cutmix_alpha
+    }
+}
+
+/// A full augmentation pipeline: per-image transforms, fill value, batch mixing. Built by
+/// [`Augment::parse`] or [`Augment::new`], both of which check every parameter, so applying
+/// one never fails.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawAugment")]
 pub struct Augment {
-    /// Per-image transforms, in order.
-    pub transforms: Vec<Transform>,
-    /// Value of pixels uncovered by geometric transforms and of erased boxes.
-    pub fill: f32,
-    /// Mixup / cutmix, when on.
-    pub mix: Option<BatchMix>,
+    transforms: Vec<Transform>,
+    fill: f32,
+    mix: Option<BatchMix>,
+}
+
+#[derive(Deserialize)]
+struct RawAugment {
+    transforms: Vec<Transform>,
+    fill: f32,
+    mix: Option<BatchMix>,
+}
+
+impl TryFrom<RawAugment> for Augment {
+    type Error = Error;
+
+    fn try_from(raw: RawAugment) -> Result<Self> {
+        Self::new(raw.transforms, raw.fill, raw.mix)
+    }
 }
 
 fn spec_err(item: &str, expected: &str) -> Error {
@@ -199,6 +313,40 @@ fn floats(item: &str, text: &str) -> Result<Vec<f32>> {
 }
 
 impl Augment {
+    /// A pipeline of `transforms` (applied in order), the `fill` value for uncovered and
+    /// erased pixels, and optional batch mixing; every transform's parameters are checked
+    /// ([`Transform::validate`]).
+    pub fn new(transforms: Vec<Transform>, fill: f32, mix: Option<BatchMix>) -> Result<Self> {
+        for t in &transforms {
+            t.validate()?;
+        }
+        if !fill.is_finite() {
+            return Err(Error::Invalid(format!(
+                "the augmentation fill value must be finite, found {fill}"
+            )));
+        }
+        Ok(Self {
+            transforms,
+            fill,
+            mix,
+        })
+    }
+
+    /// Per-image transforms, in order.
+    pub fn transforms(&self) -> &[Transform] {
+        &self.transforms
+    }
+
+    /// Value of pixels uncovered by geometric transforms and of erased boxes.
+    pub fn fill(&self) -> f32 {
+        self.fill
+    }
+
+    /// Mixup / cutmix, when on.
+    pub fn mix(&self) -> Option<&BatchMix> {
+        self.mix.as_ref()
+    }
+
     /// Parses a spec such as `flip,rotate=15,scale=0.9..1.1,mixup=0.2` (see the
     /// [module docs](self)). An empty spec or `none` is no augmentation.
     pub fn parse(spec: &str) -> Result<Self> {
@@ -308,15 +456,16 @@ impl Augment {
                     if alpha <= 0.0 {
                         return Err(spec_err(item, "a positive Beta parameter"));
                     }
-                    let mix = augment.mix.get_or_insert(BatchMix {
-                        mixup_alpha: None,
-                        cutmix_alpha: None,
-                    });
+                    let (mut mixup, mut cutmix) = augment
+                        .mix
+                        .as_ref()
+                        .map_or((None, None), |m| (m.mixup_alpha, m.cutmix_alpha));
                     if name == "mixup" {
-                        mix.mixup_alpha = Some(alpha);
+                        mixup = Some(alpha);
                     } else {
-                        mix.cutmix_alpha = Some(alpha);
+                        cutmix = Some(alpha);
                     }
+                    augment.mix = Some(BatchMix::new(mixup, cutmix)?);
                     continue;
                 }
                 _ => {
@@ -327,7 +476,7 @@ impl Augment {
             };
             augment.transforms.push(transform);
         }
-        Ok(augment)
+        Self::new(augment.transforms, augment.fill, augment.mix)
     }
 
     /// True when the pipeline changes nothing.
@@ -535,9 +684,11 @@ fn apply_pixelwise(
         }
         Transform::Noise { std } => {
             if *std > 0.0 {
-                let normal = Normal::new(0.0f32, *std).expect("a finite, non-negative std");
-                for v in pixels.iter_mut() {
-                    *v = (*v + normal.sample(rng)).clamp(0.0, 1.0);
+                // `Transform::validate` admits only finite, non-negative deviations.
+                if let Ok(normal) = Normal::new(0.0f32, *std) {
+                    for v in pixels.iter_mut() {
+                        *v = (*v + normal.sample(rng)).clamp(0.0, 1.0);
+                    }
                 }
             }
         }
@@ -653,9 +804,8 @@ impl BatchMix {
             MixMethod::Cutmix => self.cutmix_alpha,
         }
         .unwrap_or(1.0);
-        let lambda = Beta::new(alpha, alpha)
-            .expect("a positive Beta parameter")
-            .sample(rng);
+        // `BatchMix::new` admits only positive, finite parameters.
+        let lambda = Beta::new(alpha, alpha).map_or(1.0, |beta| beta.sample(rng));
         let len: usize = shape.iter().product();
         let original = pixels.to_vec();
         let partner = |i: usize| &original[(n - 1 - i) * len..(n - i) * len];
@@ -945,5 +1095,43 @@ mod tests {
             assert!(err.contains(needle), "{spec}: {err}");
         }
         assert!(Augment::parse("none").unwrap().is_identity());
+    }
+
+    #[test]
+    fn constructors_and_deserialisation_check_what_parse_checks() {
+        let bad = [
+            Transform::HorizontalFlip { p: 1.5 },
+            Transform::Rotate {
+                min: 10.0,
+                max: -10.0,
+            },
+            Transform::Scale { min: 0.0, max: 1.0 },
+            Transform::ResizedCrop { min: 0.5, max: 1.2 },
+            Transform::Noise { std: f32::NAN },
+            Transform::Normalize {
+                mean: vec![],
+                std: vec![],
+            },
+            Transform::Normalize {
+                mean: vec![0.5],
+                std: vec![0.0],
+            },
+        ];
+        for t in bad {
+            assert!(Augment::new(vec![t.clone()], 0.0, None).is_err(), "{t:?}");
+        }
+        assert!(BatchMix::new(Some(0.0), None).is_err());
+        assert!(BatchMix::new(None, None).is_err());
+        let good = Augment::parse("flip,noise=0.1,mixup=0.2").unwrap();
+        assert_eq!(good.transforms().len(), 2);
+        assert_eq!(good.mix().and_then(BatchMix::mixup_alpha), Some(0.2));
+        // A config file cannot smuggle in what the constructors refuse.
+        let json = serde_json::to_string(&good).unwrap();
+        assert_eq!(serde_json::from_str::<Augment>(&json).unwrap(), good);
+        let broken = json.replace("0.1", "-0.1");
+        assert!(
+            serde_json::from_str::<Augment>(&broken).is_err(),
+            "{broken}"
+        );
     }
 }

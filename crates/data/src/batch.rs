@@ -388,7 +388,7 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
         }
         let mut soft_targets: Option<Vec<f32>> = None;
         if let Some(aug) = &self.augmentation
-            && let Some(mix) = &aug.augment.mix
+            && let Some(mix) = aug.augment.mix()
             && n > 1
         {
             let key = aug.seed.derive_keyed(
@@ -439,12 +439,13 @@ mod tests {
     use super::*;
 
     fn tiny() -> ImageSet {
-        ImageSet {
-            pixels: vec![0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0],
-            labels: vec![0, 1],
-            shape: [1, 2, 2],
-            classes: vec!["a".into(), "b".into()],
-        }
+        ImageSet::new(
+            vec![0.0, 2.0, 4.0, 6.0, 1.0, 3.0, 5.0, 7.0],
+            vec![0, 1],
+            [1, 2, 2],
+            vec!["a".into(), "b".into()],
+        )
+        .unwrap()
     }
 
     #[test]

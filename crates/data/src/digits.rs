@@ -96,12 +96,12 @@ fn parse_csv(path: &Path, text: &[u8]) -> Result<ImageSet> {
             reason: "no records".into(),
         });
     }
-    Ok(ImageSet {
+    ImageSet::new(
         pixels,
         labels,
-        shape: [1, 8, 8],
-        classes: (0..10).map(|d| d.to_string()).collect(),
-    })
+        [1, 8, 8],
+        (0..10).map(|d| d.to_string()).collect(),
+    )
 }
 
 #[cfg(test)]

@@ -170,12 +170,13 @@ pub fn load_dir(dataset: &str, dir: &Path, split: Split, classes: &[&str]) -> Re
         ));
     }
     let (h, w) = (images.dims[1], images.dims[2]);
-    Ok(ImageSet {
-        pixels: images.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
-        labels: labels.data.iter().map(|&l| l as usize).collect(),
-        shape: [1, h, w],
-        classes: classes.iter().map(|s| s.to_string()).collect(),
-    })
+    ImageSet::new(
+        images.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
+        labels.data.iter().map(|&l| l as usize).collect(),
+        [1, h, w],
+        classes.iter().map(|s| s.to_string()).collect(),
+    )
+    .map_err(|e| Error::Invalid(format!("{dataset} in {}: {e}", dir.display())))
 }
 
 #[cfg(test)]

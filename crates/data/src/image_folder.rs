@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Classes are the sub-folder names in sorted order. A folder that has `train/` and `test/`
-//! sub-folders (each in that layout) keeps that split; otherwise [`load_split`] holds out a
-//! stratified, seeded 20%.
+//! sub-folders (each in that layout, with an optional `valid/` or `val/`) keeps that split;
+//! otherwise [`load_split`] holds out a fixed, stratified 20% for testing (the same for every
+//! run) and validation images from the rest.
 
 use std::path::{Path, PathBuf};
 
@@ -339,32 +340,62 @@ pub fn load_folder(dir: &Path, options: &FolderOptions) -> Result<ImageSet> {
     Ok(set)
 }
 
-/// Loads an image folder as train and test sets: `dir/train` and `dir/test` when both exist
-/// (with the same classes), otherwise `dir` split 80/20, stratified and seeded.
-pub fn load_split(dir: &Path, options: &FolderOptions, seed: u64) -> Result<SplitImageSet> {
+/// Loads an image folder as train, validation and test sets:
+///
+/// - `dir/train` and `dir/test` when both exist (with the same classes); then `dir/valid`
+///   (or `dir/val`) is the validation set when it exists, else `valid_fraction` of
+///   `dir/train` is held out (stratified, by `seed`);
+/// - otherwise `dir` itself: a fixed 20% test split ([`crate::split::dataset_split`], the
+///   same for every run), then `valid_fraction` of the rest by `seed`.
+pub fn load_split(
+    dir: &Path,
+    options: &FolderOptions,
+    valid_fraction: f64,
+    seed: kiln_core::Seed,
+) -> Result<SplitImageSet> {
     let name = dir.display().to_string();
     let (train_dir, test_dir) = (dir.join("train"), dir.join("test"));
     if train_dir.is_dir() && test_dir.is_dir() {
         let train = load_folder(&train_dir, options)?;
         let test = load_folder(&test_dir, options)?;
-        if train.classes != test.classes {
-            return Err(Error::Invalid(format!(
-                "{} and {} have different class folders ({} vs {})",
-                train_dir.display(),
-                test_dir.display(),
-                train.classes.join(", "),
-                test.classes.join(", ")
-            )));
+        same_classes(&train, &train_dir, &test, &test_dir)?;
+        let valid_dir = ["valid", "val"]
+            .iter()
+            .map(|v| dir.join(v))
+            .find(|d| d.is_dir());
+        if let Some(valid_dir) = valid_dir {
+            let valid = load_folder(&valid_dir, options)?;
+            same_classes(&train, &train_dir, &valid, &valid_dir)?;
+            return Ok(SplitImageSet {
+                name,
+                train,
+                valid,
+                test,
+            });
         }
-        return Ok(SplitImageSet { name, train, test });
+        return SplitImageSet::carve(name, train, test, valid_fraction, seed);
     }
     let all = load_folder(dir, options)?;
-    let (train, test) = crate::split::stratified_split(&all.labels, 0.2, seed);
+    let h = crate::split::holdout(all.labels(), valid_fraction, seed.derive("valid"))?;
     Ok(SplitImageSet {
         name,
-        train: all.subset(&train),
-        test: all.subset(&test),
+        train: all.subset(&h.train),
+        valid: all.subset(&h.valid),
+        test: all.subset(&h.test),
     })
+}
+
+fn same_classes(a: &ImageSet, a_dir: &Path, b: &ImageSet, b_dir: &Path) -> Result<()> {
+    if a.classes() == b.classes() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{} and {} have different class folders ({} vs {})",
+        a_dir.display(),
+        b_dir.display(),
+        a.classes().join(", "),
+        b.classes().join(", ")
+    )))
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //!   missing values, standardisation fitted on the training split), regression batches.
 //! - [`image_folder`]: one sub-folder of PNG/JPEG images per class, resized and cropped.
 //! - [`download`]: fetching MNIST / Fashion-MNIST when absent, verified by SHA-256.
-//! - [`split`]: seeded, stratified train/test splits.
+//! - [`split`]: fixed test splits, validation carved from the training data (seeded,
+//!   stratified).
 //! - [`Normalizer`]: per-channel standardisation fitted on the training split only.
 //! - [`ImageDataset`] / [`ImageBatcher`] / [`ImageBatch`]: burn `Dataset` and `Batcher` for
 //!   burn's `DataLoader`.
@@ -72,7 +73,7 @@ pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist"];
 
 /// How to read a dataset given by path (CSV table or image folder); ignored by named image
 /// datasets.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataOptions {
     /// Target column of a table (default: the named table's, else the last column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,20 +87,62 @@ pub struct DataOptions {
     /// Grey or RGB images of a folder.
     #[serde(default)]
     pub channels: image_folder::Channels,
+    /// The share of the training items held out for validation (stratified, seeded by the
+    /// run; see [`split`]). Ignored where the dataset has a validation part of its own (an
+    /// image folder's `valid/` or `val/`).
+    #[serde(default = "split::default_valid_fraction")]
+    pub valid_fraction: f64,
 }
 
-/// A dataset split into training and test sets, ready to batch.
+impl Default for DataOptions {
+    fn default() -> Self {
+        Self {
+            target: None,
+            encoding: tabular::Encoding::default(),
+            image_size: None,
+            channels: image_folder::Channels::default(),
+            valid_fraction: split::DEFAULT_VALID_FRACTION,
+        }
+    }
+}
+
+/// A dataset split into training, validation and test sets, ready to batch (see [`split`]
+/// for the rules: a fixed test split, validation carved from the training data).
 #[derive(Clone, Debug)]
 pub struct SplitImageSet {
     /// Dataset name.
     pub name: String,
     /// Training images.
     pub train: ImageSet,
-    /// Held-out test images.
+    /// Validation images, held out from the training data (what early stopping, plateau
+    /// and best-epoch choice watch).
+    pub valid: ImageSet,
+    /// Held-out test images (the dataset's fixed test split, read once at the end).
     pub test: ImageSet,
 }
 
-/// Loads a dataset by name, split deterministically by `seed`, looking for files in the
+impl SplitImageSet {
+    /// Splits `train` into training and validation images (stratified by class, seeded),
+    /// keeping `test`.
+    pub fn carve(
+        name: String,
+        train: ImageSet,
+        test: ImageSet,
+        valid_fraction: f64,
+        seed: kiln_core::Seed,
+    ) -> Result<Self> {
+        let (fit, valid) =
+            split::validation_split(train.labels(), valid_fraction, seed.derive("valid"))?;
+        Ok(Self {
+            name,
+            valid: train.subset(&valid),
+            train: train.subset(&fit),
+            test,
+        })
+    }
+}
+
+/// Loads a dataset by name, its validation part carved by `seed`, looking for files in the
 /// default data directory ([`data_dir::resolve`]`(None)`).
 pub fn load_split(name: &str, seed: kiln_core::Seed) -> Result<SplitImageSet> {
     load_split_from(name, seed, &data_dir::resolve(None))
@@ -107,10 +150,13 @@ pub fn load_split(name: &str, seed: kiln_core::Seed) -> Result<SplitImageSet> {
 
 /// Loads a dataset by name from `data_dir`:
 ///
-/// - `digits` comes from the copy bundled in this crate (no data dir needed); it is split
-///   80/20, stratified by class, by `seed`.
+/// - `digits` comes from the copy bundled in this crate (no data dir needed); its fixed test
+///   split is 20%, stratified by class ([`split::dataset_split`]): 359 of the 1,797 images.
 /// - `mnist` and `fashion-mnist` read `<data_dir>/<name>/` (downloading the files there when
 ///   absent, see [`download`]) and keep the published 60,000 / 10,000 train/test split.
+///
+/// In every case 10% of the training images (stratified, by `seed`) are held out for
+/// validation ([`DataOptions::valid_fraction`] sets the share).
 pub fn load_split_from(
     name: &str,
     seed: kiln_core::Seed,
@@ -124,9 +170,13 @@ pub fn load_split_from(
 /// - a named image dataset ([`DATASETS`], see [`load_split_from`]);
 /// - a named table ([`tabular::TABLES`]) or a path to a `.csv` / `.csv.gz` file: features
 ///   encoded by [`tabular::TableEncoder`] fitted on the training rows, as `[1, 1, features]`
-///   "images", split 80/20 stratified by class (the target must be categorical);
+///   "images", with a fixed 20% test split stratified by class (the target must be
+///   categorical);
 /// - a path to an image folder ([`image_folder::load_split`]), resized to
 ///   `options.image_size`.
+///
+/// The test split never depends on `seed`; `seed` draws the validation images out of the
+/// training part ([`split`]).
 pub fn load_dataset(
     name: &str,
     seed: kiln_core::Seed,
@@ -158,13 +208,16 @@ pub fn load_dataset(
                 "{name}: target `{target}` is numeric; image-style training needs classes (regression tables are for tabular::RegressionBatcher)"
             )));
         }
-        let (train, test) = table.split_stratified(&target, 0.2, seed.derive("split"))?;
-        let encoder = tabular::TableEncoder::fit(&table, &spec, &train)?;
+        let labels = table.class_labels(&target)?;
+        let h = split::holdout(&labels, options.valid_fraction, seed.derive("valid"))?;
+        let encoder = tabular::TableEncoder::fit(&table, &spec, &h.train)?;
         let classes = encoder.classes().unwrap_or_default().to_vec();
+        let part = |rows: &[usize]| encoder.transform(&table, rows)?.to_image_set(&classes);
         return Ok(SplitImageSet {
             name: name.to_string(),
-            train: encoder.transform(&table, &train)?.to_image_set(&classes)?,
-            test: encoder.transform(&table, &test)?.to_image_set(&classes)?,
+            train: part(&h.train)?,
+            valid: part(&h.valid)?,
+            test: part(&h.test)?,
         });
     }
     if !DATASETS.contains(&name) && path.is_dir() {
@@ -178,7 +231,7 @@ pub fn load_dataset(
             channels: options.channels,
             resize: image_folder::Resize::default(),
         };
-        return image_folder::load_split(path, &folder, seed.derive("split"));
+        return image_folder::load_split(path, &folder, options.valid_fraction, seed);
     }
     match name {
         "mnist" | "fashion-mnist" => {
@@ -191,19 +244,22 @@ pub fn load_dataset(
             } else {
                 &idx::FASHION_CLASSES
             };
-            Ok(SplitImageSet {
-                name: name.to_string(),
-                train: idx::load_dir(name, &dir, idx::Split::Train, classes)?,
-                test: idx::load_dir(name, &dir, idx::Split::Test, classes)?,
-            })
+            SplitImageSet::carve(
+                name.to_string(),
+                idx::load_dir(name, &dir, idx::Split::Train, classes)?,
+                idx::load_dir(name, &dir, idx::Split::Test, classes)?,
+                options.valid_fraction,
+                seed,
+            )
         }
         "digits" => {
             let all = digits::load_bundled()?;
-            let (train, test) = split::stratified_split(&all.labels, 0.2, seed.derive("split"));
+            let h = split::holdout(all.labels(), options.valid_fraction, seed.derive("valid"))?;
             Ok(SplitImageSet {
                 name: name.to_string(),
-                train: all.subset(&train),
-                test: all.subset(&test),
+                train: all.subset(&h.train),
+                valid: all.subset(&h.valid),
+                test: all.subset(&h.test),
             })
         }
         other => Err(Error::UnknownDataset {

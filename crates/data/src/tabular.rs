@@ -294,6 +294,20 @@ impl Table {
         crate::split::stratified_split(&labels, test_fraction, seed)
     }
 
+    /// The class index of every row by column `target` (classes in sorted order of their
+    /// names), for stratified splits.
+    pub fn class_labels(&self, target: &str) -> Result<Vec<usize>> {
+        let c = self.column(target)?;
+        let mut names: Vec<&str> = self.rows.iter().map(|r| r[c].as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        Ok(self
+            .rows
+            .iter()
+            .map(|r| names.binary_search(&r[c].as_str()).unwrap_or(0))
+            .collect())
+    }
+
     /// A seeded split stratified by the classes of column `target`.
     pub fn split_stratified(
         &self,
@@ -301,15 +315,7 @@ impl Table {
         test_fraction: f64,
         seed: u64,
     ) -> Result<(Vec<usize>, Vec<usize>)> {
-        let c = self.column(target)?;
-        let mut names: Vec<&str> = self.rows.iter().map(|r| r[c].as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        let labels: Vec<usize> = self
-            .rows
-            .iter()
-            .map(|r| names.binary_search(&r[c].as_str()).unwrap_or(0))
-            .collect();
+        let labels = self.class_labels(target)?;
         Ok(crate::split::stratified_split(&labels, test_fraction, seed))
     }
 }
@@ -478,12 +484,12 @@ impl TabularSet {
     /// image classifier pipeline (MLP presets, training, evaluation) takes tables too.
     pub fn to_image_set(&self, classes: &[String]) -> Result<ImageSet> {
         match &self.targets {
-            Targets::Classes(labels) => Ok(ImageSet {
-                pixels: self.features.clone(),
-                labels: labels.clone(),
-                shape: [1, 1, self.width],
-                classes: classes.to_vec(),
-            }),
+            Targets::Classes(labels) => ImageSet::new(
+                self.features.clone(),
+                labels.clone(),
+                [1, 1, self.width],
+                classes.to_vec(),
+            ),
             Targets::Values(_) => Err(Error::Invalid(
                 "a regression table cannot become a labelled image set".into(),
             )),

@@ -1,5 +1,5 @@
 //! Text: a character-level corpus for language modelling (Jane Austen's novels, one held out
-//! for validation), labelled text from CSV, and a Hugging Face `tokenizer.json` tokenizer with
+//! as the test text, validation blocks drawn from the others), labelled text from CSV, and a Hugging Face `tokenizer.json` tokenizer with
 //! padding and attention masks.
 
 use std::collections::BTreeSet;
@@ -67,15 +67,18 @@ impl CharVocab {
     }
 }
 
-/// A character-level corpus split into training and validation text.
+/// A character-level corpus split into training, validation and test text.
 #[derive(Clone, Debug)]
 pub struct CharCorpus {
     /// Vocabulary built from the training text.
     pub vocab: CharVocab,
     /// Training ids.
     pub train: Vec<usize>,
-    /// Validation ids.
+    /// Validation ids: blocks of [`VALIDATION_BLOCK`] characters held out from the training
+    /// text (see [`CharCorpus::split_validation`]).
     pub valid: Vec<usize>,
+    /// Test ids: a text never trained or validated on (for Austen, *Persuasion*).
+    pub test: Vec<usize>,
 }
 
 /// The six Jane Austen novels in `<data_dir>/text/jane-austen/`.
@@ -88,15 +91,21 @@ pub const AUSTEN_NOVELS: [&str; 6] = [
     "persuasion.txt",
 ];
 
-/// The novel held out for validation.
-pub const AUSTEN_VALIDATION: &str = "persuasion.txt";
+/// The novel held out as the test text.
+pub const AUSTEN_TEST: &str = "persuasion.txt";
+
+/// Length in characters of the contiguous blocks a corpus's validation text is drawn in
+/// (long enough that windows rarely straddle a cut, short enough for a fair sample).
+pub const VALIDATION_BLOCK: usize = 16_384;
 
 impl CharCorpus {
-    /// Jane Austen: five novels for training, *Persuasion* held out for validation.
-    pub fn jane_austen(data_dir: &Path) -> Result<Self> {
+    /// Jane Austen: five novels for training and validation, *Persuasion* held out as the
+    /// test text; `valid_fraction` of the five novels' text (in [`VALIDATION_BLOCK`]s drawn
+    /// by `seed`) is held out for validation.
+    pub fn jane_austen(data_dir: &Path, valid_fraction: f64, seed: u64) -> Result<Self> {
         let dir = data_dir.join("text").join("jane-austen");
         let mut train = String::new();
-        let mut valid = String::new();
+        let mut test = String::new();
         for name in AUSTEN_NOVELS {
             let path = dir.join(name);
             if !path.is_file() {
@@ -107,27 +116,71 @@ impl CharCorpus {
                 });
             }
             let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-            if name == AUSTEN_VALIDATION {
-                valid.push_str(&text);
+            if name == AUSTEN_TEST {
+                test.push_str(&text);
             } else {
                 train.push_str(&text);
                 train.push('\n');
             }
         }
-        Ok(Self::from_texts(&train, &valid))
+        Self::split_validation(&train, &test, valid_fraction, seed)
     }
 
-    /// A corpus from two texts; the vocabulary comes from `train`.
-    pub fn from_texts(train: &str, valid: &str) -> Self {
+    /// A user's corpus: one UTF-8 text file, its last 10% (by characters, cut at a line
+    /// break where there is one nearby) held out as the test text, `valid_fraction` of the
+    /// rest held out for validation by `seed`.
+    pub fn from_file(path: &Path, valid_fraction: f64, seed: u64) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let chars: Vec<char> = text.chars().collect();
+        if chars.len() < 1_000 {
+            return Err(Error::Invalid(format!(
+                "{}: {} characters is too short a corpus to hold out test and validation text (at least 1,000)",
+                path.display(),
+                chars.len()
+            )));
+        }
+        let mut cut = chars.len() * 9 / 10;
+        if let Some(nl) = chars[cut..].iter().take(2_000).position(|&c| c == '\n') {
+            cut += nl + 1;
+        }
+        let train: String = chars[..cut].iter().collect();
+        let test: String = chars[cut..].iter().collect();
+        Self::split_validation(&train, &test, valid_fraction, seed)
+    }
+
+    /// Builds the corpus from a training text and a test text: the training text is cut into
+    /// blocks of [`VALIDATION_BLOCK`] characters (smaller texts: into 20 blocks), and a
+    /// `valid_fraction` of them, chosen by `seed`, becomes the validation text; the
+    /// vocabulary comes from the remaining training text.
+    pub fn split_validation(
+        train: &str,
+        test: &str,
+        valid_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
+        crate::split::check_valid_fraction(valid_fraction)?;
+        let chars: Vec<char> = train.chars().collect();
+        let block = VALIDATION_BLOCK.min(chars.len().div_ceil(20)).max(1);
+        let blocks: Vec<&[char]> = chars.chunks(block).collect();
+        let (fit, valid) =
+            crate::split::validation_split(&vec![0; blocks.len()], valid_fraction, seed)?;
+        let join =
+            |idx: &[usize]| -> String { idx.iter().flat_map(|&i| blocks[i].iter()).collect() };
+        Ok(Self::from_parts(&join(&fit), &join(&valid), test))
+    }
+
+    /// A corpus from three texts; the vocabulary comes from `train`.
+    pub fn from_parts(train: &str, valid: &str, test: &str) -> Self {
         let vocab = CharVocab::build(train);
         Self {
             train: vocab.encode(train),
             valid: vocab.encode(valid),
+            test: vocab.encode(test),
             vocab,
         }
     }
 
-    /// Cross-entropy (nats per character) of the validation text under the training text's
+    /// Cross-entropy (nats per character) of the test text under the training text's
     /// unigram distribution (add-one smoothed): the baseline a language model must beat.
     pub fn unigram_cross_entropy(&self) -> f64 {
         let v = self.vocab.len();
@@ -136,12 +189,8 @@ impl CharCorpus {
             counts[id] += 1.0;
         }
         let total: f64 = counts.iter().sum();
-        let nll: f64 = self
-            .valid
-            .iter()
-            .map(|&id| -(counts[id] / total).ln())
-            .sum();
-        nll / self.valid.len().max(1) as f64
+        let nll: f64 = self.test.iter().map(|&id| -(counts[id] / total).ln()).sum();
+        nll / self.test.len().max(1) as f64
     }
 }
 
@@ -238,6 +287,22 @@ pub struct LabelledTexts {
 }
 
 impl LabelledTexts {
+    /// The texts at `indices`, in that order (same classes).
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        Self {
+            texts: indices.iter().map(|&i| self.texts[i].clone()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+        }
+    }
+
+    /// Splits off `fraction` of the texts for validation (stratified by class, seeded):
+    /// `(train, valid)`.
+    pub fn split_validation(&self, fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        let (train, valid) = crate::split::validation_split(&self.labels, fraction, seed)?;
+        Ok((self.subset(&train), self.subset(&valid)))
+    }
+
     /// Reads a CSV with a header, taking the text from `text_column` and the class from
     /// `label_column`. Classes are the sorted distinct labels, unless `classes` fixes them
     /// (so train and test files agree); an unknown label is then an error naming the line.
@@ -549,7 +614,22 @@ mod tests {
     #[test]
     fn unigram_baseline_is_the_entropy_for_matching_text() {
         // Two equally frequent characters: about ln 2 nats per character.
-        let corpus = CharCorpus::from_texts(&"ab".repeat(1000), &"ab".repeat(10));
+        let corpus = CharCorpus::from_parts(&"ab".repeat(1000), "", &"ab".repeat(10));
         assert!((corpus.unigram_cross_entropy() - 2f64.ln()).abs() < 0.01);
+    }
+
+    #[test]
+    fn validation_blocks_come_from_the_training_text_and_depend_on_the_seed() {
+        let train: String = (0..40_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let a = CharCorpus::split_validation(&train, "zzz", 0.1, 1).unwrap();
+        let b = CharCorpus::split_validation(&train, "zzz", 0.1, 2).unwrap();
+        // 40,000 characters in blocks of 2,000 (a twentieth): 2 for validation.
+        assert_eq!((a.train.len(), a.valid.len()), (36_000, 4_000));
+        assert_eq!(a.test.len(), 3);
+        assert_ne!(a.valid, b.valid);
+        assert_eq!(a.train.len() + a.valid.len(), b.train.len() + b.valid.len());
+        assert!(CharCorpus::split_validation(&train, "", 0.0, 1).is_err());
     }
 }

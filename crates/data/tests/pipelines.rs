@@ -30,10 +30,28 @@ fn mean(values: &[f32]) -> f64 {
 #[test]
 fn mnist_and_fashion_pixel_means_match_the_published_values() {
     let mnist = kiln_data::load_split_from("mnist", Seed(0), &data_dir()).unwrap();
-    assert!((mean(&mnist.train.pixels) * 255.0 - 33.32).abs() < 0.01);
+    let all_train: Vec<f32> = mnist
+        .train
+        .pixels()
+        .iter()
+        .chain(mnist.valid.pixels())
+        .copied()
+        .collect();
+    assert!((mean(&all_train) * 255.0 - 33.32).abs() < 0.01);
     let fashion = kiln_data::load_split_from("fashion-mnist", Seed(0), &data_dir()).unwrap();
-    assert!((mean(&fashion.train.pixels) * 255.0 - 72.94).abs() < 0.01);
+    let all_train: Vec<f32> = fashion
+        .train
+        .pixels()
+        .iter()
+        .chain(fashion.valid.pixels())
+        .copied()
+        .collect();
+    assert!((mean(&all_train) * 255.0 - 72.94).abs() < 0.01);
     assert_eq!(fashion.test.len(), 10_000);
+    // The published split is kept; validation is 10% of the 60,000 training images,
+    // stratified (600 per class).
+    assert_eq!((fashion.train.len(), fashion.valid.len()), (54_000, 6_000));
+    assert_eq!(fashion.valid.class_counts(), vec![600; 10]);
 }
 
 #[test]
@@ -251,12 +269,53 @@ fn every_shared_table_loads() {
     assert_eq!(iris.columns[0], "sepal_length");
     let (diabetes, _) = tabular::load_named("diabetes", &data_dir()).unwrap();
     assert_eq!((diabetes.len(), diabetes.columns.len()), (442, 11));
-    // Classification tables become [1, 1, features] image sets, stratified 80/20.
+    // Classification tables become [1, 1, features] image sets: a fixed stratified 20% test
+    // split, then 10% of the rest for validation by the run's seed.
     let split = kiln_data::load_split_from("iris", Seed(3), &data_dir()).unwrap();
-    assert_eq!((split.train.len(), split.test.len()), (120, 30));
-    assert_eq!(split.train.shape, [1, 1, 4]);
+    assert_eq!(
+        (split.train.len(), split.valid.len(), split.test.len()),
+        (108, 12, 30)
+    );
+    assert_eq!(split.train.shape(), [1, 1, 4]);
     assert_eq!(split.test.class_counts(), vec![10, 10, 10]);
-    assert_eq!(split.train.classes, ["setosa", "versicolor", "virginica"]);
+    assert_eq!(split.valid.class_counts(), vec![4, 4, 4]);
+    assert_eq!(split.train.classes(), ["setosa", "versicolor", "virginica"]);
+    // Another seed: the same test rows (the fixed split's, see `split::holdout`), other
+    // validation rows. (The encoded values differ: the standardisation is fitted on each
+    // run's training rows.)
+    let (table, _) = tabular::load_named("iris", &data_dir()).unwrap();
+    let labels = table.class_labels("target").unwrap();
+    let h3 = kiln_data::split::holdout(&labels, 0.1, Seed(3).derive("valid")).unwrap();
+    let h4 = kiln_data::split::holdout(&labels, 0.1, Seed(4).derive("valid")).unwrap();
+    assert_eq!(h3.test, h4.test);
+    assert_ne!(h3.valid, h4.valid);
+    let other = kiln_data::load_split_from("iris", Seed(4), &data_dir()).unwrap();
+    assert_eq!(other.test.labels(), split.test.labels());
+    // No test row reaches train or valid, for any seed: the rows are distinct points here
+    // (iris has one duplicated row, which the fixed split may put anywhere, so compare the
+    // multiset sizes rather than the values).
+    let rows = |s: &kiln_data::ImageSet| {
+        (0..s.len())
+            .map(|i| s.image(i).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    for seed in 0..5 {
+        let s = kiln_data::load_split_from("iris", Seed(seed), &data_dir()).unwrap();
+        let mut seen = rows(&s.train);
+        seen.extend(rows(&s.valid));
+        seen.extend(rows(&s.test));
+        assert_eq!(seen.len(), 150);
+        let test = rows(&s.test);
+        let leaked = rows(&s.train)
+            .into_iter()
+            .chain(rows(&s.valid))
+            .filter(|r| test.contains(r))
+            .count();
+        assert!(
+            leaked <= 1,
+            "seed {seed}: {leaked} test rows in train/valid"
+        );
+    }
 }
 
 #[test]
@@ -265,7 +324,7 @@ fn an_image_folder_of_mnist_pngs_reads_back_the_idx_pixels() {
     let few = mnist.test.first_per_class(3);
     let dir = tempfile::tempdir().unwrap();
     for i in 0..few.len() {
-        let class_dir = dir.path().join(&few.classes[few.labels[i]]);
+        let class_dir = dir.path().join(&few.classes()[few.labels()[i]]);
         std::fs::create_dir_all(&class_dir).unwrap();
         let bytes: Vec<u8> = few
             .image(i)
@@ -286,7 +345,7 @@ fn an_image_folder_of_mnist_pngs_reads_back_the_idx_pixels() {
     assert_eq!(set.class_counts(), vec![3; 10]);
     // Files are read class by class in name order, which is few's order sorted by label.
     let mut order: Vec<usize> = (0..few.len()).collect();
-    order.sort_by_key(|&i| (few.labels[i], i));
+    order.sort_by_key(|&i| (few.labels()[i], i));
     assert_eq!(set, few.subset(&order));
     // Through the generic loader, as `--dataset <folder> --image-size 28x28 --grey`.
     let data = kiln_data::load_dataset(
@@ -296,11 +355,16 @@ fn an_image_folder_of_mnist_pngs_reads_back_the_idx_pixels() {
         &kiln_data::DataOptions {
             image_size: Some([28, 28]),
             channels: image_folder::Channels::Grey,
+            valid_fraction: 0.5,
             ..Default::default()
         },
     )
     .unwrap();
-    assert_eq!((data.train.len(), data.test.len()), (20, 10));
+    // 3 images a class: 1 for the fixed test split, then half of the other 2 for validation.
+    assert_eq!(
+        (data.train.len(), data.valid.len(), data.test.len()),
+        (10, 10, 10)
+    );
 }
 
 #[test]
@@ -309,7 +373,7 @@ fn augmented_batches_are_seeded_by_epoch_and_index_and_mix_labels() {
     let set = digits.train.first_per_class(2);
     let dataset = ImageDataset::new(set.clone());
     let epochs = EpochCounter::starting_at(1);
-    let batcher = ImageBatcher::new(set.shape, Normalizer::identity(1)).with_augment(
+    let batcher = ImageBatcher::new(set.shape(), Normalizer::identity(1)).with_augment(
         Augment::parse("rotate=20,translate=0.1,noise=0.05,mixup=0.4").unwrap(),
         Seed(5),
         epochs.clone(),
@@ -332,7 +396,7 @@ fn augmented_batches_are_seeded_by_epoch_and_index_and_mix_labels() {
     );
     // Item order within a batch does not change an item's own augmentation draw (checked
     // without mixup, which pairs items by position).
-    let plain = ImageBatcher::new(set.shape, Normalizer::identity(1)).with_augment(
+    let plain = ImageBatcher::new(set.shape(), Normalizer::identity(1)).with_augment(
         Augment::parse("rotate=20,noise=0.05").unwrap(),
         Seed(5),
         epochs.clone(),
@@ -345,7 +409,7 @@ fn augmented_batches_are_seeded_by_epoch_and_index_and_mix_labels() {
     assert_ne!(one, original, "the image was augmented");
     // The next epoch draws differently.
     let loader_epochs = EpochCounter::starting_at(2);
-    let next = ImageBatcher::new(set.shape, Normalizer::identity(1)).with_augment(
+    let next = ImageBatcher::new(set.shape(), Normalizer::identity(1)).with_augment(
         Augment::parse("rotate=20,noise=0.05").unwrap(),
         Seed(5),
         loader_epochs,

@@ -22,24 +22,47 @@ fn real_file_equals_bundled_copy() {
     let real = digits::load(&data_dir().join("digits/digits.csv.gz")).unwrap();
     let bundled = digits::load_bundled().unwrap();
     assert_eq!(real.len(), 1797);
-    assert_eq!(real.pixels.len(), 1797 * 64);
+    assert_eq!(real.pixels().len(), 1797 * 64);
     assert_eq!(real, bundled);
 }
 
 #[test]
-fn split_is_stratified_and_reproducible() {
+fn digits_test_split_is_fixed_and_validation_comes_from_the_training_part() {
+    let all = digits::load_bundled().unwrap();
     let split = kiln_data::load_split("digits", kiln_core::Seed(42)).unwrap();
-    assert_eq!(split.train.len() + split.test.len(), 1797);
-    // round(0.2 * count) test images per class.
-    let test_counts = split.test.class_counts();
-    let all_counts = digits::load_bundled().unwrap().class_counts();
-    for (t, a) in test_counts.iter().zip(&all_counts) {
-        assert_eq!(*t, (*a as f64 * 0.2).round() as usize);
+    assert_eq!(
+        split.train.len() + split.valid.len() + split.test.len(),
+        1797
+    );
+    assert_eq!(split.test.len(), 359);
+    // round(0.2 * count) test images per class, and 10% of the rest for validation.
+    let all_counts = all.class_counts();
+    for (c, &a) in all_counts.iter().enumerate() {
+        let t = (a as f64 * 0.2).round() as usize;
+        assert_eq!(split.test.class_counts()[c], t);
+        assert_eq!(
+            split.valid.class_counts()[c],
+            ((a - t) as f64 * 0.1).round() as usize
+        );
     }
+    // The test images are the fixed split's items, whatever the run's seed.
+    let (rest, test) = kiln_data::split::dataset_split(all.labels());
+    assert_eq!(split.test, all.subset(&test));
     let again = kiln_data::load_split("digits", kiln_core::Seed(42)).unwrap();
-    assert_eq!(again.test, split.test);
-    let other = kiln_data::load_split("digits", kiln_core::Seed(43)).unwrap();
-    assert_ne!(other.test, split.test);
+    assert_eq!((&again.train, &again.valid), (&split.train, &split.valid));
+    for seed in [0, 43, 7_000] {
+        let other = kiln_data::load_split("digits", kiln_core::Seed(seed)).unwrap();
+        assert_eq!(other.test, split.test, "seed {seed}");
+        assert_ne!(other.valid, split.valid, "seed {seed}");
+        // Train and validation are the same 1,438 images, divided differently.
+        let h = kiln_data::split::holdout(all.labels(), 0.1, kiln_core::Seed(seed).derive("valid"))
+            .unwrap();
+        assert_eq!(other.valid, all.subset(&h.valid));
+        assert_eq!(other.train, all.subset(&h.train));
+        let mut both: Vec<usize> = h.train.iter().chain(&h.valid).copied().collect();
+        both.sort_unstable();
+        assert_eq!(both, rest, "no test index in train or valid (seed {seed})");
+    }
 }
 
 #[test]
@@ -111,20 +134,39 @@ fn unknown_dataset_lists_known_ones() {
 #[test]
 fn mnist_has_the_published_sizes_and_class_counts() {
     let split = kiln_data::load_split_from("mnist", kiln_core::Seed(0), &data_dir()).unwrap();
-    assert_eq!((split.train.len(), split.test.len()), (60_000, 10_000));
-    assert_eq!(split.train.shape, [1, 28, 28]);
-    assert_eq!(split.train.pixels.len(), 60_000 * 784);
+    // The published 60,000 training images, 10% of each class held out for validation.
     assert_eq!(
-        split.train.class_counts(),
-        vec![5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+        (split.train.len(), split.valid.len(), split.test.len()),
+        (54_000, 6_000, 10_000)
     );
+    assert_eq!(split.train.shape(), [1, 28, 28]);
+    assert_eq!(split.train.pixels().len(), 54_000 * 784);
+    let published = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
+    let both: Vec<usize> = split
+        .train
+        .class_counts()
+        .iter()
+        .zip(split.valid.class_counts())
+        .map(|(t, v)| t + v)
+        .collect();
+    assert_eq!(both, published);
+    let valid: Vec<usize> = published
+        .iter()
+        .map(|&n| (n as f64 * 0.1).round() as usize)
+        .collect();
+    assert_eq!(split.valid.class_counts(), valid);
     assert_eq!(
         split.test.class_counts(),
         vec![980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     );
-    // Pixels are scaled to 0..=1 and the first training image is a 5.
-    assert!(split.train.pixels.iter().all(|&p| (0.0..=1.0).contains(&p)));
-    assert_eq!(split.train.labels[0], 5);
+    // Pixels are scaled to 0..=1.
+    assert!(
+        split
+            .train
+            .pixels()
+            .iter()
+            .all(|&p| (0.0..=1.0).contains(&p))
+    );
     let few = split.train.first_per_class(7);
     assert_eq!(few.class_counts(), vec![7; 10]);
 }
@@ -133,9 +175,10 @@ fn mnist_has_the_published_sizes_and_class_counts() {
 fn fashion_mnist_is_balanced() {
     let split =
         kiln_data::load_split_from("fashion-mnist", kiln_core::Seed(0), &data_dir()).unwrap();
-    assert_eq!(split.train.class_counts(), vec![6000; 10]);
+    assert_eq!(split.train.class_counts(), vec![5400; 10]);
+    assert_eq!(split.valid.class_counts(), vec![600; 10]);
     assert_eq!(split.test.class_counts(), vec![1000; 10]);
-    assert_eq!(split.train.classes[9], "Ankle boot");
+    assert_eq!(split.train.classes()[9], "Ankle boot");
 }
 
 #[test]

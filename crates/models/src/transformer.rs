@@ -425,6 +425,60 @@ pub enum Sampling {
         /// Keep only the k most likely tokens (None: all).
         top_k: Option<usize>,
     },
+    /// Nucleus sampling (Holtzman et al. 2019): from `softmax(logits / temperature)` over the
+    /// `top_k` most likely tokens (None: all), keep the smallest set of most likely tokens
+    /// whose probability reaches `top_p`, renormalise and sample (Hugging Face's
+    /// temperature → top-k → top-p order).
+    Nucleus {
+        /// Softmax temperature (> 0).
+        temperature: f64,
+        /// Keep only the k most likely tokens first (None: all).
+        top_k: Option<usize>,
+        /// Cumulative probability kept, in (0, 1].
+        top_p: f64,
+    },
+}
+
+impl Sampling {
+    /// The sampling a command line describes: greedy when `temperature` is 0, else
+    /// temperature sampling with optional top-k and top-p (1: off).
+    pub fn from_settings(temperature: f64, top_k: Option<usize>, top_p: f64) -> Self {
+        if temperature == 0.0 {
+            Self::Greedy
+        } else if top_p < 1.0 {
+            Self::Nucleus {
+                temperature,
+                top_k,
+                top_p,
+            }
+        } else {
+            Self::Sample { temperature, top_k }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let (temperature, top_k, top_p) = match *self {
+            Self::Greedy => return Ok(()),
+            Self::Sample { temperature, top_k } => (temperature, top_k, 1.0),
+            Self::Nucleus {
+                temperature,
+                top_k,
+                top_p,
+            } => (temperature, top_k, top_p),
+        };
+        if !(temperature > 0.0 && temperature.is_finite())
+            || top_k == Some(0)
+            || !(top_p > 0.0 && top_p <= 1.0)
+        {
+            return Err(invalid(
+                "causal-lm",
+                format!(
+                    "sampling needs temperature > 0, top_k >= 1 and top_p in (0, 1], found {temperature}, {top_k:?} and {top_p}"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Decoder-only language model: embeddings → causally masked encoder → LayerNorm → LM head.
@@ -471,6 +525,19 @@ impl CausalLm {
         sampling: Sampling,
         seed: Seed,
     ) -> Result<Vec<usize>> {
+        self.generate_streaming(prompt, max_new_tokens, sampling, seed, &mut |_| true)
+    }
+
+    /// [`CausalLm::generate`], handing each new token to `on_token` as soon as it is chosen
+    /// (for streaming to a terminal); `on_token` returning false stops the generation there.
+    pub fn generate_streaming(
+        &self,
+        prompt: &[usize],
+        max_new_tokens: usize,
+        sampling: Sampling,
+        seed: Seed,
+        on_token: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<Vec<usize>> {
         if prompt.is_empty() {
             return Err(invalid(
                 "causal-lm",
@@ -486,16 +553,7 @@ impl CausalLm {
                 ),
             ));
         }
-        if let Sampling::Sample { temperature, top_k } = sampling
-            && (!(temperature > 0.0 && temperature.is_finite()) || top_k == Some(0))
-        {
-            return Err(invalid(
-                "causal-lm",
-                format!(
-                    "sampling needs temperature > 0 and top_k >= 1, found {temperature} and {top_k:?}"
-                ),
-            ));
-        }
+        sampling.check()?;
         let device = self.lm_head.weight.device();
         let mut rng = seed.rng("generate");
         let mut tokens = prompt.to_vec();
@@ -515,7 +573,11 @@ impl CausalLm {
                     model: "causal-lm".into(),
                     reason: format!("reading logits: {e:?}"),
                 })?;
-            tokens.push(pick(&logits, sampling, &mut rng));
+            let next = pick(&logits, sampling, &mut rng);
+            tokens.push(next);
+            if !on_token(next) {
+                break;
+            }
         }
         Ok(tokens)
     }
@@ -558,15 +620,29 @@ fn pick(logits: &[f32], sampling: Sampling, rng: &mut impl rand::Rng) -> usize {
     };
     match sampling {
         Sampling::Greedy => argmax(),
-        Sampling::Sample { temperature, top_k } => {
+        Sampling::Sample { temperature, top_k }
+        | Sampling::Nucleus {
+            temperature, top_k, ..
+        } => {
             let mut order: Vec<usize> = (0..logits.len()).collect();
             order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
             order.truncate(top_k.unwrap_or(logits.len()).min(logits.len()));
             let max = f64::from(logits[order[0]]);
-            let weights: Vec<f64> = order
+            let mut weights: Vec<f64> = order
                 .iter()
                 .map(|&i| ((f64::from(logits[i]) - max) / temperature).exp())
                 .collect();
+            if let Sampling::Nucleus { top_p, .. } = sampling {
+                // The smallest prefix (most likely first) whose probability reaches top_p.
+                let total: f64 = weights.iter().sum();
+                let (mut mass, mut keep) = (0.0, 0);
+                while keep < weights.len() && mass < top_p * total {
+                    mass += weights[keep];
+                    keep += 1;
+                }
+                weights.truncate(keep.max(1));
+                order.truncate(keep.max(1));
+            }
             let total: f64 = weights.iter().sum();
             let mut r = rng.random::<f64>() * total;
             for (w, &i) in weights.iter().zip(&order) {
@@ -583,6 +659,40 @@ fn pick(logits: &[f32], sampling: Sampling, rng: &mut impl rand::Rng) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nucleus_sampling_keeps_the_smallest_set_reaching_top_p() {
+        // Probabilities 0.5, 0.3, 0.15, 0.05 (temperature 1).
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let mut rng = Seed(3).rng("test");
+        let mut seen = [0usize; 4];
+        let nucleus = Sampling::Nucleus {
+            temperature: 1.0,
+            top_k: None,
+            top_p: 0.75,
+        };
+        for _ in 0..4000 {
+            seen[pick(&logits, nucleus, &mut rng)] += 1;
+        }
+        // 0.5 + 0.3 reaches 0.75: only the first two, in ratio 5:3.
+        assert_eq!((seen[2], seen[3]), (0, 0), "{seen:?}");
+        let share = seen[0] as f64 / 4000.0;
+        assert!((share - 0.625).abs() < 0.03, "{seen:?}");
+        // top_p 1 keeps everything; a tiny top_p is greedy.
+        let tiny = Sampling::Nucleus {
+            temperature: 1.0,
+            top_k: None,
+            top_p: 1e-6,
+        };
+        assert!((0..50).all(|_| pick(&logits, tiny, &mut rng) == 0));
+        assert!(Sampling::from_settings(0.0, None, 0.9) == Sampling::Greedy);
+        let bad = Sampling::Nucleus {
+            temperature: 1.0,
+            top_k: None,
+            top_p: 1.5,
+        };
+        assert!(bad.check().is_err());
+    }
 
     fn small(positions: Positions) -> EncoderConfig {
         EncoderConfig {

@@ -251,6 +251,7 @@ impl TrainConfig {
     /// Checks the hyper-parameters and the model config.
     pub fn validate(&self) -> Result<()> {
         check_schedule(self.epochs, self.batch_size, self.lr)?;
+        kiln_data::split::check_valid_fraction(self.data.valid_fraction)?;
         if self.train_per_class == Some(0) || self.test_per_class == Some(0) {
             return Err(Error::InvalidSetting(
                 "images per class must be at least 1".into(),
@@ -298,11 +299,17 @@ impl TrainConfig {
 
     /// A fine-tuning run of the model trained in `run_dir` on `dataset`: the pretrained run's
     /// model (its head resized to the dataset's classes) and recipe, without its early
-    /// stopping, plateau and augmentation, starting from its weights as `spec` says
-    /// ([`FineTune::linear_probe`], [`FineTune::full`]).
+    /// stopping, plateau, augmentation and parameter groups (the pretrained run's frozen or
+    /// slowed layers are not the fine-tuning's: `spec` and the caller's rules decide those),
+    /// starting from its weights as `spec` says ([`FineTune::linear_probe`],
+    /// [`FineTune::full`]).
     pub fn finetune_from(run_dir: &Path, dataset: &str, spec: FineTune) -> Result<Self> {
         let pretrained = Self::load(&run_dir.join("config.toml"))?;
         Ok(Self {
+            optim: OptimConfig {
+                groups: Vec::new(),
+                ..pretrained.optim.clone()
+            },
             name: format!("{}-finetuned", pretrained.name),
             dataset: dataset.to_string(),
             adapt_model: true,
@@ -318,6 +325,49 @@ impl TrainConfig {
             test_per_class: None,
             data: DataOptions::default(),
             ..pretrained
+        })
+    }
+
+    /// A student run distilled from the teacher run in `teacher_dir` (see [`Distill`]).
+    /// `student` is a zoo preset (its model is resized to the teacher's dataset) or a model
+    /// config file (TOML/JSON, used as it is). The student shares what must be shared with
+    /// its teacher: the dataset and how it is read (so the same fixed test split), the
+    /// per-class subsets, the seed, the device, and the training budget (epochs, batch size,
+    /// learning rate, schedule, optimizer). It inherits nothing that belongs to the teacher's
+    /// architecture or run: no parameter groups (a frozen teacher layer must not freeze a
+    /// student's), no fine-tuning source, no early stopping, plateau or augmentation (the
+    /// caller sets those for the student).
+    pub fn distill_from(teacher_dir: &Path, student: &str, distill: Distill) -> Result<Self> {
+        distill.validate()?;
+        let teacher = Self::load(&teacher_dir.join("config.toml"))?;
+        let file = Path::new(student);
+        let (name, model, adapt_model) = if file.is_file() {
+            let name = file
+                .file_stem()
+                .map_or("student".into(), |s| s.to_string_lossy().into_owned());
+            (name, ModelConfig::from_file(file)?, false)
+        } else {
+            let preset = Self::for_preset(student)?;
+            (preset.name, preset.model, true)
+        };
+        Ok(Self {
+            name: format!("{name}-distilled"),
+            model,
+            adapt_model,
+            distill: Some(Distill {
+                teacher: teacher_dir.to_path_buf(),
+                ..distill
+            }),
+            optim: OptimConfig {
+                groups: Vec::new(),
+                ..teacher.optim.clone()
+            },
+            finetune: None,
+            early_stopping: None,
+            plateau: None,
+            augment: None,
+            label_smoothing: None,
+            ..teacher
         })
     }
 

@@ -1,7 +1,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 use kiln_data::{ImageBatcher, ImageSet, Normalizer};
 use kiln_models::{Classifier, ImageModel};
@@ -96,7 +95,9 @@ pub fn evaluate(
     )
 }
 
-/// [`evaluate`] for any function from `[batch, C, H, W]` images to logits.
+/// [`evaluate`] for any function from `[batch, C, H, W]` images to logits. A model whose
+/// output width is not the set's number of classes is an error (an image folder that gained
+/// a class since the model was trained), never an index out of bounds.
 pub(crate) fn evaluate_with(
     model: &dyn Fn(burn::tensor::Tensor<4>) -> burn::tensor::Tensor<2>,
     set: &ImageSet,
@@ -104,60 +105,116 @@ pub(crate) fn evaluate_with(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
-    let batcher = ImageBatcher::new(set.shape, normalizer.clone());
+    let batcher = ImageBatcher::new(set.shape(), normalizer.clone());
     let indices: Vec<usize> = (0..set.len()).collect();
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let k = set.num_classes();
-    let mut confusion = vec![vec![0usize; k]; k];
-    let (mut correct, mut top5, mut loss_sum) = (0usize, 0usize, 0f64);
+    let mut tally = Tally::new(set.num_classes());
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = batcher.batch_indices(set, chunk, device);
-        let logits = model(batch.images);
-        let loss = loss_fn.forward(logits.clone(), batch.targets.clone());
-        let loss = loss
-            .try_into_scalar::<f64>()
-            .map_err(|e| Error::Training(format!("reading the evaluation loss: {e:?}")))?;
-        loss_sum += loss * chunk.len() as f64;
+        let labels: Vec<usize> = chunk.iter().map(|&i| set.labels()[i]).collect();
+        tally.add(model(batch.images), &labels)?;
+    }
+    Ok(tally.report())
+}
+
+/// The cross-entropy of one row of logits against class `truth` (computed in f64 from the
+/// row's log-sum-exp) and the row's argmax (ties to the lower index).
+pub(crate) fn nll_and_argmax(row: &[f32], truth: usize) -> (f64, usize) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let predicted = (0..row.len())
+        .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+        .unwrap_or(0);
+    (lse - row[truth] as f64, predicted)
+}
+
+/// Accumulates a classifier's held-out metrics batch by batch: accuracy, top-5, mean
+/// cross-entropy, the confusion matrix.
+pub(crate) struct Tally {
+    k: usize,
+    confusion: Vec<Vec<usize>>,
+    correct: usize,
+    top5: usize,
+    total: usize,
+    loss_sum: f64,
+}
+
+impl Tally {
+    pub(crate) fn new(num_classes: usize) -> Self {
+        Self {
+            k: num_classes,
+            confusion: vec![vec![0; num_classes]; num_classes],
+            correct: 0,
+            top5: 0,
+            total: 0,
+            loss_sum: 0.0,
+        }
+    }
+
+    /// Adds one batch of `[batch, classes]` logits with their true labels.
+    pub(crate) fn add(&mut self, logits: burn::tensor::Tensor<2>, labels: &[usize]) -> Result<()> {
+        let [n, width] = logits.dims();
+        if width != self.k {
+            return Err(Error::InvalidSetting(format!(
+                "the model predicts {width} classes but the evaluation data has {}; was the dataset changed since the model was trained?",
+                self.k
+            )));
+        }
+        if n != labels.len() {
+            return Err(Error::Training(format!(
+                "{n} rows of logits for {} labels",
+                labels.len()
+            )));
+        }
         let values = logits
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| Error::Training(format!("reading the evaluation logits: {e:?}")))?;
-        let width = values.len() / chunk.len().max(1);
-        for (row, &i) in values.chunks(width).zip(chunk) {
-            let truth = set.labels[i];
+        if let Some(&bad) = labels.iter().find(|&&l| l >= width) {
+            return Err(Error::InvalidSetting(format!(
+                "label {bad} is out of range for a model of {width} classes"
+            )));
+        }
+        for (row, &truth) in values.chunks(width.max(1)).zip(labels) {
+            let (nll, predicted) = nll_and_argmax(row, truth);
+            self.loss_sum += nll;
             // Ties go to the lower index, like argmax.
             let rank = row
                 .iter()
                 .enumerate()
                 .filter(|&(j, &v)| v > row[truth] || (v == row[truth] && j < truth))
                 .count();
-            let predicted = (0..row.len())
-                .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
-                .unwrap_or(0);
             if predicted == truth {
-                correct += 1;
+                self.correct += 1;
             }
             if rank < 5 {
-                top5 += 1;
+                self.top5 += 1;
             }
-            if truth < k && predicted < k {
-                confusion[truth][predicted] += 1;
-            }
+            self.confusion[truth][predicted] += 1;
+            self.total += 1;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn report(self) -> EvalReport {
+        let total = self.total.max(1) as f64;
+        let (per_class, macro_f1) = class_metrics(&self.confusion);
+        EvalReport {
+            correct: self.correct,
+            total: self.total,
+            accuracy: self.correct as f64 / total,
+            loss: self.loss_sum / total,
+            top5_accuracy: self.top5 as f64 / total,
+            per_class,
+            macro_f1,
+            confusion: self.confusion,
         }
     }
-    let total = set.len();
-    let (per_class, macro_f1) = class_metrics(&confusion);
-    Ok(EvalReport {
-        correct,
-        total,
-        accuracy: correct as f64 / total.max(1) as f64,
-        loss: loss_sum / total.max(1) as f64,
-        top5_accuracy: top5 as f64 / total.max(1) as f64,
-        per_class,
-        macro_f1,
-        confusion,
-    })
 }
 
 /// Paths of the files in a run folder.
@@ -259,10 +316,10 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(TrainConfig, Normalizer,
     Ok((config, normalizer, model))
 }
 
-/// The dataset of a run, with the run's per-class limits applied, read from `data_dir` (else
-/// `KILN_DATA_DIR`, else the user cache).
-/// The train and test images of a run's dataset, as its config selects them (subset per class
-/// included).
+/// The train, validation and test images of a run's dataset, as its config selects them
+/// (validation share and per-class limits included), read from `data_dir` (else
+/// `KILN_DATA_DIR`, else the user cache). The test images are the dataset's fixed split; the
+/// validation images are drawn from the training part by the run's seed.
 pub fn load_data(
     config: &TrainConfig,
     data_dir: Option<&Path>,
@@ -283,8 +340,8 @@ pub fn load_data(
     Ok(data)
 }
 
-/// Reloads a run folder and evaluates it on its dataset's held-out test split (the same split
-/// training used, re-derived from the saved seed), reading data from the default data
+/// Reloads a run folder and evaluates it on its dataset's held-out test split (the dataset's
+/// fixed split, never seen in training or validation), reading data from the default data
 /// directory.
 pub fn evaluate_run(dir: &Path) -> Result<EvalReport> {
     evaluate_run_in(dir, None)
@@ -292,14 +349,53 @@ pub fn evaluate_run(dir: &Path) -> Result<EvalReport> {
 
 /// [`evaluate_run`] with an explicit data directory.
 pub fn evaluate_run_in(dir: &Path, data_dir: Option<&Path>) -> Result<EvalReport> {
+    evaluate_run_split(dir, data_dir, EvalSplit::Test)
+}
+
+/// Which part of a run's dataset to evaluate on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalSplit {
+    /// The validation images the run held out from its training data (the ones its early
+    /// stopping and best-epoch choice saw).
+    Valid,
+    /// The dataset's fixed test split.
+    #[default]
+    Test,
+}
+
+impl std::str::FromStr for EvalSplit {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "valid" | "validation" => Ok(Self::Valid),
+            "test" => Ok(Self::Test),
+            other => Err(Error::InvalidSetting(format!(
+                "unknown split `{other}`: use `valid` or `test`"
+            ))),
+        }
+    }
+}
+
+/// Reloads a run folder and evaluates it on one part of its dataset.
+pub fn evaluate_run_split(
+    dir: &Path,
+    data_dir: Option<&Path>,
+    split: EvalSplit,
+) -> Result<EvalReport> {
     check_run_dir(dir)?;
     let spec = TrainConfig::load(&RunFiles::new(dir).config)?.device;
     let device = spec.device();
     let (config, normalizer, model) = load_run(dir, &device)?;
     let data = load_data(&config, data_dir)?;
+    let set = match split {
+        EvalSplit::Valid => &data.valid,
+        EvalSplit::Test => &data.test,
+    };
     evaluate(
         &model,
-        &data.test,
+        set,
         &normalizer,
         config.batch_size.max(256),
         &device,

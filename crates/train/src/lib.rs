@@ -7,7 +7,9 @@
 //! - [`train`]: trains a zoo classifier with cross-entropy (soft targets under mixup/cutmix),
 //!   the configured `kiln-optim` optimizer and learning-rate schedule, and seeded augmentation;
 //!   prints per-epoch learning rate and train/validation loss and accuracy, and writes a run
-//!   folder with checkpoints after every epoch. Early stopping ([`EarlyStopping`]), the
+//!   folder with checkpoints after every epoch. Validation images are held out from the
+//!   training data (10% by default, `data.valid_fraction`; the test split is the dataset's
+//!   fixed one, read once at the end by the reloaded run). Early stopping ([`EarlyStopping`]), the
 //!   [`Monitor`]ed value, reduce-on-plateau, label smoothing and parameter groups are config
 //!   fields; a NaN/inf training loss stops the run naming the epoch and step.
 //! - [`resume`]: continues a run from its last checkpoint, bit-identical to an uninterrupted
@@ -18,8 +20,9 @@
 //!   with per-head test metrics.
 //! - [`evaluate_run`]: reloads a run folder and measures held-out test accuracy, top-5
 //!   accuracy, per-class precision/recall/F1 and the confusion matrix.
-//! - [`lm::train_lm`]: trains a causal language model on a character corpus (Jane Austen),
-//!   reporting validation loss against the unigram baseline and a seeded text sample.
+//! - [`lm::train_lm`]: trains a causal language model on a character corpus (Jane Austen,
+//!   *Persuasion* held out as the test text), reporting validation and test loss, perplexity
+//!   and bits per character against the unigram baseline, and a seeded text sample.
 //! - [`text::train_text_classifier`]: trains a transformer text classifier on labelled texts
 //!   tokenized with a Hugging Face `tokenizer.json`.
 //!
@@ -54,8 +57,8 @@ pub mod text;
 pub use config::{Distill, EarlyStopping, FineTune, Monitor, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{
-    ClassMetrics, EvalReport, class_metrics, evaluate, evaluate_run, evaluate_run_in, load_data,
-    load_run, predict_images, run_input_shape, save_run,
+    ClassMetrics, EvalReport, EvalSplit, class_metrics, evaluate, evaluate_run, evaluate_run_in,
+    evaluate_run_split, load_data, load_run, predict_images, run_input_shape, save_run,
 };
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};

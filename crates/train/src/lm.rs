@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::train::{ClassificationOutput, Learner};
 use kiln_core::{DeviceSpec, Seed};
-use kiln_data::text::{CharCorpus, SequenceBatch, SequenceBatcher, SequenceDataset};
+use kiln_data::text::{CharCorpus, CharVocab, SequenceBatch, SequenceBatcher, SequenceDataset};
 use kiln_models::ModelConfig;
 use kiln_models::transformer::{CausalLm, CausalLmConfig, Sampling};
 use serde::{Deserialize, Serialize};
@@ -61,9 +60,17 @@ pub struct LmTrainConfig {
     /// Use at most this many training windows (evenly spaced over the text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_train_windows: Option<usize>,
-    /// Use at most this many validation windows.
+    /// Use at most this many validation windows (and as many test windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_valid_windows: Option<usize>,
+    /// Share of the training text held out for validation (in blocks, seeded by the run;
+    /// see `kiln_data::text::CharCorpus::split_validation`).
+    #[serde(default = "kiln_data::split::default_valid_fraction")]
+    pub valid_fraction: f64,
+    /// Size the model's vocabulary to the corpus's characters before training (a user's
+    /// corpus); the saved config holds the sized model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adapt_vocab: bool,
     /// The model.
     pub model: CausalLmConfig,
 }
@@ -88,6 +95,8 @@ impl LmTrainConfig {
             device: DeviceSpec::default(),
             max_train_windows: None,
             max_valid_windows: None,
+            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
+            adapt_vocab: false,
             model,
         })
     }
@@ -100,28 +109,145 @@ pub struct LmReport {
     pub run_dir: PathBuf,
     /// Per-epoch metrics (accuracy = next-character accuracy).
     pub epochs: Vec<EpochMetrics>,
-    /// Final validation loss (nats per token).
+    /// Final validation loss (nats per token; text held out from the training novels).
     pub valid_loss: f64,
     /// `exp(valid_loss)`.
     pub valid_perplexity: f64,
-    /// Validation cross-entropy of the training unigram distribution (nats per token).
+    /// Held-out test metrics of the saved model (the test text, read once at the end).
+    pub test: LmEval,
+    /// Test cross-entropy of the training unigram distribution (nats per token).
     pub unigram_baseline: f64,
-    /// 200 characters generated from the start of the validation text (seeded sampling,
+    /// 200 characters generated from the start of the test text (seeded sampling,
     /// temperature 0.8, top-k 20).
     pub sample: String,
     /// Wall-clock seconds of training.
     pub train_seconds: f64,
 }
 
+/// A language model's held-out metrics on a text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LmEval {
+    /// Predicted tokens (windows × positions).
+    pub tokens: usize,
+    /// Mean next-token cross-entropy, nats per token.
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// `loss / ln 2`: bits per character for a character model.
+    pub bits_per_token: f64,
+    /// Share of positions whose most probable next token is the true one.
+    pub accuracy: f64,
+}
+
+/// Evaluates a causal LM on `ids` cut into windows of `seq_len` (at most `max_windows`,
+/// evenly spaced), in inference mode.
+pub fn evaluate_lm(
+    model: &CausalLm,
+    ids: &[usize],
+    seq_len: usize,
+    max_windows: Option<usize>,
+    batch_size: usize,
+    device: &burn::tensor::Device,
+) -> Result<LmEval> {
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::Dataset;
+    let model = model.valid();
+    let device = device.clone().inner();
+    let set = SequenceDataset::new(ids.to_vec(), seq_len, max_windows)?;
+    let items: Vec<_> = (0..set.len()).filter_map(|i| set.get(i).ok()).collect();
+    let (mut nll, mut correct, mut tokens) = (0f64, 0usize, 0usize);
+    for chunk in items.chunks(batch_size.max(1)) {
+        let batch = SequenceBatcher.batch(chunk.to_vec(), &device);
+        let logits = model.forward(batch.inputs);
+        let [b, l, v] = logits.dims();
+        let logits: Vec<f32> = logits
+            .reshape([b * l, v])
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .map_err(|e| Error::Training(format!("reading LM logits: {e:?}")))?;
+        let targets = chunk.iter().flat_map(|item| item.ids[1..].iter().copied());
+        for (row, target) in logits.chunks(v).zip(targets) {
+            if target >= v {
+                return Err(Error::InvalidSetting(format!(
+                    "token {target} is outside the model's vocabulary of {v}"
+                )));
+            }
+            let (row_nll, best) = crate::eval::nll_and_argmax(row, target);
+            nll += row_nll;
+            correct += usize::from(best == target);
+            tokens += 1;
+        }
+    }
+    let loss = nll / tokens.max(1) as f64;
+    Ok(LmEval {
+        tokens,
+        loss,
+        perplexity: loss.exp(),
+        bits_per_token: loss / std::f64::consts::LN_2,
+        accuracy: correct as f64 / tokens.max(1) as f64,
+    })
+}
+
+/// The corpus of an LM run: `jane-austen`, or a UTF-8 text file (its last 10% the test
+/// text), with `valid_fraction` of the training text held out by `seed`.
+pub fn load_corpus(
+    corpus: &str,
+    data_dir: Option<&Path>,
+    valid_fraction: f64,
+    seed: Seed,
+) -> Result<CharCorpus> {
+    let valid_seed = seed.derive("valid");
+    match corpus {
+        "jane-austen" => Ok(CharCorpus::jane_austen(
+            &kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf)),
+            valid_fraction,
+            valid_seed,
+        )?),
+        path if Path::new(path).is_file() => Ok(CharCorpus::from_file(
+            Path::new(path),
+            valid_fraction,
+            valid_seed,
+        )?),
+        other => Err(Error::InvalidSetting(format!(
+            "unknown corpus `{other}`: give `jane-austen` or a UTF-8 text file"
+        ))),
+    }
+}
+
 /// Trains a causal LM on the configured corpus and writes a run folder (`config.toml`,
-/// `vocab.json`, `model.bpk`, `metrics.csv`, `report.json`).
+/// `vocab.json`, `model.bpk`, `metrics.csv`, `report.json`, `checkpoint/`). Validation is
+/// text held out from the training part; the test text is read once, at the end, by the
+/// reloaded run ([`evaluate_lm_run`]).
 pub fn train_lm(
     config: &LmTrainConfig,
     run_dir: &Path,
     options: &TrainOptions,
 ) -> Result<LmReport> {
+    run_lm(config, run_dir, options, None)
+}
+
+/// Continues the LM run in `run_dir` from its last complete checkpoint; with the same seed
+/// the result equals that of a run never interrupted.
+pub fn resume_lm(run_dir: &Path, options: &TrainOptions) -> Result<LmReport> {
+    let config = load_lm_config(run_dir)?;
+    let resume = crate::run::prepare_resume(run_dir)?;
+    run_lm(&config, run_dir, options, Some(resume))
+}
+
+fn load_lm_config(run_dir: &Path) -> Result<LmTrainConfig> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    toml::from_str(&text).map_err(|e| Error::BadRunFile {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+fn check_lm_config(config: &LmTrainConfig) -> Result<()> {
     config.model.validate()?;
     crate::config::check_schedule(config.epochs, config.batch_size, config.lr)?;
+    kiln_data::split::check_valid_fraction(config.valid_fraction)?;
     if config.seq_len == 0 {
         return Err(Error::InvalidSetting(
             "sequence length must be at least 1".into(),
@@ -133,19 +259,32 @@ pub fn train_lm(
             config.seq_len, config.model.encoder.max_len
         )));
     }
+    Ok(())
+}
+
+fn run_lm(
+    config: &LmTrainConfig,
+    run_dir: &Path,
+    options: &TrainOptions,
+    resume: Option<crate::fit::Resume>,
+) -> Result<LmReport> {
+    check_lm_config(config)?;
+    let mut config = config.clone();
     let _turn = kiln_core::seed::exclusive_rng();
     let seed = Seed(config.seed);
     let device = config.device.autodiff_device();
     seed.apply(&device);
 
-    let corpus = match config.corpus.as_str() {
-        "jane-austen" => CharCorpus::jane_austen(&kiln_data::data_dir::resolve(None))?,
-        other => {
-            return Err(Error::InvalidSetting(format!(
-                "unknown corpus `{other}`; available: jane-austen"
-            )));
-        }
-    };
+    let corpus = load_corpus(
+        &config.corpus,
+        options.data_dir.as_deref(),
+        config.valid_fraction,
+        seed,
+    )?;
+    if config.adapt_vocab {
+        config.model.encoder.vocab_size = corpus.vocab.len();
+        config.adapt_vocab = false;
+    }
     if corpus.vocab.len() > config.model.encoder.vocab_size {
         return Err(Error::InvalidSetting(format!(
             "the corpus has {} distinct characters (with unknown) but the model's vocab_size is {}",
@@ -154,8 +293,16 @@ pub fn train_lm(
         )));
     }
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    crate::run::write_toml(&run_dir.join("config.toml"), config)?;
-    crate::run::write_json(&run_dir.join("vocab.json"), &corpus.vocab)?;
+    if resume.is_none() {
+        crate::run::write_toml(&run_dir.join("config.toml"), &config)?;
+        crate::run::write_json(&run_dir.join("vocab.json"), &corpus.vocab)?;
+        for stale in ["report.json", "model.bpk"] {
+            let path = run_dir.join(stale);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+    }
 
     let train_set = SequenceDataset::new(
         corpus.train.clone(),
@@ -167,15 +314,18 @@ pub fn train_lm(
         config.seq_len,
         config.max_valid_windows,
     )?;
-    let train_loader = DataLoaderBuilder::new(SequenceBatcher)
-        .batch_size(config.batch_size)
-        .shuffle(seed.derive("shuffle"))
-        .set_device(device.clone())
-        .build(train_set);
-    let valid_loader = DataLoaderBuilder::new(SequenceBatcher)
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(valid_set);
+    // Seeded per-epoch order, so a resumed run continues exactly (see `crate::fit`).
+    let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
+    let (train_loader, valid_loader) = crate::fit::loaders(
+        SequenceBatcher,
+        SequenceBatcher,
+        train_set,
+        valid_set,
+        config.batch_size,
+        seed,
+        kiln_data::EpochCounter::starting_at(start_epoch),
+        &device,
+    );
 
     let task = LanguageModelTask {
         model: config.model.init(&device)?,
@@ -190,24 +340,25 @@ pub fn train_lm(
         train_loader,
         valid_loader,
         run_dir,
-        crate::fit::FitPlan::plain(config.epochs, options.quiet),
+        crate::fit::FitPlan {
+            resume,
+            pause_after: options.pause_after,
+            ..crate::fit::FitPlan::plain(config.epochs, options.quiet)
+        },
     )?;
     let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
     let last = epochs
         .last()
         .cloned()
         .expect("fit returns at least one epoch");
-    let model = fitted.model.model;
     let model_path = run_dir.join("model.bpk");
-    model
-        .clone()
-        .save_file(&model_path)
-        .map_err(|e| Error::Weights {
-            path: model_path.clone(),
-            reason: e.to_string(),
-        })?;
+    crate::fit::save_module(fitted.model.model, &model_path)?;
+    crate::run::write_metrics_csv(&run_dir.join("metrics.csv"), &epochs)?;
 
-    let prompt: Vec<usize> = corpus.valid.iter().take(40).copied().collect();
+    // The test text, read once, by the reloaded run (what `kiln eval` computes).
+    let test = evaluate_lm_run(run_dir, options.data_dir.as_deref())?;
+    let (_, vocab, model) = load_lm_run(run_dir, &config.device.device())?;
+    let prompt: Vec<usize> = corpus.test.iter().take(40).copied().collect();
     let generated = model.generate(
         &prompt,
         200,
@@ -222,16 +373,85 @@ pub fn train_lm(
         epochs: epochs.clone(),
         valid_loss: last.valid_loss,
         valid_perplexity: last.valid_loss.exp(),
+        test,
         unigram_baseline: corpus.unigram_cross_entropy(),
-        sample: corpus.vocab.decode(&generated),
+        sample: vocab.decode(&generated),
         train_seconds,
     };
-    crate::run::write_metrics_csv(&run_dir.join("metrics.csv"), &epochs)?;
-    let report_path = run_dir.join("report.json");
-    std::fs::write(
-        &report_path,
-        serde_json::to_string_pretty(&report).expect("report serialises"),
-    )
-    .map_err(io(&report_path))?;
+    crate::run::write_json(&run_dir.join("report.json"), &report)?;
+    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
     Ok(report)
+}
+
+/// Loads an LM run folder (its config, character vocabulary and trained model) onto `device`.
+pub fn load_lm_run(
+    dir: &Path,
+    device: &burn::tensor::Device,
+) -> Result<(LmTrainConfig, CharVocab, CausalLm)> {
+    let config = load_lm_config(dir)?;
+    let path = dir.join("vocab.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let vocab: CharVocab = serde_json::from_str(&text).map_err(|e| Error::BadRunFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let model = config.model.init(device)?;
+    let model = crate::eval::load_weights_eagerly(model, &dir.join("model.bpk"))?;
+    Ok((config, vocab, model))
+}
+
+/// Reloads an LM run and measures it on its corpus's test text (loss, perplexity, bits per
+/// character, next-character accuracy), as `kiln eval` does.
+pub fn evaluate_lm_run(dir: &Path, data_dir: Option<&Path>) -> Result<LmEval> {
+    let config = load_lm_config(dir)?;
+    let device = config.device.device();
+    let (config, vocab, model) = load_lm_run(dir, &device)?;
+    let corpus = load_corpus(
+        &config.corpus,
+        data_dir,
+        config.valid_fraction,
+        Seed(config.seed),
+    )?;
+    if corpus.vocab != vocab {
+        return Err(Error::BadRunFile {
+            path: dir.join("vocab.json"),
+            reason: format!(
+                "the corpus `{}` now has another character set than the one the model was trained on",
+                config.corpus
+            ),
+        });
+    }
+    evaluate_lm(
+        &model,
+        &corpus.test,
+        config.seq_len,
+        config.max_valid_windows,
+        config.batch_size,
+        &device,
+    )
+}
+
+/// Generates text from a trained LM run: `prompt` encoded with the run's vocabulary (a
+/// character it never saw becomes its unknown token), then up to `max_tokens` characters
+/// chosen by `sampling` with `seed`, each handed to `on_text` as soon as it is chosen
+/// (`on_text` returning false stops). Returns the generated text, without the prompt.
+pub fn generate_from_run(
+    dir: &Path,
+    prompt: &str,
+    max_tokens: usize,
+    sampling: Sampling,
+    seed: Seed,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<String> {
+    let device = burn::tensor::Device::flex();
+    let (_, vocab, model) = load_lm_run(dir, &device)?;
+    let ids = vocab.encode(prompt);
+    let mut out = String::new();
+    let tokens = model.generate_streaming(&ids, max_tokens, sampling, seed, &mut |id| {
+        let piece = vocab.decode(&[id]);
+        out.push_str(&piece);
+        on_text(&piece)
+    })?;
+    debug_assert_eq!(tokens.len() - ids.len(), out.chars().count());
+    Ok(out)
 }

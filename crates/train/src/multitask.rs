@@ -92,6 +92,10 @@ pub struct MultiTaskConfig {
     /// Learning-rate schedule.
     #[serde(default)]
     pub schedule: Schedule,
+    /// Share of the training images held out for validation (the per-epoch "valid"
+    /// columns); the test split is the dataset's own.
+    #[serde(default = "kiln_data::split::default_valid_fraction")]
+    pub valid_fraction: f64,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -110,6 +114,7 @@ impl MultiTaskConfig {
             lr: 1e-3,
             optim: OptimConfig::default(),
             schedule: Schedule::Constant,
+            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
         }
@@ -242,11 +247,11 @@ pub struct MultiTaskReport {
     pub train_seconds: f64,
 }
 
-fn relabel(set: &ImageSet, head: &Head) -> ImageSet {
-    let mut set = set.clone();
-    set.labels = set.labels.iter().map(|&l| head.classes[l]).collect();
-    set.classes = (0..head.num_classes()).map(|c| c.to_string()).collect();
-    set
+fn relabel(set: &ImageSet, head: &Head) -> Result<ImageSet> {
+    Ok(set.relabel(
+        set.labels().iter().map(|&l| head.classes[l]).collect(),
+        (0..head.num_classes()).map(|c| c.to_string()).collect(),
+    )?)
 }
 
 /// Trains a shared backbone with several heads and writes a run folder.
@@ -264,7 +269,10 @@ pub fn train_multitask(
         &config.dataset,
         seed,
         &data_dir,
-        &kiln_data::DataOptions::default(),
+        &kiln_data::DataOptions {
+            valid_fraction: config.valid_fraction,
+            ..kiln_data::DataOptions::default()
+        },
     )?;
     config.validate(data.train.num_classes())?;
     let normalizer = Normalizer::fit(&data.train);
@@ -272,13 +280,13 @@ pub fn train_multitask(
     write_toml(&run_dir.join("config.toml"), config)?;
     write_json(&run_dir.join("normalizer.json"), &normalizer)?;
 
-    let [c, h, w] = data.train.shape;
-    let batcher = ImageBatcher::new(data.train.shape, normalizer.clone());
+    let [c, h, w] = data.train.shape();
+    let batcher = ImageBatcher::new(data.train.shape(), normalizer.clone());
     let (train_loader, valid_loader) = crate::fit::loaders(
         batcher.clone(),
         batcher,
         ImageDataset::new(data.train.clone()),
-        ImageDataset::new(data.test.clone()),
+        ImageDataset::new(data.valid.clone()),
         config.batch_size,
         seed,
         EpochCounter::starting_at(0),
@@ -317,7 +325,7 @@ pub fn train_multitask(
     let model = fitted.model.model;
     let mut reports = Vec::new();
     for (index, head) in config.heads.iter().enumerate() {
-        let test = relabel(&data.test, head);
+        let test = relabel(&data.test, head)?;
         let single = HeadModel {
             model: model.clone(),
             index,

@@ -71,8 +71,13 @@ pub struct RegressionConfig {
     /// Training loss.
     #[serde(default)]
     pub loss: RegressionLoss,
-    /// Held-out fraction of the rows (seeded split).
+    /// Held-out test fraction of the rows: a fixed split of the table
+    /// (`kiln_data::split::TEST_SPLIT_SEED`), the same for every run.
     pub test_fraction: f64,
+    /// Share of the training rows held out for validation (seeded by the run): the
+    /// per-epoch validation loss and early stopping watch them.
+    #[serde(default = "kiln_data::split::default_valid_fraction")]
+    pub valid_fraction: f64,
     /// Number of epochs.
     pub epochs: usize,
     /// Mini-batch size.
@@ -104,6 +109,7 @@ impl RegressionConfig {
             dropout: 0.1,
             loss: RegressionLoss::Mse,
             test_fraction: 0.2,
+            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
             epochs: 60,
             batch_size: 64,
             lr: 1e-3,
@@ -124,6 +130,7 @@ impl RegressionConfig {
                 self.test_fraction
             )));
         }
+        kiln_data::split::check_valid_fraction(self.valid_fraction)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::InvalidSetting(format!(
                 "dropout must be in [0, 1), found {}",
@@ -189,7 +196,10 @@ pub struct RegressionReport {
     pub features: usize,
     /// Training rows.
     pub train_size: usize,
-    /// Held-out rows.
+    /// Validation rows (held out from the training part).
+    #[serde(default)]
+    pub valid_size: usize,
+    /// Held-out test rows (the table's fixed split).
     pub test_size: usize,
     /// Per-epoch losses (standardised units; accuracies are NaN).
     pub epochs: Vec<EpochMetrics>,
@@ -284,9 +294,17 @@ pub fn train_regression(
         task: Some(TableTask::Regression),
         ..TableSpec::target(&target)
     };
-    let (train_rows, test_rows) = table.split(config.test_fraction, seed.derive("split"));
+    let (rest, test_rows) = table.split(config.test_fraction, kiln_data::split::TEST_SPLIT_SEED);
+    let (fit_rows, valid_rows) = kiln_data::split::validation_split(
+        &vec![0; rest.len()],
+        config.valid_fraction,
+        seed.derive("valid"),
+    )?;
+    let train_rows: Vec<usize> = fit_rows.iter().map(|&i| rest[i]).collect();
+    let valid_rows: Vec<usize> = valid_rows.iter().map(|&i| rest[i]).collect();
     let encoder = TableEncoder::fit(&table, &spec, &train_rows)?;
     let train_set = encoder.transform(&table, &train_rows)?;
+    let valid_set = encoder.transform(&table, &valid_rows)?;
     let test_set = encoder.transform(&table, &test_rows)?;
 
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
@@ -297,7 +315,7 @@ pub fn train_regression(
         RegressionBatcher,
         RegressionBatcher,
         TableDataset::new(train_set.clone()),
-        TableDataset::new(test_set.clone()),
+        TableDataset::new(valid_set.clone()),
         config.batch_size,
         seed,
         EpochCounter::starting_at(0),
@@ -365,6 +383,7 @@ pub fn train_regression(
         target,
         features: encoder.width(),
         train_size: train_set.len(),
+        valid_size: valid_set.len(),
         test_size: test_set.len(),
         test: RegressionMetrics::of(&predicted, &actual),
         baseline: RegressionMetrics::of(&vec![train_mean; actual.len()], &actual),

@@ -48,6 +48,10 @@ pub struct TrainReport {
     pub params: usize,
     /// Training images.
     pub train_size: usize,
+    /// Validation images (held out from the training data; the per-epoch "valid" columns,
+    /// early stopping, plateau and best-epoch restore watch them).
+    #[serde(default)]
+    pub valid_size: usize,
     /// Held-out test images.
     pub test_size: usize,
     /// Per-epoch metrics.
@@ -74,8 +78,10 @@ pub struct TrainReport {
 
 /// Trains `config` and writes the run folder `run_dir` (created if needed).
 ///
-/// The final test metrics are measured by reloading the saved run with
-/// [`evaluate_run`](crate::evaluate_run), exactly as `kiln eval` does.
+/// Validation images are held out from the training data (`config.data.valid_fraction`, by
+/// the run's seed); they decide early stopping, reduce-on-plateau and the best epoch. The
+/// test split is read once, at the end: the final test metrics are measured by reloading the
+/// saved run with [`evaluate_run`](crate::evaluate_run), exactly as `kiln eval` does.
 pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
     run(config, run_dir, options, None)
 }
@@ -86,6 +92,15 @@ pub fn train(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Re
 pub fn resume(run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
     let files = RunFiles::new(run_dir);
     let config = TrainConfig::load(&files.config)?;
+    let resume = prepare_resume(run_dir)?;
+    run(&config, run_dir, options, Some(resume))
+}
+
+/// Where an unfinished run folder resumes: its last complete checkpoint (checked to load)
+/// and the metrics of the epochs up to it. An error when the run already finished or has no
+/// usable checkpoint. Shared by every kind of run.
+pub(crate) fn prepare_resume(run_dir: &Path) -> Result<Resume> {
+    let files = RunFiles::new(run_dir);
     if files.report.exists() {
         return Err(Error::InvalidSetting(format!(
             "the run in {} already finished ({} exists); start a new run instead",
@@ -113,16 +128,11 @@ pub fn resume(run_dir: &Path, options: &TrainOptions) -> Result<TrainReport> {
             ),
         });
     }
-    run(
-        &config,
-        run_dir,
-        options,
-        Some(Resume {
-            epoch,
-            history,
-            saved,
-        }),
-    )
+    Ok(Resume {
+        epoch,
+        history,
+        saved,
+    })
 }
 
 fn run(
@@ -144,11 +154,11 @@ fn run(
     if config.adapt_model {
         config
             .model
-            .adapt_to(data.train.shape, data.train.num_classes());
+            .adapt_to(data.train.shape(), data.train.num_classes());
         config.adapt_model = false;
         config.validate()?;
     }
-    config.model.check_input(data.train.shape)?;
+    config.model.check_input(data.train.shape())?;
     if config.model.num_classes() != data.train.num_classes() {
         return Err(Error::InvalidSetting(format!(
             "the model predicts {} classes but dataset `{}` has {}",
@@ -176,7 +186,7 @@ fn run(
     // (`EpochShuffled`), augmentation, and the device generator reseeded at each epoch start,
     // so a resumed run continues exactly.
     let num_classes = data.train.num_classes();
-    let batcher = ImageBatcher::new(data.train.shape, normalizer.clone());
+    let batcher = ImageBatcher::new(data.train.shape(), normalizer.clone());
     let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
     let epochs = EpochCounter::starting_at(start_epoch);
     let augment = Augment::parse(config.augment.as_deref().unwrap_or(""))?;
@@ -191,7 +201,7 @@ fn run(
         train_batcher,
         batcher,
         ImageDataset::new(data.train.clone()),
-        ImageDataset::new(data.test.clone()),
+        ImageDataset::new(data.valid.clone()),
         config.batch_size,
         seed,
         epochs,
@@ -215,7 +225,7 @@ fn run(
         Some(t) if t.feature_weight > 0.0 => Some(crate::task::feature_projection(
             &model,
             t,
-            data.train.shape,
+            data.train.shape(),
             &device,
         )),
         _ => None,
@@ -276,6 +286,7 @@ fn run(
         dataset: config.dataset.clone(),
         params,
         train_size: data.train.len(),
+        valid_size: data.valid.len(),
         test_size: data.test.len(),
         epochs: fitted.epochs,
         test,

@@ -64,8 +64,16 @@ crate::task::supervised_steps!(TextClassificationTask, TokenBatch, forward_class
 pub struct TextTrainConfig {
     /// Preset name or label.
     pub name: String,
-    /// Dataset (`fine-foods-reviews`).
+    /// Dataset: `fine-foods-reviews`, or a CSV file with a header (its text and class
+    /// columns named by `text_column` and `target`; a fixed, stratified 20% of its rows is
+    /// the test split).
     pub dataset: String,
+    /// Text column of a CSV dataset (default `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_column: Option<String>,
+    /// Class column of a CSV dataset (default `label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// `tokenizer.json` path, relative to the data dir unless absolute.
     pub tokenizer: PathBuf,
     /// Tokens per text (truncate / pad).
@@ -86,6 +94,10 @@ pub struct TextTrainConfig {
     /// Use only the first N test texts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_test: Option<usize>,
+    /// Share of the training texts held out for validation (stratified, seeded by the run):
+    /// the per-epoch "valid" columns watch them; the test file is read once, at the end.
+    #[serde(default = "kiln_data::split::default_valid_fraction")]
+    pub valid_fraction: f64,
     /// Learning-rate schedule over the epochs.
     #[serde(default)]
     pub schedule: Schedule,
@@ -164,6 +176,9 @@ impl TextTrainConfig {
             device: DeviceSpec::default(),
             max_train: None,
             max_test: None,
+            text_column: None,
+            target: None,
+            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
             schedule: Schedule::Constant,
             pretrained: None,
             model,
@@ -187,14 +202,45 @@ impl TextTrainConfig {
     }
 }
 
-/// The train and test texts of a named text dataset (`fine-foods-reviews`).
+/// The train and test texts of a named text dataset (`fine-foods-reviews`, its own split).
 pub fn load_text_dataset(name: &str, data_dir: &Path) -> Result<(LabelledTexts, LabelledTexts)> {
-    match name {
-        "fine-foods-reviews" => Ok(LabelledTexts::fine_food_reviews(data_dir)?),
-        other => Err(Error::InvalidSetting(format!(
-            "unknown text dataset `{other}`; available: fine-foods-reviews"
-        ))),
+    load_texts(name, None, None, data_dir)
+}
+
+/// The train and test texts of a run's dataset: a named one ([`load_text_dataset`]) or a CSV
+/// file read with `text_column` (default `text`) and `target` (default `label`), whose test
+/// split is a fixed, stratified 20% of the rows (`kiln_data::split::dataset_split`, the same
+/// for every run).
+pub fn load_texts(
+    dataset: &str,
+    text_column: Option<&str>,
+    target: Option<&str>,
+    data_dir: &Path,
+) -> Result<(LabelledTexts, LabelledTexts)> {
+    if dataset == "fine-foods-reviews" {
+        return Ok(LabelledTexts::fine_food_reviews(data_dir)?);
     }
+    let path = Path::new(dataset);
+    if path.is_file() {
+        let all = LabelledTexts::read_csv(
+            path,
+            text_column.unwrap_or("text"),
+            target.unwrap_or("label"),
+            None,
+        )?;
+        if all.classes.len() < 2 {
+            return Err(Error::InvalidSetting(format!(
+                "{}: a text classifier needs at least 2 classes, found {:?}",
+                path.display(),
+                all.classes
+            )));
+        }
+        let (train, test) = kiln_data::split::dataset_split(&all.labels);
+        return Ok((all.subset(&train), all.subset(&test)));
+    }
+    Err(Error::InvalidSetting(format!(
+        "unknown text dataset `{dataset}`: give fine-foods-reviews or a CSV file (with --text-column and --target)"
+    )))
 }
 
 /// The pretrained encoder of `spec` with a new head of `classes`, its tokenizer, and the
@@ -237,16 +283,45 @@ fn pretrained_model(
 /// What a finished text-classification run reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextReport {
-    /// Per-epoch metrics (validation = the test file).
+    /// Per-epoch metrics (validation: texts held out from the training file).
     pub epochs: Vec<EpochMetrics>,
     /// Class names.
     pub classes: Vec<String>,
     /// Training texts.
     pub train_size: usize,
+    /// Validation texts.
+    #[serde(default)]
+    pub valid_size: usize,
     /// Test texts.
     pub test_size: usize,
+    /// Held-out metrics of the final model on the test texts: accuracy, loss, per-class
+    /// precision/recall/F1 and the confusion matrix.
+    pub test: crate::EvalReport,
     /// Wall-clock seconds of training.
     pub train_seconds: f64,
+}
+
+/// Held-out metrics of a text classifier on tokenized texts (burn's inference mode: no
+/// dropout).
+pub fn evaluate_texts(
+    model: &TextModel,
+    texts: &TokenDataset,
+    num_classes: usize,
+    batch_size: usize,
+    device: &burn::tensor::Device,
+) -> Result<crate::EvalReport> {
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::Dataset;
+    let model = model.valid();
+    let mut tally = crate::eval::Tally::new(num_classes);
+    let device = device.clone().inner();
+    let items: Vec<_> = (0..texts.len()).filter_map(|i| texts.get(i).ok()).collect();
+    for chunk in items.chunks(batch_size.max(1)) {
+        let labels: Vec<usize> = chunk.iter().map(|i| i.label).collect();
+        let batch = TokenBatcher.batch(chunk.to_vec(), &device);
+        tally.add(model.forward(batch.ids, Some(batch.mask_pad)), &labels)?;
+    }
+    Ok(tally.report())
 }
 
 /// Trains a transformer text classifier and writes a run folder (`config.toml`, `model.bpk`,
@@ -274,13 +349,19 @@ pub fn train_text_classifier(
     seed.apply(&device);
 
     let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
-    let (mut train, mut test) = load_text_dataset(&config.dataset, &data_dir)?;
+    let (mut train, mut test) = load_texts(
+        &config.dataset,
+        config.text_column.as_deref(),
+        config.target.as_deref(),
+        &data_dir,
+    )?;
     for (set, limit) in [(&mut train, config.max_train), (&mut test, config.max_test)] {
         if let Some(n) = limit {
             set.texts.truncate(n);
             set.labels.truncate(n);
         }
     }
+    let (train, valid) = train.split_validation(config.valid_fraction, seed.derive("valid"))?;
     let (model, tokenizer, groups) = match &config.pretrained {
         Some(spec) => pretrained_model(spec, config, &data_dir, train.classes.len(), &device)?,
         None => {
@@ -313,7 +394,7 @@ pub fn train_text_classifier(
     let valid_loader = DataLoaderBuilder::new(TokenBatcher)
         .batch_size(config.batch_size)
         .set_device(device.clone())
-        .build(TokenDataset::new(&test, &tokenizer, config.max_len)?);
+        .build(TokenDataset::new(&valid, &tokenizer, config.max_len)?);
 
     let steps_per_epoch = train.texts.len().div_ceil(config.batch_size);
     let task = kiln_optim::apply_groups(TextClassificationTask { model }, &groups)?;
@@ -337,20 +418,23 @@ pub fn train_text_classifier(
     )?;
     let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
     let model_path = run_dir.join("model.bpk");
-    fitted
-        .model
-        .model
-        .save_file(&model_path)
-        .map_err(|e| Error::Weights {
-            path: model_path.clone(),
-            reason: e.to_string(),
-        })?;
+    crate::fit::save_module(fitted.model.model.clone(), &model_path)?;
     crate::run::write_metrics_csv(&run_dir.join("metrics.csv"), &epochs)?;
+    // The test texts, read once, by the trained model in inference mode.
+    let test_report = evaluate_texts(
+        &fitted.model.model,
+        &TokenDataset::new(&test, &tokenizer, config.max_len)?,
+        train.classes.len(),
+        config.batch_size,
+        &device,
+    )?;
     let report = TextReport {
         epochs,
         classes: train.classes.clone(),
         train_size: train.texts.len(),
+        valid_size: valid.texts.len(),
         test_size: test.texts.len(),
+        test: test_report,
         train_seconds,
     };
     let report_path = run_dir.join("report.json");

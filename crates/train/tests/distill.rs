@@ -156,3 +156,47 @@ fn fake_quantization_puts_weights_on_the_grid_and_passes_gradients() {
     assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
     let _ = model.num_params();
 }
+
+#[test]
+fn a_student_inherits_the_teachers_data_and_budget_but_not_its_groups() {
+    let teacher = tempfile::tempdir().unwrap();
+    let mut config = TrainConfig::for_preset("mlp").unwrap();
+    config.epochs = 7;
+    config.seed = 9;
+    config.augment = Some("rotate=10".into());
+    config.early_stopping = Some(kiln_train::EarlyStopping::new(2, 0.0));
+    config.optim.groups = vec![kiln_optim::GroupRule::frozen("model.Mlp.hidden.0")];
+    config.save(&teacher.path().join("config.toml")).unwrap();
+    let distill = Distill {
+        teacher: "ignored".into(),
+        temperature: 4.0,
+        alpha: 0.9,
+        feature_weight: 0.0,
+    };
+    let student = TrainConfig::distill_from(teacher.path(), "lenet5", distill.clone()).unwrap();
+    assert!(
+        student.optim.groups.is_empty(),
+        "{:?}",
+        student.optim.groups
+    );
+    assert_eq!(student.optim.optimizer, config.optim.optimizer);
+    assert_eq!(
+        (student.dataset.as_str(), student.seed, student.epochs),
+        ("digits", 9, 7)
+    );
+    assert_eq!(student.data, config.data);
+    assert_eq!(student.name, "lenet5-distilled");
+    assert!(student.adapt_model);
+    assert!(student.augment.is_none() && student.early_stopping.is_none());
+    let d = student.distill.as_ref().unwrap();
+    assert_eq!(d.teacher, teacher.path());
+    assert_eq!((d.temperature, d.alpha), (4.0, 0.9));
+    // A bad distillation setting or a missing teacher is an error, not a run.
+    let bad = Distill {
+        alpha: 1.5,
+        ..distill.clone()
+    };
+    assert!(TrainConfig::distill_from(teacher.path(), "mlp", bad).is_err());
+    let err = TrainConfig::distill_from(&teacher.path().join("nope"), "mlp", distill).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}

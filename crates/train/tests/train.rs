@@ -174,6 +174,15 @@ fn char_lm_beats_the_unigram_baseline_and_generates_reproducibly() {
         report.unigram_baseline
     );
     assert_eq!(report.sample.chars().count(), 240);
+    // Persuasion, read once at the end: 64 windows of 64 characters.
+    assert_eq!(report.test.tokens, 64 * 64);
+    assert!(
+        report.test.loss < report.unigram_baseline,
+        "test loss {:.3} vs unigram {:.3}",
+        report.test.loss,
+        report.unigram_baseline
+    );
+    assert!((report.test.bits_per_token - report.test.loss / std::f64::consts::LN_2).abs() < 1e-12);
     // The same seed reproduces the run, its loss and its sample exactly.
     let again = train_lm(
         &config,
@@ -203,6 +212,10 @@ fn transformer_classifier_learns_on_reviews() {
         losses[2] < losses[0],
         "training losses {losses:?} do not fall"
     );
+    // Validation is 10% of the 256 training texts; the 64 test texts are read at the end.
+    assert_eq!((report.train_size, report.valid_size), (230, 26));
+    assert_eq!(report.test.total, 64);
+    assert_eq!(report.test.confusion.iter().flatten().sum::<usize>(), 64);
 }
 
 #[test]
@@ -238,7 +251,11 @@ fn minilm_fine_tunes_with_a_new_head_frozen_or_not() {
         });
         let dir = tempfile::tempdir().unwrap();
         let report = train_text_classifier(&config, dir.path(), &TrainOptions::quiet()).unwrap();
-        assert_eq!((report.train_size, report.test_size), (32, 16));
+        // 10% of each class of the 32 training texts validates.
+        assert_eq!(
+            (report.train_size, report.valid_size, report.test_size),
+            (29, 3, 16)
+        );
         // The run's weights load back into the same architecture.
         let model = TextModel::Bert(kiln_models::bert::BertClassifier::new(
             original.encoder().clone(),
@@ -509,13 +526,93 @@ fn early_stopping_stops_on_a_plateau_and_restores_the_best_epoch() {
         }
     }
     assert_eq!(expected.0, best);
-    // The saved model is the best epoch's: its test loss is that epoch's validation loss
-    // (validation runs on the test split here).
+    // The saved model is the best epoch's: re-evaluated on the run's validation split, its
+    // loss is that epoch's logged validation loss. The test split is another set of images.
     let best_loss = report.epochs[best - 1].valid_loss;
+    let valid =
+        kiln_train::evaluate_run_split(dir.path(), None, kiln_train::EvalSplit::Valid).unwrap();
     assert!(
-        (report.test.loss - best_loss).abs() < 1e-5,
-        "test loss {} vs best epoch's {best_loss}",
-        report.test.loss
+        (valid.loss - best_loss).abs() < 1e-5,
+        "validation loss {} vs best epoch's {best_loss}",
+        valid.loss
+    );
+    assert_eq!((report.valid_size, valid.total), (145, 145));
+    assert_eq!((report.train_size, report.test.total), (1293, 359));
+    assert!((report.test.loss - valid.loss).abs() > 1e-6);
+}
+
+/// Writes `set` as an image folder of 8-bit PNGs, one sub-folder per class; `swap` gives
+/// every image of class 0 the name of class 1 and the other way round.
+fn write_folder(set: &kiln_data::ImageSet, dir: &std::path::Path, swap: bool) {
+    let [_, h, w] = set.shape();
+    for i in 0..set.len() {
+        let mut label = set.labels()[i];
+        if swap {
+            label = 1 - label;
+        }
+        let class_dir = dir.join(&set.classes()[label]);
+        std::fs::create_dir_all(&class_dir).unwrap();
+        let bytes: Vec<u8> = set
+            .image(i)
+            .iter()
+            .map(|&p| (p * 255.0).round() as u8)
+            .collect();
+        image::GrayImage::from_raw(w as u32, h as u32, bytes)
+            .unwrap()
+            .save(class_dir.join(format!("{i:04}.png")))
+            .unwrap();
+    }
+}
+
+#[test]
+fn early_stopping_restores_by_validation_when_validation_and_test_disagree() {
+    // Zeros against ones from the digits: train/ and test/ correctly labelled, valid/ with
+    // the two labels swapped. Learning the task makes the validation loss worse and the test
+    // loss better, so a run that selected on the test split would keep its last epoch; one
+    // that selects on validation restores the first.
+    let digits = kiln_data::load_split("digits", kiln_core::Seed(0)).unwrap();
+    let two = |s: &kiln_data::ImageSet| {
+        let keep: Vec<usize> = (0..s.len()).filter(|&i| s.labels()[i] < 2).collect();
+        let sub = s.subset(&keep);
+        sub.relabel(sub.labels().to_vec(), vec!["0".into(), "1".into()])
+            .unwrap()
+    };
+    let root = tempfile::tempdir().unwrap();
+    write_folder(&two(&digits.train), &root.path().join("train"), false);
+    write_folder(&two(&digits.valid), &root.path().join("valid"), true);
+    write_folder(&two(&digits.test), &root.path().join("test"), false);
+    let mut config = quick(5, 12);
+    config.dataset = root.path().to_str().unwrap().to_string();
+    config.data.image_size = Some([8, 8]);
+    config.data.channels = kiln_data::image_folder::Channels::Grey;
+    config.adapt_model = true;
+    config.lr = 3e-3;
+    config.early_stopping = Some(kiln_train::EarlyStopping::new(3, 0.0));
+    let dir = tempfile::tempdir().unwrap();
+    let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    let losses: Vec<f64> = report.epochs.iter().map(|m| m.valid_loss).collect();
+    let best = report.best_epoch.unwrap();
+    let argmin = 1
+        + (0..losses.len())
+            .min_by(|&a, &b| losses[a].total_cmp(&losses[b]))
+            .unwrap();
+    assert_eq!(best, argmin, "validation losses {losses:?}");
+    assert_eq!(report.model_epoch, best);
+    assert_eq!(report.stopped_early_at, Some(best + 3), "{losses:?}");
+    // The validation split is the swapped folder: the restored model is wrong there and right
+    // on the test images.
+    let valid =
+        kiln_train::evaluate_run_split(dir.path(), None, kiln_train::EvalSplit::Valid).unwrap();
+    assert!(
+        valid.accuracy < 0.5,
+        "validation accuracy {}",
+        valid.accuracy
+    );
+    assert!((valid.loss - losses[best - 1]).abs() < 1e-5);
+    assert!(
+        report.test.accuracy > 0.5,
+        "test accuracy {}",
+        report.test.accuracy
     );
 }
 
@@ -636,8 +733,12 @@ fn an_mlp_regressor_predicts_ames_house_prices() {
         "ames MLP: R² {:.4}, RMSE {:.0}, MAE {:.0}; baseline RMSE {:.0}",
         report.test.r2, report.test.rmse, report.test.mae, report.baseline.rmse
     );
-    // 586 held-out houses; the closed-form ridge regression of the data tests reaches 0.847.
-    assert_eq!((report.train_size, report.test_size), (2344, 586));
+    // 586 held-out test houses (a fixed split), 234 validation houses from the other 2,344;
+    // the closed-form ridge regression of the data tests reaches 0.847.
+    assert_eq!(
+        (report.train_size, report.valid_size, report.test_size),
+        (2110, 234, 586)
+    );
     assert!(report.test.r2 > 0.85, "R² {}", report.test.r2);
     assert!(report.baseline.r2.abs() < 0.02, "{}", report.baseline.r2);
     assert!(report.test.mae < 0.5 * report.baseline.mae);
@@ -725,11 +826,42 @@ fn a_shared_backbone_learns_digit_and_at_least_five_on_mnist() {
     assert!(digit.test.accuracy > 0.97, "{}", digit.test.accuracy);
     assert!(five.test.accuracy > 0.975, "{}", five.test.accuracy);
     assert_eq!(five.test.confusion.len(), 2);
-    // The epoch log follows the first head: its last validation accuracy is the digit head's.
+    // The epoch log follows the first head on the 6,000 validation images held out from the
+    // training set, not on the test set.
     let last = report.epochs.last().unwrap();
-    assert!((last.valid_accuracy - digit.test.accuracy).abs() < 1e-9);
+    assert!(last.valid_accuracy > 0.96, "{}", last.valid_accuracy);
+    assert!((last.valid_accuracy - digit.test.accuracy).abs() > 1e-9);
     // A head that does not map every label is an error naming it.
     config.heads[1].classes.pop();
     let err = train_multitask(&config, dir.path(), &TrainOptions::quiet()).unwrap_err();
     assert!(err.to_string().contains("at-least-5"), "{err}");
+}
+
+#[test]
+fn a_folder_that_gained_a_class_is_an_error_at_evaluation() {
+    let digits = kiln_data::load_split("digits", kiln_core::Seed(0)).unwrap();
+    let pick = |s: &kiln_data::ImageSet, classes: usize| {
+        let keep: Vec<usize> = (0..s.len()).filter(|&i| s.labels()[i] < classes).collect();
+        let sub = s.subset(&keep);
+        let names = (0..classes).map(|c| c.to_string()).collect();
+        sub.relabel(sub.labels().to_vec(), names).unwrap()
+    };
+    let root = tempfile::tempdir().unwrap();
+    write_folder(&pick(&digits.train, 2), &root.path().join("train"), false);
+    write_folder(&pick(&digits.test, 2), &root.path().join("test"), false);
+    let mut config = quick(1, 1);
+    config.dataset = root.path().to_str().unwrap().to_string();
+    config.data.image_size = Some([8, 8]);
+    config.data.channels = kiln_data::image_folder::Channels::Grey;
+    config.adapt_model = true;
+    let dir = tempfile::tempdir().unwrap();
+    train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
+    // The test folder gains the digit 2.
+    write_folder(&pick(&digits.test, 3), &root.path().join("test"), false);
+    write_folder(&pick(&digits.train, 3), &root.path().join("train"), false);
+    let err = evaluate_run(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("predicts 2 classes") && err.contains("has 3"),
+        "{err}"
+    );
 }

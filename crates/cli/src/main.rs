@@ -1,7 +1,7 @@
 //! `kiln`: the command-line front end. It parses arguments and calls the library crates; all
 //! logic lives in kiln-core, kiln-models, kiln-data and kiln-train.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -54,16 +54,21 @@ enum Command {
         config: Option<PathBuf>,
         /// Dataset: digits, mnist, fashion-mnist, a table (iris, wine, breast-cancer), a .csv
         /// file or an image folder (default: the preset's). On another dataset than the
-        /// preset's, the model's input and output sizes follow the data.
+        /// preset's, the model's input and output sizes follow the data. Text presets:
+        /// char-lm takes jane-austen or a UTF-8 text file (its last 10% the test text),
+        /// transformer-classifier fine-foods-reviews or a CSV (see --text-column, --target).
         #[arg(long)]
         dataset: Option<String>,
         /// Augmentation of training images, e.g. `flip,rotate=15,scale=0.9..1.1,mixup=0.2`
         /// (default: the preset's recipe; `none` for none).
         #[arg(long)]
         augment: Option<String>,
-        /// Target column of a CSV table (default: the last column).
+        /// Target column of a CSV table (default: the last column; for a text CSV: `label`).
         #[arg(long)]
         target: Option<String>,
+        /// Text column of a CSV of labelled texts (transformer-classifier; default `text`).
+        #[arg(long)]
+        text_column: Option<String>,
         /// Size images of an image folder are resized to, HxW (e.g. 28x28).
         #[arg(long, value_parser = kiln_data::image_folder::parse_size)]
         image_size: Option<[usize; 2]>,
@@ -399,7 +404,35 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Reload a run folder and print its held-out test accuracy.
+    /// Generate text with a trained language-model run (e.g. `kiln train char-lm`), streamed
+    /// to stdout as it is sampled.
+    Generate {
+        /// Run folder of a language model.
+        run_dir: PathBuf,
+        /// The text to continue.
+        prompt: String,
+        /// Characters (tokens) to generate.
+        #[arg(long, default_value_t = 200)]
+        max_tokens: usize,
+        /// Softmax temperature; 0 picks the most likely token (greedy).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Always pick the most likely token (the same as --temperature 0).
+        #[arg(long)]
+        greedy: bool,
+        /// Sample only among the K most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Nucleus sampling: only among the most likely tokens whose probability adds up to P
+        /// (1: off).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Seed of the sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Reload a run folder and evaluate it on its dataset's test split (classifiers: accuracy
+    /// and per-class metrics; language models: loss, perplexity and bits per character).
     Eval {
         /// Run folder written by `kiln train`.
         run_dir: PathBuf,
@@ -456,6 +489,117 @@ fn print_train_report(report: &kiln_train::TrainReport) {
         report.train_seconds,
         report.run_dir.display()
     );
+}
+
+fn print_lm_report(report: &kiln_train::lm::LmReport) {
+    let t = &report.test;
+    println!(
+        "test loss {:.4} nats/char ({:.3} bits/char, perplexity {:.2}) on {} characters; unigram baseline {:.4}; validation loss {:.4}; trained in {:.1}s; run folder {}",
+        t.loss,
+        t.bits_per_token,
+        t.perplexity,
+        t.tokens,
+        report.unigram_baseline,
+        report.valid_loss,
+        report.train_seconds,
+        report.run_dir.display()
+    );
+    println!("sample: {}", report.sample);
+}
+
+fn print_text_report(report: &kiln_train::text::TextReport, run_dir: &Path) {
+    println!(
+        "test accuracy {:.2}% ({}/{}), macro F1 {:.4} on {} texts; trained in {:.1}s; run folder {}",
+        100.0 * report.test.accuracy,
+        report.test.correct,
+        report.test.total,
+        report.test.macro_f1,
+        report.test_size,
+        report.train_seconds,
+        run_dir.display()
+    );
+}
+
+/// The `kiln train` settings a text preset takes.
+struct TextArgs {
+    dataset: Option<String>,
+    target: Option<String>,
+    text_column: Option<String>,
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    lr: Option<f64>,
+    seed: Option<u64>,
+    device: Option<String>,
+    valid_fraction: f64,
+    out: Option<PathBuf>,
+}
+
+fn train_lm_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Result<()> {
+    let mut cfg = kiln_train::lm::LmTrainConfig::for_preset(model)?;
+    anyhow::ensure!(
+        args.target.is_none() && args.text_column.is_none(),
+        "--target and --text-column are for labelled texts; a language model reads a plain text file"
+    );
+    if let Some(d) = args.dataset {
+        cfg.adapt_vocab = d != cfg.corpus;
+        cfg.corpus = d;
+    }
+    if let Some(e) = args.epochs {
+        cfg.epochs = e;
+    }
+    if let Some(b) = args.batch_size {
+        cfg.batch_size = b;
+    }
+    if let Some(l) = args.lr {
+        cfg.lr = l;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(d) = args.device {
+        cfg.device = DeviceSpec::parse(&d)?;
+    }
+    cfg.valid_fraction = args.valid_fraction;
+    let out = args
+        .out
+        .unwrap_or_else(|| kiln_train::default_run_dir(model));
+    let report = kiln_train::lm::train_lm(&cfg, &out, options)
+        .with_context(|| format!("training {model} on {}", cfg.corpus))?;
+    print_lm_report(&report);
+    Ok(())
+}
+
+fn train_text_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Result<()> {
+    let mut cfg = kiln_train::text::TextTrainConfig::for_preset(model)?;
+    if let Some(d) = args.dataset {
+        cfg.adapt_model = d != cfg.dataset;
+        cfg.dataset = d;
+    }
+    cfg.text_column = args.text_column;
+    cfg.target = args.target;
+    if let Some(e) = args.epochs {
+        cfg.epochs = e;
+    }
+    if let Some(b) = args.batch_size {
+        cfg.batch_size = b;
+    }
+    if let Some(l) = args.lr {
+        cfg.lr = l;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(d) = args.device {
+        cfg.device = DeviceSpec::parse(&d)?;
+    }
+    cfg.valid_fraction = args.valid_fraction;
+    let out = args
+        .out
+        .unwrap_or_else(|| kiln_train::default_run_dir(model));
+    let report = kiln_train::text::train_text_classifier(&cfg, &out, options)
+        .with_context(|| format!("training {model} on {}", cfg.dataset))?;
+    print_text_report(&report, &out);
+    Ok(())
 }
 
 /// Restores the default action of SIGPIPE, which Rust's runtime ignores: `kiln ... | head`
@@ -589,6 +733,7 @@ fn run(cli: Cli) -> Result<()> {
             dataset,
             augment,
             target,
+            text_column,
             image_size,
             grey,
             data_dir,
@@ -613,20 +758,87 @@ fn run(cli: Cli) -> Result<()> {
             out,
             quiet,
         } => {
+            let options = TrainOptions {
+                quiet,
+                data_dir: data_dir.clone(),
+                ..TrainOptions::default()
+            };
             if let Some(run_dir) = resume {
-                let report = kiln_train::resume(
-                    &run_dir,
-                    &TrainOptions {
-                        quiet,
-                        data_dir,
-                        ..TrainOptions::default()
-                    },
-                )
-                .with_context(|| format!("resuming {}", run_dir.display()))?;
-                print_train_report(&report);
+                let context = || format!("resuming {}", run_dir.display());
+                match kiln_train::RunKind::of(&run_dir).with_context(context)? {
+                    kiln_train::RunKind::Classifier => print_train_report(
+                        &kiln_train::resume(&run_dir, &options).with_context(context)?,
+                    ),
+                    kiln_train::RunKind::LanguageModel => print_lm_report(
+                        &kiln_train::lm::resume_lm(&run_dir, &options).with_context(context)?,
+                    ),
+                    kiln_train::RunKind::TextClassifier => print_text_report(
+                        &kiln_train::text::resume_text(&run_dir, &options).with_context(context)?,
+                        &run_dir,
+                    ),
+                    other => bail!(
+                        "{} holds a {other:?} run; only classifier, language-model and text runs resume",
+                        run_dir.display()
+                    ),
+                }
                 return Ok(());
             }
             let model = model.expect("clap requires a model unless --resume is given");
+            let text = TextArgs {
+                dataset: dataset.clone(),
+                target: target.clone(),
+                text_column: text_column.clone(),
+                epochs,
+                batch_size,
+                lr,
+                seed,
+                device: device.clone(),
+                valid_fraction,
+                out: out.clone(),
+            };
+            let image_only = [
+                ("--config", config.is_some()),
+                ("--augment", augment.is_some()),
+                ("--image-size", image_size.is_some()),
+                ("--grey", grey),
+                ("--optimizer", optimizer.is_some()),
+                ("--weight-decay", weight_decay.is_some()),
+                ("--clip-norm", clip_norm.is_some()),
+                ("--clip-value", clip_value.is_some()),
+                ("--schedule", schedule.is_some()),
+                ("--reduce-on-plateau", reduce_on_plateau.is_some()),
+                ("--early-stopping", early_stopping.is_some()),
+                ("--monitor", monitor.is_some()),
+                ("--label-smoothing", label_smoothing.is_some()),
+                ("--group", !groups.is_empty()),
+                ("--train-per-class", train_per_class.is_some()),
+                ("--test-per-class", test_per_class.is_some()),
+            ];
+            let preset = kiln_models::preset(&model)?;
+            if matches!(
+                preset.config,
+                ModelConfig::CausalLm(_) | ModelConfig::TransformerClassifier(_)
+            ) {
+                let unused: Vec<&str> = image_only
+                    .iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(name, _)| *name)
+                    .collect();
+                anyhow::ensure!(
+                    unused.is_empty(),
+                    "{}: image-training options, not for the text preset `{model}`",
+                    unused.join(", ")
+                );
+                return if matches!(preset.config, ModelConfig::CausalLm(_)) {
+                    train_lm_preset(&model, text, &options)
+                } else {
+                    train_text_preset(&model, text, &options)
+                };
+            }
+            anyhow::ensure!(
+                text_column.is_none(),
+                "--text-column applies to the transformer-classifier preset, not `{model}`"
+            );
             let mut cfg = TrainConfig::for_preset(&model)?;
             let custom_model = config.is_some();
             if let Some(path) = config {
@@ -1219,12 +1431,68 @@ fn run(cli: Cli) -> Result<()> {
             );
             println!("run folder {}", out.display());
         }
+        Command::Generate {
+            run_dir,
+            prompt,
+            max_tokens,
+            temperature,
+            greedy,
+            top_k,
+            top_p,
+            seed,
+        } => {
+            use std::io::Write;
+            let temperature = if greedy { 0.0 } else { temperature };
+            let sampling =
+                kiln_models::transformer::Sampling::from_settings(temperature, top_k, top_p);
+            let mut stdout = std::io::stdout().lock();
+            write!(stdout, "{prompt}")?;
+            kiln_train::lm::generate_from_run(
+                &run_dir,
+                &prompt,
+                max_tokens,
+                sampling,
+                kiln_core::Seed(seed),
+                &mut |piece| {
+                    write!(stdout, "{piece}")
+                        .and_then(|()| stdout.flush())
+                        .is_ok()
+                },
+            )
+            .with_context(|| format!("generating with {}", run_dir.display()))?;
+            writeln!(stdout)?;
+        }
         Command::Eval {
             run_dir,
             format,
             data_dir,
         } => {
-            let report = kiln_train::evaluate_run_in(&run_dir, data_dir.as_deref())?;
+            let data_dir = data_dir.as_deref();
+            let report = match kiln_train::RunKind::of(&run_dir)? {
+                kiln_train::RunKind::LanguageModel => {
+                    let t = kiln_train::lm::evaluate_lm_run(&run_dir, data_dir)?;
+                    match format {
+                        Format::Text => println!(
+                            "test loss {:.4} nats/char ({:.3} bits/char, perplexity {:.2}), next-character accuracy {:.2}% on {} characters",
+                            t.loss,
+                            t.bits_per_token,
+                            t.perplexity,
+                            100.0 * t.accuracy,
+                            t.tokens
+                        ),
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+                    }
+                    return Ok(());
+                }
+                kiln_train::RunKind::TextClassifier => {
+                    kiln_train::text::evaluate_text_run(&run_dir, data_dir)?
+                }
+                kiln_train::RunKind::Classifier => kiln_train::evaluate_run_in(&run_dir, data_dir)?,
+                other => bail!(
+                    "{} holds a {other:?} run; its report.json has its held-out metrics",
+                    run_dir.display()
+                ),
+            };
             match format {
                 Format::Text => {
                     println!(

@@ -130,7 +130,7 @@ fn errors_are_one_line_with_nonzero_exit() {
 fn every_command_has_help() {
     for cmd in [
         "models", "summary", "train", "regress", "finetune", "embed", "predict", "prune",
-        "quantize", "distill", "eval",
+        "quantize", "distill", "eval", "generate",
     ] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");
@@ -506,4 +506,118 @@ fn predict_names_the_flower() {
         !ok && stderr.contains("unknown pretrained model `resnet50`"),
         "{stderr}"
     );
+}
+
+fn data_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("KILN_DATA_DIR").expect("KILN_DATA_DIR"))
+}
+
+#[test]
+fn the_text_presets_train_from_the_command_line_reload_resume_and_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let emma = std::fs::read_to_string(data_dir().join("text/jane-austen/emma.txt")).unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, emma.chars().take(30_000).collect::<String>()).unwrap();
+    let lm = dir.path().join("lm");
+    let (ok, stdout, stderr) = kiln(&[
+        "train",
+        "char-lm",
+        "--dataset",
+        corpus.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        lm.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    let trained = stdout.split(" on ").next().unwrap().to_string();
+    assert!(trained.starts_with("test loss "), "{stdout}");
+    let (ok, stdout, stderr) = kiln(&["eval", lm.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with(&trained),
+        "train `{trained}`, eval `{stdout}`"
+    );
+    let (ok, stdout, stderr) = kiln(&[
+        "generate",
+        lm.to_str().unwrap(),
+        "Emma was",
+        "--max-tokens",
+        "25",
+        "--top-k",
+        "10",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("Emma was"), "{stdout}");
+    assert_eq!(
+        stdout.trim_end_matches('\n').chars().count(),
+        8 + 25,
+        "{stdout:?}"
+    );
+    let (_, again, _) = kiln(&[
+        "generate",
+        lm.to_str().unwrap(),
+        "Emma was",
+        "--max-tokens",
+        "25",
+        "--top-k",
+        "10",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(again, stdout, "seeded sampling");
+    let (ok, _, stderr) = kiln(&["generate", lm.to_str().unwrap(), "x", "--top-p", "1.5"]);
+    assert!(!ok && stderr.contains("top_p"), "{stderr}");
+    // Image options are refused for a text preset, not ignored.
+    let (ok, _, stderr) = kiln(&["train", "char-lm", "--augment", "flip", "--epochs", "1"]);
+    assert!(!ok && stderr.contains("--augment"), "{stderr}");
+
+    // A classifier on a user's CSV of labelled texts.
+    let source =
+        std::fs::read_to_string(data_dir().join("text/fine-foods-reviews/train.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(source.as_bytes());
+    let csv_path = dir.path().join("reviews.csv");
+    let mut writer = csv::Writer::from_path(&csv_path).unwrap();
+    writer.write_record(["comment", "verdict"]).unwrap();
+    for record in reader.records().take(200) {
+        let record = record.unwrap();
+        writer.write_record([&record[1], &record[2]]).unwrap();
+    }
+    writer.flush().unwrap();
+    let text = dir.path().join("text");
+    let args = [
+        "train",
+        "transformer-classifier",
+        "--dataset",
+        csv_path.to_str().unwrap(),
+        "--text-column",
+        "comment",
+        "--target",
+        "verdict",
+        "--epochs",
+        "1",
+        "--out",
+        text.to_str().unwrap(),
+        "--quiet",
+    ];
+    let (ok, stdout, stderr) = kiln(&args);
+    assert!(ok, "{stderr}");
+    let trained = stdout.split(',').next().unwrap().to_string();
+    assert!(trained.starts_with("test accuracy "), "{stdout}");
+    let (ok, stdout, stderr) = kiln(&["eval", text.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with(&trained),
+        "train `{trained}`, eval `{stdout}`"
+    );
+    // A finished run does not resume; the error says so.
+    let (ok, _, stderr) = kiln(&["train", "--resume", text.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("already finished"), "{stderr}");
 }

@@ -445,7 +445,8 @@ impl Sampling {
     pub fn from_settings(temperature: f64, top_k: Option<usize>, top_p: f64) -> Self {
         if temperature == 0.0 {
             Self::Greedy
-        } else if top_p < 1.0 {
+        } else if top_p != 1.0 {
+            // (Out-of-range values reach `generate`, which refuses them.)
             Self::Nucleus {
                 temperature,
                 top_k,

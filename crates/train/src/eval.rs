@@ -497,3 +497,50 @@ pub fn predict_images(dir: &Path, images: &[PathBuf], k: usize) -> Result<Vec<Ve
     }
     Ok(out)
 }
+
+/// What kind of run a run folder holds (each kind has its own config and reload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// An image or table classifier ([`crate::train`], fine-tuned, distilled, compressed).
+    Classifier,
+    /// A table regressor ([`crate::regression::train_regression`]).
+    Regression,
+    /// A shared backbone with several heads ([`crate::multitask::train_multitask`]).
+    MultiTask,
+    /// A causal language model ([`crate::lm::train_lm`]).
+    LanguageModel,
+    /// A text classifier ([`crate::text::train_text_classifier`]).
+    TextClassifier,
+}
+
+impl RunKind {
+    /// Reads the kind of the run in `dir` from its `config.toml` (each kind's config has
+    /// fields the others lack).
+    pub fn of(dir: &Path) -> Result<Self> {
+        check_run_dir(dir)?;
+        let path = RunFiles::new(dir).config;
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| Error::BadRunFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let has = |key: &str| table.contains_key(key);
+        Ok(if has("corpus") {
+            Self::LanguageModel
+        } else if has("tokenizer") {
+            Self::TextClassifier
+        } else if has("heads") {
+            Self::MultiTask
+        } else if has("test_fraction") && has("hidden") {
+            Self::Regression
+        } else if has("model") && has("dataset") {
+            Self::Classifier
+        } else {
+            return Err(Error::BadRunFile {
+                path,
+                reason: "not a config written by a Kiln run".into(),
+            });
+        })
+    }
+}

@@ -57,8 +57,9 @@ pub mod text;
 pub use config::{Distill, EarlyStopping, FineTune, Monitor, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{
-    ClassMetrics, EvalReport, EvalSplit, class_metrics, evaluate, evaluate_run, evaluate_run_in,
-    evaluate_run_split, load_data, load_run, predict_images, run_input_shape, save_run,
+    ClassMetrics, EvalReport, EvalSplit, RunKind, class_metrics, evaluate, evaluate_run,
+    evaluate_run_in, evaluate_run_split, load_data, load_run, predict_images, run_input_shape,
+    save_run,
 };
 pub use renderer::EpochMetrics;
 pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor};
 use burn::train::{ClassificationOutput, Learner};
@@ -105,6 +104,10 @@ pub struct TextTrainConfig {
     /// own `tokenizer.json` then replaces `tokenizer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PretrainedText>,
+    /// Size the model's head to the dataset's classes before training (a user's CSV); the
+    /// saved config holds the sized model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adapt_model: bool,
     /// The model trained from scratch (unused with `pretrained`).
     pub model: TransformerClassifierConfig,
 }
@@ -178,6 +181,7 @@ impl TextTrainConfig {
             max_test: None,
             text_column: None,
             target: None,
+            adapt_model: false,
             valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
             schedule: Schedule::Constant,
             pretrained: None,
@@ -325,15 +329,39 @@ pub fn evaluate_texts(
 }
 
 /// Trains a transformer text classifier and writes a run folder (`config.toml`, `model.bpk`,
-/// `metrics.csv`, `report.json`).
+/// `metrics.csv`, `report.json`, `curves.png`, `checkpoint/`). Validation texts are held out
+/// from the training texts; the test texts are read once, at the end, by the reloaded run
+/// ([`evaluate_text_run`]).
 pub fn train_text_classifier(
     config: &TextTrainConfig,
     run_dir: &Path,
     options: &TrainOptions,
 ) -> Result<TextReport> {
+    run_text(config, run_dir, options, None)
+}
+
+/// Continues the text-classification run in `run_dir` from its last complete checkpoint;
+/// with the same seed the result equals that of a run never interrupted.
+pub fn resume_text(run_dir: &Path, options: &TrainOptions) -> Result<TextReport> {
+    let config = load_text_config(run_dir)?;
+    let resume = crate::run::prepare_resume(run_dir)?;
+    run_text(&config, run_dir, options, Some(resume))
+}
+
+fn load_text_config(run_dir: &Path) -> Result<TextTrainConfig> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    toml::from_str(&text).map_err(|e| Error::BadRunFile {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+fn check_text_config(config: &TextTrainConfig) -> Result<()> {
     config.model.validate()?;
     crate::config::check_schedule(config.epochs, config.batch_size, config.lr)?;
     config.schedule.validate()?;
+    kiln_data::split::check_valid_fraction(config.valid_fraction)?;
     if config.max_len == 0 {
         return Err(Error::InvalidSetting("max_len must be at least 1".into()));
     }
@@ -343,17 +371,19 @@ pub fn train_text_classifier(
             config.max_len, config.model.encoder.max_len
         )));
     }
-    let _turn = kiln_core::seed::exclusive_rng();
-    let seed = Seed(config.seed);
-    let device = config.device.autodiff_device();
-    seed.apply(&device);
+    Ok(())
+}
 
-    let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
+/// The texts of a run: (train, valid, test), with its limits applied.
+fn run_texts(
+    config: &TextTrainConfig,
+    data_dir: &Path,
+) -> Result<(LabelledTexts, LabelledTexts, LabelledTexts)> {
     let (mut train, mut test) = load_texts(
         &config.dataset,
         config.text_column.as_deref(),
         config.target.as_deref(),
-        &data_dir,
+        data_dir,
     )?;
     for (set, limit) in [(&mut train, config.max_train), (&mut test, config.max_test)] {
         if let Some(n) = limit {
@@ -361,18 +391,29 @@ pub fn train_text_classifier(
             set.labels.truncate(n);
         }
     }
-    let (train, valid) = train.split_validation(config.valid_fraction, seed.derive("valid"))?;
+    let (train, valid) =
+        train.split_validation(config.valid_fraction, Seed(config.seed).derive("valid"))?;
+    Ok((train, valid, test))
+}
+
+/// The model, tokenizer and parameter groups of a run, freshly initialised.
+fn text_model(
+    config: &TextTrainConfig,
+    data_dir: &Path,
+    classes: usize,
+    device: &burn::tensor::Device,
+) -> Result<(TextModel, TextTokenizer, Vec<GroupRule>)> {
     let (model, tokenizer, groups) = match &config.pretrained {
-        Some(spec) => pretrained_model(spec, config, &data_dir, train.classes.len(), &device)?,
+        Some(spec) => pretrained_model(spec, config, data_dir, classes, device)?,
         None => {
-            if train.classes.len() != config.model.num_classes {
+            if classes != config.model.num_classes {
                 return Err(Error::InvalidSetting(format!(
-                    "the model predicts {} classes but the data has {:?}",
-                    config.model.num_classes, train.classes
+                    "the model predicts {} classes but the data has {classes}",
+                    config.model.num_classes
                 )));
             }
             let tokenizer = TextTokenizer::from_file(&data_dir.join(&config.tokenizer))?;
-            let model = TextModel::Transformer(config.model.init(&device)?);
+            let model = TextModel::Transformer(config.model.init(device)?);
             (model, tokenizer, Vec::new())
         }
     };
@@ -383,18 +424,53 @@ pub fn train_text_classifier(
             config.model.encoder.vocab_size
         )));
     }
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    crate::run::write_toml(&run_dir.join("config.toml"), config)?;
+    Ok((model, tokenizer, groups))
+}
 
-    let train_loader = DataLoaderBuilder::new(TokenBatcher)
-        .batch_size(config.batch_size)
-        .shuffle(seed.derive("shuffle"))
-        .set_device(device.clone())
-        .build(TokenDataset::new(&train, &tokenizer, config.max_len)?);
-    let valid_loader = DataLoaderBuilder::new(TokenBatcher)
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(TokenDataset::new(&valid, &tokenizer, config.max_len)?);
+fn run_text(
+    config: &TextTrainConfig,
+    run_dir: &Path,
+    options: &TrainOptions,
+    resume: Option<crate::fit::Resume>,
+) -> Result<TextReport> {
+    check_text_config(config)?;
+    let mut config = config.clone();
+    let _turn = kiln_core::seed::exclusive_rng();
+    let seed = Seed(config.seed);
+    let device = config.device.autodiff_device();
+    seed.apply(&device);
+
+    let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
+    let (train, valid, test) = run_texts(&config, &data_dir)?;
+    if config.adapt_model || config.pretrained.is_some() {
+        // (A fine-tuned encoder's head is sized here too, so the saved config records it.)
+        config.model.num_classes = train.classes.len();
+        config.adapt_model = false;
+    }
+    let (model, tokenizer, groups) = text_model(&config, &data_dir, train.classes.len(), &device)?;
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    if resume.is_none() {
+        crate::run::write_toml(&run_dir.join("config.toml"), &config)?;
+        for stale in ["report.json", "model.bpk"] {
+            let path = run_dir.join(stale);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+    }
+
+    // Seeded per-epoch order, so a resumed run continues exactly (see `crate::fit`).
+    let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
+    let (train_loader, valid_loader) = crate::fit::loaders(
+        TokenBatcher,
+        TokenBatcher,
+        TokenDataset::new(&train, &tokenizer, config.max_len)?,
+        TokenDataset::new(&valid, &tokenizer, config.max_len)?,
+        config.batch_size,
+        seed,
+        kiln_data::EpochCounter::starting_at(start_epoch),
+        &device,
+    );
 
     let steps_per_epoch = train.texts.len().div_ceil(config.batch_size);
     let task = kiln_optim::apply_groups(TextClassificationTask { model }, &groups)?;
@@ -414,20 +490,17 @@ pub fn train_text_classifier(
         train_loader,
         valid_loader,
         run_dir,
-        crate::fit::FitPlan::plain(config.epochs, options.quiet),
+        crate::fit::FitPlan {
+            resume,
+            pause_after: options.pause_after,
+            ..crate::fit::FitPlan::plain(config.epochs, options.quiet)
+        },
     )?;
     let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
-    let model_path = run_dir.join("model.bpk");
-    crate::fit::save_module(fitted.model.model.clone(), &model_path)?;
+    crate::fit::save_module(fitted.model.model, &run_dir.join("model.bpk"))?;
     crate::run::write_metrics_csv(&run_dir.join("metrics.csv"), &epochs)?;
-    // The test texts, read once, by the trained model in inference mode.
-    let test_report = evaluate_texts(
-        &fitted.model.model,
-        &TokenDataset::new(&test, &tokenizer, config.max_len)?,
-        train.classes.len(),
-        config.batch_size,
-        &device,
-    )?;
+    // The test texts, read once, by the reloaded run (what `kiln eval` computes).
+    let test_report = evaluate_text_run(run_dir, options.data_dir.as_deref())?;
     let report = TextReport {
         epochs,
         classes: train.classes.clone(),
@@ -437,11 +510,40 @@ pub fn train_text_classifier(
         test: test_report,
         train_seconds,
     };
-    let report_path = run_dir.join("report.json");
-    std::fs::write(
-        &report_path,
-        serde_json::to_string_pretty(&report).expect("report serialises"),
-    )
-    .map_err(io(&report_path))?;
+    crate::run::write_json(&run_dir.join("report.json"), &report)?;
+    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
     Ok(report)
+}
+
+/// Loads a text-classification run folder (config, tokenizer, trained model) onto `device`;
+/// a fine-tuned encoder's architecture comes from its pretrained folder, its weights from
+/// the run.
+pub fn load_text_run(
+    dir: &Path,
+    data_dir: Option<&Path>,
+    device: &burn::tensor::Device,
+) -> Result<(TextTrainConfig, TextTokenizer, TextModel)> {
+    let config = load_text_config(dir)?;
+    let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
+    let classes = config.model.num_classes;
+    let (model, tokenizer, _) = text_model(&config, &data, classes, device)?;
+    let model = crate::eval::load_weights_eagerly(model, &dir.join("model.bpk"))?;
+    Ok((config, tokenizer, model))
+}
+
+/// Reloads a text-classification run and evaluates it on its dataset's test texts
+/// (accuracy, loss, per-class precision/recall/F1, confusion matrix), as `kiln eval` does.
+pub fn evaluate_text_run(dir: &Path, data_dir: Option<&Path>) -> Result<crate::EvalReport> {
+    let config = load_text_config(dir)?;
+    let device = config.device.device();
+    let (config, tokenizer, model) = load_text_run(dir, data_dir, &device)?;
+    let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
+    let (train, _, test) = run_texts(&config, &data)?;
+    evaluate_texts(
+        &model,
+        &TokenDataset::new(&test, &tokenizer, config.max_len)?,
+        train.classes.len(),
+        config.batch_size,
+        &device,
+    )
 }

@@ -865,3 +865,150 @@ fn a_folder_that_gained_a_class_is_an_error_at_evaluation() {
         "{err}"
     );
 }
+
+/// The first `chars` characters of Emma, as a user's own corpus file.
+fn small_corpus(dir: &std::path::Path, chars: usize) -> std::path::PathBuf {
+    let data = std::path::PathBuf::from(std::env::var_os("KILN_DATA_DIR").unwrap());
+    let emma = std::fs::read_to_string(data.join("text/jane-austen/emma.txt")).unwrap();
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, emma.chars().take(chars).collect::<String>()).unwrap();
+    path
+}
+
+#[test]
+fn an_lm_run_on_a_users_corpus_pauses_resumes_exactly_reloads_and_generates() {
+    use kiln_train::lm::{LmTrainConfig, evaluate_lm_run, generate_from_run, resume_lm, train_lm};
+    let data = tempfile::tempdir().unwrap();
+    let mut config = LmTrainConfig::for_preset("char-lm").unwrap();
+    config.corpus = small_corpus(data.path(), 40_000)
+        .to_str()
+        .unwrap()
+        .to_string();
+    config.adapt_vocab = true;
+    config.seq_len = 64;
+    config.epochs = 2;
+    config.lr = 3e-3;
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = train_lm(&config, full_dir.path(), &TrainOptions::quiet()).unwrap();
+    // The saved config holds the corpus-sized vocabulary.
+    let text = std::fs::read_to_string(full_dir.path().join("config.toml")).unwrap();
+    assert!(!text.contains("adapt_vocab"), "{text}");
+    // Paused after epoch 1, resumed: the same losses, the same test metrics.
+    let dir = tempfile::tempdir().unwrap();
+    let paused = TrainOptions {
+        pause_after: Some(1),
+        ..TrainOptions::quiet()
+    };
+    assert!(matches!(
+        train_lm(&config, dir.path(), &paused),
+        Err(kiln_train::Error::Paused { epoch: 1, .. })
+    ));
+    let resumed = resume_lm(dir.path(), &TrainOptions::quiet()).unwrap();
+    let bits = |r: &kiln_train::lm::LmReport| {
+        r.epochs
+            .iter()
+            .flat_map(|m| [m.train_loss.to_bits(), m.valid_loss.to_bits()])
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&resumed), bits(&full));
+    assert_eq!(resumed.test, full.test);
+    // `kiln eval` reloads it to the same numbers; the test text is the corpus's last 10%.
+    assert_eq!(evaluate_lm_run(dir.path(), None).unwrap(), full.test);
+    assert!(full.test.tokens > 3_000, "{}", full.test.tokens);
+    assert!(full.test.loss < full.unigram_baseline, "{full:?}");
+    // Greedy generation streams exactly what it returns, and is reproducible.
+    let mut streamed = String::new();
+    let greedy = kiln_models::transformer::Sampling::Greedy;
+    let text = generate_from_run(
+        dir.path(),
+        "Emma",
+        30,
+        greedy,
+        kiln_core::Seed(1),
+        &mut |p| {
+            streamed.push_str(p);
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!((text.chars().count(), &streamed), (30, &text));
+    let again = generate_from_run(
+        dir.path(),
+        "Emma",
+        30,
+        greedy,
+        kiln_core::Seed(2),
+        &mut |_| true,
+    )
+    .unwrap();
+    assert_eq!(again, text);
+    // Stopping early is honoured.
+    let mut n = 0;
+    let short = generate_from_run(
+        dir.path(),
+        "Emma",
+        30,
+        greedy,
+        kiln_core::Seed(1),
+        &mut |_| {
+            n += 1;
+            n < 5
+        },
+    )
+    .unwrap();
+    assert_eq!(short.chars().count(), 5);
+}
+
+#[test]
+fn a_text_classifier_on_a_users_csv_resumes_exactly_and_reloads() {
+    use kiln_train::text::{
+        TextTrainConfig, evaluate_text_run, resume_text, train_text_classifier,
+    };
+    let data = std::path::PathBuf::from(std::env::var_os("KILN_DATA_DIR").unwrap());
+    // 300 reviews under other column names and a third class.
+    let source = std::fs::read_to_string(data.join("text/fine-foods-reviews/train.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(source.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("mine.csv");
+    let mut writer = csv::Writer::from_path(&csv_path).unwrap();
+    writer.write_record(["body", "stars"]).unwrap();
+    for (i, r) in reader.records().take(300).enumerate() {
+        let r = r.unwrap();
+        let label = if i % 10 == 0 { "unsure" } else { &r[2] };
+        writer.write_record([&r[1], label]).unwrap();
+    }
+    writer.flush().unwrap();
+    let mut config = TextTrainConfig::for_preset("transformer-classifier").unwrap();
+    config.dataset = csv_path.to_str().unwrap().to_string();
+    config.text_column = Some("body".into());
+    config.target = Some("stars".into());
+    config.adapt_model = true;
+    config.max_len = 48;
+    config.epochs = 2;
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = train_text_classifier(&config, full_dir.path(), &TrainOptions::quiet()).unwrap();
+    assert_eq!(full.classes, ["great", "other", "unsure"]);
+    // The fixed 20% test split: 60 of the 300 rows, stratified.
+    assert_eq!((full.test_size, full.test.total), (60, 60));
+    assert_eq!(full.train_size + full.valid_size, 240);
+    let run = tempfile::tempdir().unwrap();
+    let paused = TrainOptions {
+        pause_after: Some(1),
+        ..TrainOptions::quiet()
+    };
+    assert!(train_text_classifier(&config, run.path(), &paused).is_err());
+    let resumed = resume_text(run.path(), &TrainOptions::quiet()).unwrap();
+    let bits = |r: &kiln_train::text::TextReport| {
+        r.epochs
+            .iter()
+            .map(|m| m.valid_loss.to_bits())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&resumed), bits(&full));
+    assert_eq!(resumed.test, full.test);
+    assert_eq!(evaluate_text_run(run.path(), None).unwrap(), full.test);
+    assert_eq!(
+        kiln_train::RunKind::of(run.path()).unwrap(),
+        kiln_train::RunKind::TextClassifier
+    );
+}

@@ -534,31 +534,44 @@ struct TextArgs {
     out: Option<PathBuf>,
 }
 
+impl TextArgs {
+    /// Overrides a recipe's budget, seed and device with what was given.
+    fn apply(
+        &self,
+        epochs: &mut usize,
+        batch_size: &mut usize,
+        lr: &mut f64,
+        seed: &mut u64,
+        device: &mut DeviceSpec,
+    ) -> Result<()> {
+        *epochs = self.epochs.unwrap_or(*epochs);
+        *batch_size = self.batch_size.unwrap_or(*batch_size);
+        *lr = self.lr.unwrap_or(*lr);
+        *seed = self.seed.unwrap_or(*seed);
+        if let Some(d) = &self.device {
+            *device = DeviceSpec::parse(d)?;
+        }
+        Ok(())
+    }
+}
+
 fn train_lm_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Result<()> {
     let mut cfg = kiln_train::lm::LmTrainConfig::for_preset(model)?;
     anyhow::ensure!(
         args.target.is_none() && args.text_column.is_none(),
         "--target and --text-column are for labelled texts; a language model reads a plain text file"
     );
-    if let Some(d) = args.dataset {
+    if let Some(d) = args.dataset.clone() {
         cfg.adapt_vocab = d != cfg.corpus;
         cfg.corpus = d;
     }
-    if let Some(e) = args.epochs {
-        cfg.epochs = e;
-    }
-    if let Some(b) = args.batch_size {
-        cfg.batch_size = b;
-    }
-    if let Some(l) = args.lr {
-        cfg.lr = l;
-    }
-    if let Some(s) = args.seed {
-        cfg.seed = s;
-    }
-    if let Some(d) = args.device {
-        cfg.device = DeviceSpec::parse(&d)?;
-    }
+    args.apply(
+        &mut cfg.epochs,
+        &mut cfg.batch_size,
+        &mut cfg.lr,
+        &mut cfg.seed,
+        &mut cfg.device,
+    )?;
     cfg.valid_fraction = args.valid_fraction;
     let out = args
         .out
@@ -571,27 +584,19 @@ fn train_lm_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Resul
 
 fn train_text_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Result<()> {
     let mut cfg = kiln_train::text::TextTrainConfig::for_preset(model)?;
-    if let Some(d) = args.dataset {
+    if let Some(d) = args.dataset.clone() {
         cfg.adapt_model = d != cfg.dataset;
         cfg.dataset = d;
     }
-    cfg.text_column = args.text_column;
-    cfg.target = args.target;
-    if let Some(e) = args.epochs {
-        cfg.epochs = e;
-    }
-    if let Some(b) = args.batch_size {
-        cfg.batch_size = b;
-    }
-    if let Some(l) = args.lr {
-        cfg.lr = l;
-    }
-    if let Some(s) = args.seed {
-        cfg.seed = s;
-    }
-    if let Some(d) = args.device {
-        cfg.device = DeviceSpec::parse(&d)?;
-    }
+    cfg.text_column = args.text_column.clone();
+    cfg.target = args.target.clone();
+    args.apply(
+        &mut cfg.epochs,
+        &mut cfg.batch_size,
+        &mut cfg.lr,
+        &mut cfg.seed,
+        &mut cfg.device,
+    )?;
     cfg.valid_fraction = args.valid_fraction;
     let out = args
         .out

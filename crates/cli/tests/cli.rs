@@ -539,7 +539,7 @@ fn the_text_presets_train_from_the_command_line_reload_resume_and_generate() {
         stdout.starts_with(&trained),
         "train `{trained}`, eval `{stdout}`"
     );
-    let (ok, stdout, stderr) = kiln(&[
+    let generate = [
         "generate",
         lm.to_str().unwrap(),
         "Emma was",
@@ -551,7 +551,8 @@ fn the_text_presets_train_from_the_command_line_reload_resume_and_generate() {
         "0.9",
         "--seed",
         "3",
-    ]);
+    ];
+    let (ok, stdout, stderr) = kiln(&generate);
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("Emma was"), "{stdout}");
     assert_eq!(
@@ -559,19 +560,7 @@ fn the_text_presets_train_from_the_command_line_reload_resume_and_generate() {
         8 + 25,
         "{stdout:?}"
     );
-    let (_, again, _) = kiln(&[
-        "generate",
-        lm.to_str().unwrap(),
-        "Emma was",
-        "--max-tokens",
-        "25",
-        "--top-k",
-        "10",
-        "--top-p",
-        "0.9",
-        "--seed",
-        "3",
-    ]);
+    let (_, again, _) = kiln(&generate);
     assert_eq!(again, stdout, "seeded sampling");
     let (ok, _, stderr) = kiln(&["generate", lm.to_str().unwrap(), "x", "--top-p", "1.5"]);
     assert!(!ok && stderr.contains("top_p"), "{stderr}");

@@ -230,18 +230,9 @@ pub fn train_lm(
 /// Continues the LM run in `run_dir` from its last complete checkpoint; with the same seed
 /// the result equals that of a run never interrupted.
 pub fn resume_lm(run_dir: &Path, options: &TrainOptions) -> Result<LmReport> {
-    let config = load_lm_config(run_dir)?;
+    let config: LmTrainConfig = crate::run::read_run_config(run_dir)?;
     let resume = crate::run::prepare_resume(run_dir)?;
     run_lm(&config, run_dir, options, Some(resume))
-}
-
-fn load_lm_config(run_dir: &Path) -> Result<LmTrainConfig> {
-    let path = run_dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    toml::from_str(&text).map_err(|e| Error::BadRunFile {
-        path,
-        reason: e.to_string(),
-    })
 }
 
 fn check_lm_config(config: &LmTrainConfig) -> Result<()> {
@@ -388,7 +379,7 @@ pub fn load_lm_run(
     dir: &Path,
     device: &burn::tensor::Device,
 ) -> Result<(LmTrainConfig, CharVocab, CausalLm)> {
-    let config = load_lm_config(dir)?;
+    let config: LmTrainConfig = crate::run::read_run_config(dir)?;
     let path = dir.join("vocab.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let vocab: CharVocab = serde_json::from_str(&text).map_err(|e| Error::BadRunFile {
@@ -403,7 +394,7 @@ pub fn load_lm_run(
 /// Reloads an LM run and measures it on its corpus's test text (loss, perplexity, bits per
 /// character, next-character accuracy), as `kiln eval` does.
 pub fn evaluate_lm_run(dir: &Path, data_dir: Option<&Path>) -> Result<LmEval> {
-    let config = load_lm_config(dir)?;
+    let config: LmTrainConfig = crate::run::read_run_config(dir)?;
     let device = config.device.device();
     let (config, vocab, model) = load_lm_run(dir, &device)?;
     let corpus = load_corpus(

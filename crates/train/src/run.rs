@@ -373,6 +373,16 @@ pub fn default_run_dir(name: &str) -> PathBuf {
     PathBuf::from("runs").join(format!("{name}-{secs}"))
 }
 
+/// Reads a run folder's `config.toml` as the config type of its kind of run.
+pub(crate) fn read_run_config<T: serde::de::DeserializeOwned>(run_dir: &Path) -> Result<T> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    toml::from_str(&text).map_err(|e| Error::BadRunFile {
+        path,
+        reason: e.to_string(),
+    })
+}
+
 /// Writes `value` as TOML.
 pub(crate) fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = toml::to_string(value).expect("Kiln's run configs always serialise to TOML");

@@ -343,18 +343,9 @@ pub fn train_text_classifier(
 /// Continues the text-classification run in `run_dir` from its last complete checkpoint;
 /// with the same seed the result equals that of a run never interrupted.
 pub fn resume_text(run_dir: &Path, options: &TrainOptions) -> Result<TextReport> {
-    let config = load_text_config(run_dir)?;
+    let config: TextTrainConfig = crate::run::read_run_config(run_dir)?;
     let resume = crate::run::prepare_resume(run_dir)?;
     run_text(&config, run_dir, options, Some(resume))
-}
-
-fn load_text_config(run_dir: &Path) -> Result<TextTrainConfig> {
-    let path = run_dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    toml::from_str(&text).map_err(|e| Error::BadRunFile {
-        path,
-        reason: e.to_string(),
-    })
 }
 
 fn check_text_config(config: &TextTrainConfig) -> Result<()> {
@@ -523,7 +514,7 @@ pub fn load_text_run(
     data_dir: Option<&Path>,
     device: &burn::tensor::Device,
 ) -> Result<(TextTrainConfig, TextTokenizer, TextModel)> {
-    let config = load_text_config(dir)?;
+    let config: TextTrainConfig = crate::run::read_run_config(dir)?;
     let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
     let classes = config.model.num_classes;
     let (model, tokenizer, _) = text_model(&config, &data, classes, device)?;
@@ -534,7 +525,7 @@ pub fn load_text_run(
 /// Reloads a text-classification run and evaluates it on its dataset's test texts
 /// (accuracy, loss, per-class precision/recall/F1, confusion matrix), as `kiln eval` does.
 pub fn evaluate_text_run(dir: &Path, data_dir: Option<&Path>) -> Result<crate::EvalReport> {
-    let config = load_text_config(dir)?;
+    let config: TextTrainConfig = crate::run::read_run_config(dir)?;
     let device = config.device.device();
     let (config, tokenizer, model) = load_text_run(dir, data_dir, &device)?;
     let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));

@@ -11,6 +11,13 @@ fn facade_reaches_every_crate() {
     assert_eq!(summary.total_params, model.num_params());
     let data = kiln::data::load_split(preset.dataset, kiln::core::Seed(1)).unwrap();
     assert_eq!(data.train.shape().to_vec(), preset.input);
-    let config = kiln::train::TrainConfig::for_preset("mlp").unwrap();
+    let mut config = kiln::train::TrainConfig::for_preset("mlp").unwrap();
     assert_eq!(config.model, preset.config);
+    // TrainConfig.optim is kiln-optim's type, reachable through the facade.
+    config.optim = kiln::optim::OptimConfig {
+        optimizer: kiln::optim::OptimizerConfig::sgd_momentum(0.9, false),
+        ..kiln::optim::OptimConfig::default()
+    };
+    config.validate().unwrap();
+    let _ = kiln::compress::Scope::Global;
 }

@@ -163,7 +163,9 @@ pub struct EpochLoader<O> {
 }
 
 impl<O: 'static> EpochLoader<O> {
-    /// Wraps `inner`; its batchers should hold clones of `epochs`.
+    /// Wraps `inner`; its batchers should hold clones of `epochs`. (Returns the wrapper as
+    /// the trait object burn-train takes, which is all a caller does with it.)
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(inner: Arc<dyn DataLoader<O>>, epochs: EpochCounter) -> Arc<dyn DataLoader<O>> {
         Arc::new(Self {
             inner,

@@ -13,7 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mnist",
         vec![
             Head::new("digit", (0..10).collect(), 1.0),
-            Head::new("at-least-5", (0..10).map(|d| usize::from(d >= 5)).collect(), 0.5),
+            Head::new(
+                "at-least-5",
+                (0..10).map(|d| usize::from(d >= 5)).collect(),
+                0.5,
+            ),
         ],
     );
     config.epochs = if tiny { 1 } else { 3 };
@@ -31,8 +35,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let bar = if tiny { 0.94 } else { 0.97 };
     for head in &report.heads {
-        assert!(head.test.accuracy > bar, "{} head: {}", head.name, head.test.accuracy);
+        assert!(
+            head.test.accuracy > bar,
+            "{} head: {}",
+            head.name,
+            head.test.accuracy
+        );
     }
-    println!("check: both heads above {:.0}% on the test set", 100.0 * bar);
+    println!(
+        "check: both heads above {:.0}% on the test set",
+        100.0 * bar
+    );
     Ok(())
 }

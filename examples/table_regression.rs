@@ -27,7 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mlp.test_size, mlp.train_size, mlp.valid_size, mlp.features
     );
     println!("model            R²      RMSE ($)   MAE ($)");
-    for (name, r) in [("training mean", &mlp.baseline), ("linear", &linear.test), ("MLP 128-64", &mlp.test)] {
+    for (name, r) in [
+        ("training mean", &mlp.baseline),
+        ("linear", &linear.test),
+        ("MLP 128-64", &mlp.test),
+    ] {
         println!("{name:<13} {:>6.3}  {:>10.0}  {:>8.0}", r.r2, r.rmse, r.mae);
     }
     assert!(
@@ -36,7 +40,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mlp.test.r2,
         linear.test.r2
     );
-    assert!(mlp.test.r2 > if tiny { 0.75 } else { 0.85 }, "MLP R² {:.3}", mlp.test.r2);
+    assert!(
+        mlp.test.r2 > if tiny { 0.75 } else { 0.85 },
+        "MLP R² {:.3}",
+        mlp.test.r2
+    );
     println!("check: the MLP beats the linear model on held-out R²");
     Ok(())
 }

@@ -30,14 +30,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.macro_f1
     );
     for (c, m) in report.classes.iter().zip(&t.per_class) {
-        println!("  {c:<6} precision {:.3} recall {:.3} F1 {:.3}", m.precision, m.recall, m.f1);
+        println!(
+            "  {c:<6} precision {:.3} recall {:.3} F1 {:.3}",
+            m.precision, m.recall, m.f1
+        );
     }
     // Training must have learned something: the loss falls, and the held-out accuracy is at
     // least the majority rate (a classifier that learned nothing predicts one class).
     let first = report.epochs.first().map_or(f64::NAN, |m| m.train_loss);
     let last = report.epochs.last().map_or(f64::NAN, |m| m.train_loss);
     assert!(last < first, "training loss {first} -> {last}");
-    assert!(t.accuracy >= majority - 0.02, "accuracy {} below the majority rate {majority}", t.accuracy);
+    assert!(
+        t.accuracy >= majority - 0.02,
+        "accuracy {} below the majority rate {majority}",
+        t.accuracy
+    );
     println!("check: the training loss fell and the test accuracy is at least the majority rate");
     Ok(())
 }

@@ -21,7 +21,10 @@ fn run_tiny(name: &str, check: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains(check), "{name} printed no `{check}`:\n{stdout}");
+    assert!(
+        stdout.contains(check),
+        "{name} printed no `{check}`:\n{stdout}"
+    );
     eprintln!("{name}:\n{stdout}");
 }
 

@@ -349,30 +349,6 @@ pub fn gradual_sparsity(final_sparsity: f64, step: usize, steps: usize) -> f64 {
     final_sparsity * (1.0 - (1.0 - t).powi(3))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smallest_magnitudes_go_first() {
-        let mut v = vec![0.5, -0.1, 0.3, -0.7, 0.05, 0.2];
-        zero_smallest(&mut v, 3);
-        assert_eq!(v, vec![0.5, 0.0, 0.3, -0.7, 0.0, 0.0]);
-        let mut w = vec![1.0, 2.0];
-        zero_smallest(&mut w, 0);
-        assert_eq!(w, vec![1.0, 2.0]);
-    }
-
-    #[test]
-    fn the_gradual_schedule_ends_at_the_target() {
-        assert_eq!(gradual_sparsity(0.9, 0, 4), 0.0);
-        assert!((gradual_sparsity(0.9, 4, 4) - 0.9).abs() < 1e-12);
-        let s: Vec<f64> = (1..=4).map(|i| gradual_sparsity(0.9, i, 4)).collect();
-        assert!(s.windows(2).all(|w| w[1] > w[0]), "{s:?}");
-        assert!(s[0] > 0.5, "large steps first: {s:?}");
-    }
-}
-
 /// The model summary of a zoo image model with its non-zero parameters per layer (a pruned
 /// model's remaining weights), for the input `[1, channels, height, width]`.
 pub fn pruned_summary(
@@ -395,4 +371,28 @@ pub fn pruned_summary(
         })
         .collect();
     Ok(summary.with_nonzero_params(&counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smallest_magnitudes_go_first() {
+        let mut v = vec![0.5, -0.1, 0.3, -0.7, 0.05, 0.2];
+        zero_smallest(&mut v, 3);
+        assert_eq!(v, vec![0.5, 0.0, 0.3, -0.7, 0.0, 0.0]);
+        let mut w = vec![1.0, 2.0];
+        zero_smallest(&mut w, 0);
+        assert_eq!(w, vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn the_gradual_schedule_ends_at_the_target() {
+        assert_eq!(gradual_sparsity(0.9, 0, 4), 0.0);
+        assert!((gradual_sparsity(0.9, 4, 4) - 0.9).abs() < 1e-12);
+        let s: Vec<f64> = (1..=4).map(|i| gradual_sparsity(0.9, i, 4)).collect();
+        assert!(s.windows(2).all(|w| w[1] > w[0]), "{s:?}");
+        assert!(s[0] > 0.5, "large steps first: {s:?}");
+    }
 }

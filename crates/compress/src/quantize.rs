@@ -134,7 +134,10 @@ impl QuantizeConfig {
 }
 
 fn largest_divisor_up_to(n: usize, max: usize) -> usize {
-    (1..=max.min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
+    (1..=max.min(n))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// The scheme of one weight tensor of `shape`.

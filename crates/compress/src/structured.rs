@@ -195,6 +195,7 @@ pub fn prune_structured(
                 .map(|i| format!("Cnn.hidden.{i}"))
                 .chain(["Cnn.output".to_string()])
                 .collect();
+            #[allow(clippy::needless_range_loop)] // `i` also names the block's path.
             for i in 0..c.blocks.len() {
                 let block = format!("Cnn.blocks.{i}");
                 let w = format!("{block}.conv.weight");

@@ -353,7 +353,7 @@ impl OptimConfig {
                 nesterov,
                 weight_decay,
             } => SgdConfig::new()
-                .with_momentum((momentum > 0.0).then(|| MomentumConfig {
+                .with_momentum((momentum > 0.0).then_some(MomentumConfig {
                     momentum,
                     dampening: 0.0,
                     nesterov,

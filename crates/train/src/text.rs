@@ -265,7 +265,10 @@ fn pretrained_model(
             embedder.encoder().max_len()
         )));
     }
-    if !(0.0..1.0).contains(&spec.dropout) || !(spec.encoder_lr_scale >= 0.0) {
+    if !(0.0..1.0).contains(&spec.dropout)
+        || spec.encoder_lr_scale.is_nan()
+        || spec.encoder_lr_scale < 0.0
+    {
         return Err(Error::InvalidSetting(format!(
             "pretrained head dropout must be in [0, 1) and the encoder rate multiplier ≥ 0, found {} and {}",
             spec.dropout, spec.encoder_lr_scale

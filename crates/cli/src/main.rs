@@ -1514,11 +1514,23 @@ fn run(cli: Cli) -> Result<()> {
                         100.0 * report.top5_accuracy,
                         report.macro_f1
                     );
-                    println!("class  support  precision  recall      f1");
+                    let width = report
+                        .per_class
+                        .iter()
+                        .map(|m| m.name.chars().count())
+                        .max()
+                        .unwrap_or(0)
+                        .max(5);
+                    println!("{:<width$}  support  precision  recall      f1", "class");
                     for m in &report.per_class {
+                        let name = if m.name.is_empty() {
+                            m.class.to_string()
+                        } else {
+                            m.name.clone()
+                        };
                         println!(
-                            "{:>5}  {:>7}  {:>9.4}  {:>6.4}  {:>6.4}",
-                            m.class, m.support, m.precision, m.recall, m.f1
+                            "{name:<width$}  {:>7}  {:>9.4}  {:>6.4}  {:>6.4}",
+                            m.support, m.precision, m.recall, m.f1
                         );
                     }
                 }

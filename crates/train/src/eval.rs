@@ -33,6 +33,10 @@ pub struct EvalReport {
     /// `confusion[true][predicted]` counts.
     #[serde(default)]
     pub confusion: Vec<Vec<usize>>,
+    /// Class names, indexed like the confusion matrix (the dataset's: Fashion-MNIST's
+    /// clothing names, an image folder's sub-folders, a table's target values).
+    #[serde(default)]
+    pub classes: Vec<String>,
 }
 
 /// Precision, recall and F1 of one class (0 where undefined: no predictions or no images).
@@ -40,6 +44,9 @@ pub struct EvalReport {
 pub struct ClassMetrics {
     /// Class index.
     pub class: usize,
+    /// Class name (empty where the caller gave none).
+    #[serde(default)]
+    pub name: String,
     /// Images of this class.
     pub support: usize,
     /// Correct among those predicted as this class.
@@ -67,6 +74,7 @@ pub fn class_metrics(confusion: &[Vec<usize>]) -> (Vec<ClassMetrics>, f64) {
             };
             ClassMetrics {
                 class: c,
+                name: String::new(),
                 support,
                 precision,
                 recall,
@@ -107,7 +115,7 @@ pub(crate) fn evaluate_with(
 ) -> Result<EvalReport> {
     let batcher = ImageBatcher::new(set.shape(), normalizer.clone());
     let indices: Vec<usize> = (0..set.len()).collect();
-    let mut tally = Tally::new(set.num_classes());
+    let mut tally = Tally::new(set.classes().to_vec());
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = batcher.batch_indices(set, chunk, device);
         let labels: Vec<usize> = chunk.iter().map(|&i| set.labels()[i]).collect();
@@ -136,6 +144,7 @@ pub(crate) fn nll_and_argmax(row: &[f32], truth: usize) -> (f64, usize) {
 /// cross-entropy, the confusion matrix.
 pub(crate) struct Tally {
     k: usize,
+    classes: Vec<String>,
     confusion: Vec<Vec<usize>>,
     correct: usize,
     top5: usize,
@@ -144,9 +153,12 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    pub(crate) fn new(num_classes: usize) -> Self {
+    /// A tally over the classes named `classes`.
+    pub(crate) fn new(classes: Vec<String>) -> Self {
+        let num_classes = classes.len();
         Self {
             k: num_classes,
+            classes,
             confusion: vec![vec![0; num_classes]; num_classes],
             correct: 0,
             top5: 0,
@@ -203,7 +215,10 @@ impl Tally {
 
     pub(crate) fn report(self) -> EvalReport {
         let total = self.total.max(1) as f64;
-        let (per_class, macro_f1) = class_metrics(&self.confusion);
+        let (mut per_class, macro_f1) = class_metrics(&self.confusion);
+        for (m, name) in per_class.iter_mut().zip(&self.classes) {
+            m.name = name.clone();
+        }
         EvalReport {
             correct: self.correct,
             total: self.total,
@@ -213,6 +228,7 @@ impl Tally {
             per_class,
             macro_f1,
             confusion: self.confusion,
+            classes: self.classes,
         }
     }
 }

@@ -133,11 +133,23 @@ pub fn plot_curves(epochs: &[EpochMetrics], path: &Path) -> Result<()> {
 
 /// Draws a confusion matrix (rows: true class, columns: predicted class; cells shaded by the
 /// row's fraction, with the counts written in when there are at most 30 classes) into a PNG.
-pub fn plot_confusion(confusion: &[Vec<usize>], path: &Path) -> Result<()> {
+pub fn plot_confusion(confusion: &[Vec<usize>], classes: &[String], path: &Path) -> Result<()> {
     font_ready()?;
     let k = confusion.len().max(1);
+    // Axis labels: the class names (shortened to 12 characters), else the indices.
+    let names: Vec<String> = (0..k)
+        .map(|i| match classes.get(i) {
+            Some(n) if n.chars().count() > 12 => {
+                format!("{}…", n.chars().take(11).collect::<String>())
+            }
+            Some(n) => n.clone(),
+            None => i.to_string(),
+        })
+        .collect();
+    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(1) as u32;
+    let name_px = (longest * 7 + 10).max(40);
     let cell = (560 / k as u32).clamp(4, 56);
-    let (width, height) = (cell * k as u32 + 130, cell * k as u32 + 120);
+    let (width, height) = (cell * k as u32 + 80 + name_px, cell * k as u32 + 120);
     let mut buffer = vec![0u8; (width * height * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
@@ -146,14 +158,14 @@ pub fn plot_confusion(confusion: &[Vec<usize>], path: &Path) -> Result<()> {
             .caption("confusion matrix (test)", ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(50)
+            .y_label_area_size(name_px)
             // A segmented a..b range has b − a + 1 segments.
             .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
             .map_err(plot_err)?;
         // Rows are drawn top-down: true class 0 at the top, like a printed matrix.
-        let label = move |v: &SegmentValue<usize>, flip: bool| match v {
+        let label = |v: &SegmentValue<usize>, flip: bool| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if *i < k => {
-                (if flip { k - 1 - i } else { *i }).to_string()
+                names[if flip { k - 1 - i } else { *i }].clone()
             }
             _ => String::new(),
         };

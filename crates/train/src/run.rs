@@ -298,7 +298,11 @@ fn run(
     };
     write_json(&files.report, &report)?;
     crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
-    crate::plot::plot_confusion(&report.test.confusion, &run_dir.join("confusion.png"))?;
+    crate::plot::plot_confusion(
+        &report.test.confusion,
+        &report.test.classes,
+        &run_dir.join("confusion.png"),
+    )?;
     Ok(report)
 }
 

@@ -313,14 +313,14 @@ pub struct TextReport {
 pub fn evaluate_texts(
     model: &TextModel,
     texts: &TokenDataset,
-    num_classes: usize,
+    classes: &[String],
     batch_size: usize,
     device: &burn::tensor::Device,
 ) -> Result<crate::EvalReport> {
     use burn::data::dataloader::batcher::Batcher;
     use burn::data::dataset::Dataset;
     let model = model.valid();
-    let mut tally = crate::eval::Tally::new(num_classes);
+    let mut tally = crate::eval::Tally::new(classes.to_vec());
     let device = device.clone().inner();
     let items: Vec<_> = (0..texts.len()).filter_map(|i| texts.get(i).ok()).collect();
     for chunk in items.chunks(batch_size.max(1)) {
@@ -536,7 +536,7 @@ pub fn evaluate_text_run(dir: &Path, data_dir: Option<&Path>) -> Result<crate::E
     evaluate_texts(
         &model,
         &TokenDataset::new(&test, &tokenizer, config.max_len)?,
-        train.classes.len(),
+        &train.classes,
         config.batch_size,
         &device,
     )

@@ -387,6 +387,17 @@ fn a_table_trains_an_mlp_sized_to_its_columns() {
         "iris test accuracy {:.4}",
         report.test.accuracy
     );
+    // Class names, not indices, in the report (and report.json, and the confusion PNG).
+    assert_eq!(report.test.classes, ["setosa", "versicolor", "virginica"]);
+    let names: Vec<&str> = report
+        .test
+        .per_class
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, report.test.classes);
+    let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    assert!(json.contains("\"name\": \"versicolor\""), "{json}");
     // The saved config holds the resized model, so the run reloads.
     let saved = TrainConfig::load(&dir.path().join("config.toml")).unwrap();
     assert!(!saved.adapt_model);

@@ -120,7 +120,7 @@ enum Command {
         #[arg(long)]
         label_smoothing: Option<f32>,
         /// Parameter group (repeatable): PATH=SCALE multiplies the learning rate of the
-        /// parameters under module PATH, PATH=frozen freezes them (e.g. model.Mlp.layers.0=frozen);
+        /// parameters under module PATH, PATH=frozen freezes them (e.g. model.Mlp.hidden.0=frozen);
         /// PATH may be a layer index: @N, @A..B, @..B, @..-1 (e.g. @..2=frozen).
         #[arg(long = "group")]
         groups: Vec<String>,
@@ -314,7 +314,8 @@ enum Command {
         /// Fine-tuning learning rate (default: a tenth of the run's).
         #[arg(long)]
         lr: Option<f64>,
-        /// Prune only the layers under this path (repeatable), e.g. Mlp.hidden.0.
+        /// Prune only the layers under this path (repeatable), written like --group paths,
+        /// e.g. model.Mlp.hidden.0.
         #[arg(long = "layer")]
         layers: Vec<String>,
         /// Output run folder (default: RUN_DIR-pruned).

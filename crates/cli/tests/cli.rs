@@ -610,3 +610,68 @@ fn the_text_presets_train_from_the_command_line_reload_resume_and_generate() {
     let (ok, _, stderr) = kiln(&["train", "--resume", text.to_str().unwrap()]);
     assert!(!ok && stderr.contains("already finished"), "{stderr}");
 }
+
+/// The first `e.g. ...` example of `kiln CMD --help` that starts with `model.`.
+fn help_example(cmd: &str) -> String {
+    let (ok, stdout, _) = kiln(&[cmd, "--help"]);
+    assert!(ok);
+    stdout
+        .split("e.g. ")
+        .skip(1)
+        .map(|rest| {
+            rest.split(|c: char| c.is_whitespace() || c == ')' || c == ';')
+                .next()
+                .unwrap()
+                .trim_end_matches('.')
+                .to_string()
+        })
+        .find(|e| e.starts_with("model."))
+        .unwrap_or_else(|| panic!("no model path example in kiln {cmd} --help"))
+}
+
+#[test]
+fn the_path_examples_of_the_help_work_when_pasted() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let group = help_example("train");
+    assert_eq!(group, "model.Mlp.hidden.0=frozen");
+    let (ok, _, stderr) = kiln(&[
+        "train",
+        "mlp",
+        "--epochs",
+        "1",
+        "--group",
+        &group,
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "--group {group}: {stderr}");
+    let layer = help_example("prune");
+    assert_eq!(layer, "model.Mlp.hidden.0");
+    let out = dir.path().join("pruned");
+    let (ok, _, stderr) = kiln(&[
+        "prune",
+        run.to_str().unwrap(),
+        "--sparsity",
+        "0.5",
+        "--layer",
+        &layer,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "--layer {layer}: {stderr}");
+    // A wrong path names the convention's paths.
+    let (ok, _, stderr) = kiln(&[
+        "train",
+        "mlp",
+        "--epochs",
+        "1",
+        "--group",
+        "model.Mlp.layers.0=frozen",
+        "--quiet",
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("model.Mlp.hidden.0"), "{stderr}");
+}

@@ -166,7 +166,8 @@ fn zero_smallest(values: &mut [f32], k: usize) {
 /// Magnitude pruning: sets the smallest-magnitude weights of `module`'s Linear and
 /// convolution layers to zero so that a fraction `sparsity` of them is zero (weights already
 /// zero count as pruned), per layer or with one global threshold. With `only` non-empty,
-/// only the layers under those paths (e.g. `Mlp.hidden.0`) are pruned.
+/// only the layers under those paths are pruned, written as kiln-train's parameter groups
+/// write them (`model.Mlp.hidden.0`; the `model.` of the trainer's task may be left out).
 pub fn prune_magnitude<M: Module>(
     module: M,
     sparsity: f64,
@@ -174,6 +175,12 @@ pub fn prune_magnitude<M: Module>(
     only: &[String],
 ) -> Result<M> {
     check_sparsity(sparsity)?;
+    // The trainer's paths start at its task, which holds the model as `model`.
+    let only: Vec<String> = only
+        .iter()
+        .map(|p| p.strip_prefix("model.").unwrap_or(p).to_string())
+        .collect();
+    let only = only.as_slice();
     let all = prunable_weights(&module)?;
     let under = |path: &str, prefix: &str| {
         path == prefix || (path.starts_with(prefix) && path[prefix.len()..].starts_with('.'))
@@ -184,7 +191,7 @@ pub fn prune_magnitude<M: Module>(
                 path: p.clone(),
                 available: all
                     .iter()
-                    .map(|w| w.path.trim_end_matches(".weight").to_string())
+                    .map(|w| format!("model.{}", w.path.trim_end_matches(".weight")))
                     .collect::<Vec<_>>()
                     .join(", "),
             });

@@ -2,9 +2,11 @@
 //! and frozen modules, on burn's `ParamGroup`, `ModuleLrScheduler` and `Module::freeze_group`.
 //!
 //! A parameter's path is its module path from the root the optimizer sees, joined with dots,
-//! e.g. `model.Mlp.layers.0.weight`; [`param_paths`] lists them. A rule's `path` selects the
-//! parameters whose path equals it or continues it after a dot (`model.Mlp.layers.0` selects
-//! that layer's weight and bias, not `layers.01`). When several rules select a parameter, the
+//! e.g. `model.Mlp.hidden.0.weight` for the first hidden layer of a Kiln MLP trained by
+//! kiln-train (the trainer's task holds the model as `model`, the zoo's model enum adds its
+//! variant, `Mlp`); [`param_paths`] lists them. A rule's `path` selects the parameters whose
+//! path equals it or continues it after a dot (`model.Mlp.hidden.0` selects that layer's
+//! weight and bias, not `hidden.01`). When several rules select a parameter, the
 //! last one wins (burn's precedence).
 //!
 //! A rule may also select layers by index, Keras-style: `@N` is the model's layer N, `@A..B`
@@ -66,7 +68,7 @@ impl GroupRule {
     pub fn parse(spec: &str) -> Result<Self> {
         let bad = || {
             Error::Invalid(format!(
-                "parameter group `{spec}`: expected PATH=SCALE (e.g. model.Mlp.layers.0=0.1) or PATH=frozen"
+                "parameter group `{spec}`: expected PATH=SCALE (e.g. model.Mlp.hidden.0=0.1) or PATH=frozen"
             ))
         };
         let (path, value) = spec.split_once('=').ok_or_else(bad)?;

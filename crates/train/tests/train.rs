@@ -1023,3 +1023,31 @@ fn a_text_classifier_on_a_users_csv_resumes_exactly_and_reloads() {
         kiln_train::RunKind::TextClassifier
     );
 }
+
+#[test]
+fn a_text_csv_has_a_fixed_test_split_that_no_run_trains_or_validates_on() {
+    use kiln_train::text::load_texts;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("texts.csv");
+    let mut csv = String::from("text,label\n");
+    for i in 0..200 {
+        csv.push_str(&format!("text number {i},{}\n", ["a", "b", "c"][i % 3]));
+    }
+    std::fs::write(&path, csv).unwrap();
+    let (train, test) = load_texts(path.to_str().unwrap(), None, None, dir.path()).unwrap();
+    // round(20% of 67, 67, 66) = 13 + 13 + 13 test texts.
+    assert_eq!((train.texts.len(), test.texts.len()), (161, 39));
+    let (again_train, again_test) =
+        load_texts(path.to_str().unwrap(), None, None, dir.path()).unwrap();
+    assert_eq!((&again_train, &again_test), (&train, &test));
+    for seed in 0..5 {
+        let (fit, valid) = train.split_validation(0.1, seed).unwrap();
+        assert_eq!(fit.texts.len() + valid.texts.len(), 161);
+        for t in &test.texts {
+            assert!(
+                !fit.texts.contains(t) && !valid.texts.contains(t),
+                "{t} leaked"
+            );
+        }
+    }
+}

@@ -57,3 +57,16 @@ fn multitask_heads_learn_mnist() {
 fn train_digits_reloads_its_run() {
     run_tiny("train_digits", "test accuracy");
 }
+
+#[test]
+fn efficientnet_features_carry_fashion_mnist_classes() {
+    run_tiny("efficientnet_fashion", "check: test accuracy above");
+}
+
+#[test]
+fn minilm_reviews_probe_fine_tune_and_scratch() {
+    run_tiny(
+        "minilm_reviews",
+        "check: the three stages ran on the 80 test reviews",
+    );
+}

@@ -179,6 +179,10 @@ enum Command {
         /// Master seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Share of the training rows held out for validation (by the seed); the test rows
+        /// are the table's fixed 20%.
+        #[arg(long, default_value_t = kiln_data::split::DEFAULT_VALID_FRACTION)]
+        valid_fraction: f64,
         /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -1195,12 +1199,14 @@ fn run(cli: Cli) -> Result<()> {
             lr,
             early_stopping,
             seed,
+            valid_fraction,
             data_dir,
             out,
             quiet,
         } => {
             let mut cfg = kiln_train::regression::RegressionConfig::new(&dataset);
             cfg.target = target;
+            cfg.valid_fraction = valid_fraction;
             if let Some(h) = hidden {
                 cfg.hidden = h;
             }

@@ -542,6 +542,17 @@ struct TextArgs {
 }
 
 impl TextArgs {
+    /// The dataset, a file given by path made absolute (the run's config must find it from
+    /// anywhere, for `kiln eval` and `--resume`).
+    fn dataset_path(&self) -> Result<Option<String>> {
+        match &self.dataset {
+            Some(d) if Path::new(d).is_file() => {
+                Ok(Some(std::path::absolute(d)?.to_string_lossy().into_owned()))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
     /// Overrides a recipe's budget, seed and device with what was given.
     fn apply(
         &self,
@@ -568,7 +579,7 @@ fn train_lm_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Resul
         args.target.is_none() && args.text_column.is_none(),
         "--target and --text-column are for labelled texts; a language model reads a plain text file"
     );
-    if let Some(d) = args.dataset.clone() {
+    if let Some(d) = args.dataset_path()? {
         cfg.adapt_vocab = d != cfg.corpus;
         cfg.corpus = d;
     }
@@ -591,7 +602,7 @@ fn train_lm_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Resul
 
 fn train_text_preset(model: &str, args: TextArgs, options: &TrainOptions) -> Result<()> {
     let mut cfg = kiln_train::text::TextTrainConfig::for_preset(model)?;
-    if let Some(d) = args.dataset.clone() {
+    if let Some(d) = args.dataset_path()? {
         cfg.adapt_model = d != cfg.dataset;
         cfg.dataset = d;
     }

@@ -394,6 +394,31 @@ impl std::str::FromStr for EvalSplit {
     }
 }
 
+/// Refuses a run trained before test splits became fixed (its `report.json` has no
+/// `valid_size`): on a dataset without a published split, today's test split overlaps the
+/// images it trained on, so its accuracy would be silently optimistic. MNIST and
+/// Fashion-MNIST kept their published test sets and stay evaluable.
+fn check_split_era(dir: &Path, config: &TrainConfig) -> Result<()> {
+    let path = RunFiles::new(dir).report;
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(());
+    };
+    let published = matches!(config.dataset.as_str(), "mnist" | "fashion-mnist");
+    if report.get("valid_size").is_none() && !published {
+        return Err(Error::BadRunFile {
+            path,
+            reason: format!(
+                "this run was trained before Kiln's test splits became fixed (2026-12-01): on `{}` today's test split includes images it trained on; retrain it",
+                config.dataset
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Reloads a run folder and evaluates it on one part of its dataset.
 pub fn evaluate_run_split(
     dir: &Path,
@@ -404,6 +429,7 @@ pub fn evaluate_run_split(
     let spec = TrainConfig::load(&RunFiles::new(dir).config)?.device;
     let device = spec.device();
     let (config, normalizer, model) = load_run(dir, &device)?;
+    check_split_era(dir, &config)?;
     let data = load_data(&config, data_dir)?;
     let set = match split {
         EvalSplit::Valid => &data.valid,

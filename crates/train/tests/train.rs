@@ -1051,3 +1051,18 @@ fn a_text_csv_has_a_fixed_test_split_that_no_run_trains_or_validates_on() {
         }
     }
 }
+
+#[test]
+fn a_run_from_before_fixed_test_splits_is_refused_not_evaluated_optimistically() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = train(&quick(3, 1), dir.path(), &TrainOptions::quiet()).unwrap();
+    assert_eq!(evaluate_run(dir.path()).unwrap(), report.test);
+    // An old report.json had no valid_size.
+    let path = dir.path().join("report.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("valid_size");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = evaluate_run(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("retrain") && err.contains("digits"), "{err}");
+}

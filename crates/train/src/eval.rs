@@ -278,11 +278,7 @@ pub fn save_run(
     let files = RunFiles::new(dir);
     config.save(&files.config)?;
     crate::run::write_json(&files.normalizer, normalizer)?;
-    for stale in [&files.report, &files.metrics] {
-        if stale.exists() {
-            std::fs::remove_file(stale).map_err(io(stale))?;
-        }
-    }
+    crate::run::remove_stale(&[&files.report, &files.metrics])?;
     let partial = dir.join("model.partial.bpk");
     crate::fit::save_module(model.clone(), &partial)?;
     std::fs::rename(&partial, &files.model).map_err(io(&files.model))

@@ -154,7 +154,12 @@ pub fn evaluate_lm(
     let model = model.valid();
     let device = device.clone().inner();
     let set = SequenceDataset::new(ids.to_vec(), seq_len, max_windows)?;
-    let items: Vec<_> = (0..set.len()).filter_map(|i| set.get(i).ok()).collect();
+    let items = (0..set.len())
+        .map(|i| {
+            set.get(i)
+                .map_err(|e| Error::Training(format!("window {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (mut nll, mut correct, mut tokens) = (0f64, 0usize, 0usize);
     for chunk in items.chunks(batch_size.max(1)) {
         let batch = SequenceBatcher.batch(chunk.to_vec(), &device);
@@ -287,12 +292,7 @@ fn run_lm(
     if resume.is_none() {
         crate::run::write_toml(&run_dir.join("config.toml"), &config)?;
         crate::run::write_json(&run_dir.join("vocab.json"), &corpus.vocab)?;
-        for stale in ["report.json", "model.bpk"] {
-            let path = run_dir.join(stale);
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
+        crate::run::remove_stale(&[&run_dir.join("report.json"), &run_dir.join("model.bpk")])?;
     }
 
     let train_set = SequenceDataset::new(

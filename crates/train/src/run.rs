@@ -174,11 +174,7 @@ fn run(
     if resume.is_none() {
         config.save(&files.config)?;
         write_json(&files.normalizer, &normalizer)?;
-        for stale in [&files.report, &files.model] {
-            if stale.exists() {
-                std::fs::remove_file(stale).map_err(io(stale))?;
-            }
-        }
+        remove_stale(&[&files.report, &files.model])?;
     }
 
     // Batches are built (and augmented) in one data-loader worker thread, overlapping the
@@ -375,6 +371,17 @@ pub fn default_run_dir(name: &str) -> PathBuf {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     PathBuf::from("runs").join(format!("{name}-{secs}"))
+}
+
+/// Removes the files of an earlier run in the same folder that a new run must not leave
+/// behind (a stale `report.json` would claim the new run finished).
+pub(crate) fn remove_stale(paths: &[&Path]) -> Result<()> {
+    for path in paths {
+        if path.exists() {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a run folder's `config.toml` as the config type of its kind of run.

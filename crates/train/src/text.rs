@@ -322,7 +322,13 @@ pub fn evaluate_texts(
     let model = model.valid();
     let mut tally = crate::eval::Tally::new(classes.to_vec());
     let device = device.clone().inner();
-    let items: Vec<_> = (0..texts.len()).filter_map(|i| texts.get(i).ok()).collect();
+    let items = (0..texts.len())
+        .map(|i| {
+            texts
+                .get(i)
+                .map_err(|e| Error::Training(format!("text {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     for chunk in items.chunks(batch_size.max(1)) {
         let labels: Vec<usize> = chunk.iter().map(|i| i.label).collect();
         let batch = TokenBatcher.batch(chunk.to_vec(), &device);
@@ -445,12 +451,7 @@ fn run_text(
     std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     if resume.is_none() {
         crate::run::write_toml(&run_dir.join("config.toml"), &config)?;
-        for stale in ["report.json", "model.bpk"] {
-            let path = run_dir.join(stale);
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
+        crate::run::remove_stale(&[&run_dir.join("report.json"), &run_dir.join("model.bpk")])?;
     }
 
     // Seeded per-epoch order, so a resumed run continues exactly (see `crate::fit`).

@@ -22,6 +22,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A weight with NaN or infinite values, which has no quantization range.
+    #[error(
+        "`{path}` has {count} non-finite values (NaN or infinite) among {total}; it cannot be quantized"
+    )]
+    NotFinite {
+        /// The parameter.
+        path: String,
+        /// How many of its values are NaN or infinite.
+        count: usize,
+        /// How many values it has.
+        total: usize,
+    },
     /// From kiln-train (run folders, fine-tuning, evaluation).
     #[error(transparent)]
     Train(#[from] kiln_train::Error),

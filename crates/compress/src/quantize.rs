@@ -174,14 +174,40 @@ fn percentile_abs(values: &[f32], percentile: f64) -> f32 {
     *v
 }
 
+/// Why a weight cannot be quantized as asked.
+#[derive(Debug)]
+enum Unquantizable {
+    /// Its values could not be read back.
+    Unreadable(String),
+    /// It has NaN or infinite values: no range, no scale.
+    NotFinite { count: usize, total: usize },
+}
+
+/// The clipping threshold of one weight's `values` at `percentile` of their magnitudes
+/// (`None` at 100: MinMax), or why the weight cannot be quantized. Non-finite values are an
+/// error whatever the calibration: their range, hence every scale, would be NaN or infinite.
+fn clip_threshold(
+    values: &[f32],
+    percentile: f64,
+) -> std::result::Result<Option<f32>, Unquantizable> {
+    let count = values.iter().filter(|v| !v.is_finite()).count();
+    if count > 0 {
+        return Err(Unquantizable::NotFinite {
+            count,
+            total: values.len(),
+        });
+    }
+    Ok((percentile < 100.0).then(|| percentile_abs(values, percentile)))
+}
+
 struct WeightQuantizer {
     stack: Vec<(String, String)>,
     value: QuantValue,
     granularity: Granularity,
     percentile: f64,
     quantized: usize,
-    /// The first weight whose values could not be read for clipping calibration.
-    failed: Option<(String, String)>,
+    /// The first weight that could not be quantized, and why.
+    failed: Option<(String, Unquantizable)>,
 }
 
 impl ModuleMapper for WeightQuantizer {
@@ -214,18 +240,22 @@ impl ModuleMapper for WeightQuantizer {
             .map(|(n, _)| n.as_str())
             .collect::<Vec<_>>()
             .join(".");
-        let clip = if percentile < 100.0 {
-            match param.val().into_data().convert::<f32>().try_to_vec::<f32>() {
-                Ok(values) => Some(percentile_abs(&values, percentile)),
-                Err(e) => {
-                    // Quantizing without the clipping the caller asked for would be a
-                    // silently different model: stop, and let `quantize_weights` say so.
-                    self.failed = Some((path, format!("{e:?}")));
-                    return param;
-                }
+        let clip = param
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| Unquantizable::Unreadable(format!("{e:?}")))
+            .and_then(|values| clip_threshold(&values, percentile));
+        let clip = match clip {
+            Ok(clip) => clip,
+            Err(why) => {
+                // Quantizing a weight without the clipping the caller asked for, or one
+                // without a finite range, would be a silently different model: stop, and let
+                // `quantize_weights` say so.
+                self.failed = Some((path, why));
+                return param;
             }
-        } else {
-            None
         };
         self.quantized += 1;
         param.map(|t| {
@@ -268,11 +298,17 @@ pub fn quantize_weights<M: Module>(
         failed: None,
     };
     let module = module.map(&mut mapper);
-    if let Some((path, reason)) = mapper.failed {
-        return Err(Error::Read {
-            path,
-            reason: format!("reading the weights for percentile clipping: {reason}"),
-        });
+    match mapper.failed {
+        None => {}
+        Some((path, Unquantizable::Unreadable(reason))) => {
+            return Err(Error::Read {
+                path,
+                reason: format!("reading the weights for quantization: {reason}"),
+            });
+        }
+        Some((path, Unquantizable::NotFinite { count, total })) => {
+            return Err(Error::NotFinite { path, count, total });
+        }
     }
     Ok((module, mapper.quantized))
 }
@@ -289,6 +325,23 @@ mod tests {
         assert_eq!(largest_divisor_up_to(97, 64), 1);
         assert_eq!(percentile_abs(&[1.0, -2.0, 3.0, -4.0, 100.0], 100.0), 100.0);
         assert_eq!(percentile_abs(&[1.0, -2.0, 3.0, -4.0, 100.0], 75.0), 4.0);
+    }
+
+    #[test]
+    fn clipping_thresholds_and_non_finite_weights() {
+        let values = [1.0, -2.0, 3.0, -4.0, 100.0];
+        assert_eq!(clip_threshold(&values, 100.0).unwrap(), None);
+        assert_eq!(clip_threshold(&values, 75.0).unwrap(), Some(4.0));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for percentile in [100.0, 99.9] {
+                match clip_threshold(&[1.0, bad, 2.0, bad], percentile) {
+                    Err(Unquantizable::NotFinite { count, total }) => {
+                        assert_eq!((count, total), (2, 4))
+                    }
+                    other => panic!("{bad} at {percentile}: {other:?}"),
+                }
+            }
+        }
     }
 }
 

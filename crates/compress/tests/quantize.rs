@@ -138,3 +138,43 @@ fn a_quantized_run_keeps_its_accuracy_after_reloading() {
         );
     }
 }
+
+#[test]
+fn a_weight_with_nan_is_an_error_naming_it_not_a_garbage_scale() {
+    let device = Device::flex();
+    let ImageModel::Mlp(mut mlp) = preset("lenet-300-100")
+        .unwrap()
+        .config
+        .init_image(&device)
+        .unwrap()
+    else {
+        panic!("an MLP")
+    };
+    let layer = &mut mlp.hidden[1];
+    let w = layer.weight.val();
+    let [rows, cols] = w.dims();
+    let mut values = w.into_data().try_to_vec::<f32>().unwrap();
+    values[7] = f32::NAN;
+    values[cols + 3] = f32::INFINITY;
+    layer.weight = burn::module::Param::from_tensor(Tensor::from_data(
+        burn::tensor::TensorData::new(values, [rows, cols]),
+        &device,
+    ));
+    let model = ImageModel::Mlp(mlp);
+    for percentile in [100.0, 99.9] {
+        let err = quantize_weights(model.clone(), 8, Granularity::PerTensor, percentile)
+            .expect_err("a NaN weight has no quantization range");
+        let message = err.to_string();
+        assert!(
+            matches!(
+                &err,
+                kiln_compress::Error::NotFinite { path, count: 2, total } if path.contains("hidden.1.weight") && *total == rows * cols
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("hidden.1.weight") && message.contains("2 non-finite"),
+            "{message}"
+        );
+    }
+}

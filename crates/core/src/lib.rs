@@ -18,6 +18,7 @@
 pub mod allocator;
 pub mod device;
 mod error;
+pub mod machine;
 pub mod parallel;
 pub mod seed;
 pub mod summary;

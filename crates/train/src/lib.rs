@@ -51,6 +51,7 @@ pub mod plot;
 pub mod regression;
 mod renderer;
 mod run;
+pub mod seeds;
 mod task;
 pub mod text;
 

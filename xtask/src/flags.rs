@@ -24,6 +24,32 @@ pub enum Command {
     /// The compression table (method, model.bpk bytes, params, sparsity, test accuracy,
     /// inference samples/s) of run folders: dense, pruned, quantized, distilled.
     CompressReport(CompressReportArgs),
+    /// One of the README's comparisons over several seeds (`cargo xtask seeds hinton --seeds
+    /// 1-3`): mean ± sd of every metric and paired differences with their standard error, in
+    /// OUT/summary.md and summary.json. `cargo xtask seeds list` lists the recipes.
+    Seeds(SeedsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SeedsArgs {
+    /// The recipe (`list` to see them all).
+    pub recipe: String,
+    /// Seeds: a list (1,2,3), a range (1-5) or both.
+    #[arg(long, default_value = "1-3")]
+    pub seeds: String,
+    /// Where the per-seed runs and the summary go (default: runs/seeds/RECIPE); a folder that
+    /// already holds some seeds of the recipe keeps them and runs only the others.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A smoke run of the pipeline (one epoch on a few images per class): not a measurement.
+    #[arg(long)]
+    pub tiny: bool,
+    /// Print every run's epochs.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

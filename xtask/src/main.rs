@@ -5,6 +5,7 @@ mod bench_models;
 mod ci;
 mod compress_report;
 mod flags;
+mod seeds;
 mod train;
 
 use clap::Parser;
@@ -16,5 +17,6 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Ci(args) => ci::run(args),
         flags::Command::Bench(args) => bench::run(args),
         flags::Command::CompressReport(args) => compress_report::run(args),
+        flags::Command::Seeds(args) => seeds::run(args),
     }
 }

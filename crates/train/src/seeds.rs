@@ -11,7 +11,8 @@
 //!         let mut config = TrainConfig::for_preset("mlp")?;
 //!         config.seed = seed;
 //!         let report = train(&config, &dir.join("run"), &TrainOptions::quiet())?;
-//!         Ok(Metrics::from([("test accuracy %".to_string(), 100.0 * report.test.accuracy)]))
+//!         let accuracy = 100.0 * report.test.accuracy;
+//!         Ok::<_, kiln_train::Error>(Metrics::from([("test accuracy %".to_string(), accuracy)]))
 //!     })?;
 //! println!("{}", report.markdown());
 //! # Ok::<(), kiln_train::Error>(())
@@ -371,15 +372,17 @@ impl SeedSweep {
     /// Runs `run_one(seed, folder)` for every seed that has no result yet, then writes
     /// `summary.json` and `summary.md` and returns the report. A seed's result from an earlier,
     /// interrupted sweep of the same recipe is reused; one of another recipe is an error.
-    pub fn run(
+    ///
+    /// `run_one` may fail with any error that a kiln-train error converts into (kiln-train's
+    /// own, or e.g. kiln-compress's when a recipe prunes).
+    pub fn run<E: From<Error>>(
         &self,
-        mut run_one: impl FnMut(u64, &Path) -> Result<Metrics>,
-    ) -> Result<SeedReport> {
+        mut run_one: impl FnMut(u64, &Path) -> std::result::Result<Metrics, E>,
+    ) -> std::result::Result<SeedReport, E> {
         if self.seeds.is_empty() {
-            return Err(Error::InvalidSetting(format!(
-                "recipe `{}`: no seeds",
-                self.recipe
-            )));
+            return Err(
+                Error::InvalidSetting(format!("recipe `{}`: no seeds", self.recipe)).into(),
+            );
         }
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -397,7 +400,8 @@ impl SeedSweep {
                             "holds seed {} of recipe `{}`, not seed {seed} of `{}`; use another folder",
                             done.seed, done.recipe, self.recipe
                         ),
-                    });
+                    }
+                    .into());
                 }
                 runs.push(done);
                 continue;

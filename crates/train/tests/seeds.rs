@@ -100,7 +100,7 @@ fn a_sweep_writes_each_seed_resumes_and_refuses_another_recipe() {
             calls.push(seed);
             assert_eq!(folder, dir.path().join(format!("seed-{seed}")));
             let x = seed as f64;
-            Ok(Metrics::from([("x".into(), x), ("x²".into(), x * x)]))
+            Ok::<_, kiln_train::Error>(Metrics::from([("x".into(), x), ("x²".into(), x * x)]))
         })
         .unwrap();
     assert_eq!(calls, vec![3, 1, 2]);
@@ -130,7 +130,7 @@ fn a_sweep_writes_each_seed_resumes_and_refuses_another_recipe() {
         .run(|seed, _| {
             calls.push(seed);
             let x = seed as f64;
-            Ok(Metrics::from([("x".into(), x), ("x²".into(), x * x)]))
+            Ok::<_, kiln_train::Error>(Metrics::from([("x".into(), x), ("x²".into(), x * x)]))
         })
         .unwrap();
     assert_eq!(calls, vec![4]);
@@ -145,7 +145,7 @@ fn a_sweep_writes_each_seed_resumes_and_refuses_another_recipe() {
 
     // Another recipe in the same folder is refused, naming the file.
     let err = SeedSweep::new("cubes", vec![1], dir.path())
-        .run(|_, _| Ok(Metrics::new()))
+        .run(|_, _| Ok::<_, kiln_train::Error>(Metrics::new()))
         .unwrap_err()
         .to_string();
     assert!(
@@ -167,7 +167,7 @@ fn digits_mlp_over_three_seeds_varies_but_stays_accurate() {
                 &folder.join("run"),
                 &kiln_train::TrainOptions::quiet(),
             )?;
-            Ok(Metrics::from([(
+            Ok::<_, kiln_train::Error>(Metrics::from([(
                 "test accuracy %".to_string(),
                 100.0 * report.test.accuracy,
             )]))

@@ -91,6 +91,16 @@ pub const RECIPES: &[Recipe] = &[
         about: "MNIST: cnn-small dense vs 25/50/75% of channels and neurons removed (one shot, 2 fine-tuning epochs), int8",
         minutes_per_seed: 10.0,
     },
+    Recipe {
+        name: "vit-structured",
+        about: "digits: ViT-lite dense vs 25/50/75% of attention heads and feed-forward neurons removed (one shot, 5 fine-tuning epochs)",
+        minutes_per_seed: 3.0,
+    },
+    Recipe {
+        name: "fashion-quant",
+        about: "Fashion-MNIST: cnn-small f32 vs int8, int4 with MinMax ranges, int4 with searched clipping, int4 after 2 epochs of QAT",
+        minutes_per_seed: 7.5,
+    },
 ];
 
 /// The recipes' names.
@@ -192,6 +202,18 @@ pub fn run(name: &str, seeds: Vec<u64>, out: &Path, options: &Options) -> Result
             .compare("dense test accuracy %", "75% removed test accuracy %")
             .compare("dense test accuracy %", "int8 test accuracy %")
             .run(|seed, dir| structured_cnn(seed, dir, options)),
+        "vit-structured" => SeedSweep::new(&title, seeds, out)
+            .compare("dense test accuracy %", "25% removed test accuracy %")
+            .compare("dense test accuracy %", "50% removed test accuracy %")
+            .compare("dense test accuracy %", "75% removed test accuracy %")
+            .run(|seed, dir| vit_structured(seed, dir, options)),
+        "fashion-quant" => SeedSweep::new(&title, seeds, out)
+            .compare("f32 test accuracy %", "int8 test accuracy %")
+            .compare("f32 test accuracy %", "int4 minmax test accuracy %")
+            .compare("f32 test accuracy %", "int4 searched test accuracy %")
+            .compare("f32 test accuracy %", "int4 QAT test accuracy %")
+            .compare("int4 minmax test accuracy %", "int4 QAT test accuracy %")
+            .run(|seed, dir| fashion_quant(seed, dir, options)),
         _ => unreachable!("every recipe in RECIPES has a runner"),
     }
 }
@@ -294,13 +316,29 @@ fn hinton(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
 
 /// `kiln quantize RUN` (int8, per tensor, clipping searched on 1,000 training images).
 fn int8(run: &Path, out: &Path, options: &Options) -> Result<f64> {
+    quantize(run, out, 8, Calibration::Search, 0, options)
+}
+
+/// `kiln quantize RUN --bits B --calibration C [--qat-epochs E --qat-lr 1e-4]`, per tensor.
+fn quantize(
+    run: &Path,
+    out: &Path,
+    bits: u8,
+    calibration: Calibration,
+    qat_epochs: usize,
+    options: &Options,
+) -> Result<f64> {
     let config = QuantizeConfig {
-        bits: 8,
+        bits,
         granularity: Granularity::PerTensor,
-        calibration: Calibration::Search,
+        calibration,
         calibration_samples: if options.tiny { 50 } else { 1000 },
-        qat_epochs: 0,
-        qat_lr: None,
+        qat_epochs: if options.tiny {
+            qat_epochs.min(1)
+        } else {
+            qat_epochs
+        },
+        qat_lr: (qat_epochs > 0).then_some(1e-4),
     };
     let report = kiln_compress::quantize_run(run, out, &config, &options.train())?;
     Ok(100.0 * report.accuracy)
@@ -415,20 +453,37 @@ fn structured_cnn(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     let dense = preset_config("cnn-small", seed, 12, options)?;
     let dense_dir = dir.join("dense");
     let d = kiln_train::train(&dense, &dense_dir, &options.train())?;
-    let mut metrics = Metrics::from([("dense test accuracy %".into(), percent(&d))]);
+    let mut metrics = structured(&dense_dir, dir, percent(&d), 2, options)?;
+    metrics.insert(
+        "int8 test accuracy %".into(),
+        int8(&dense_dir, &dir.join("int8"), options)?,
+    );
+    Ok(metrics)
+}
+
+/// The dense accuracy and `kiln prune DENSE --method structured --sparsity S
+/// --finetune-epochs E --lr 3e-4` for S = 0.25, 0.5, 0.75.
+fn structured(
+    dense_dir: &Path,
+    dir: &Path,
+    dense_accuracy: f64,
+    finetune_epochs: usize,
+    options: &Options,
+) -> Result<Metrics> {
+    let mut metrics = Metrics::from([("dense test accuracy %".into(), dense_accuracy)]);
     for sparsity in [0.25, 0.5, 0.75] {
         let prune = PruneConfig {
             method: Method::Structured,
             sparsity,
             scope: Scope::Layer,
             iterations: 1,
-            finetune_epochs: if options.tiny { 1 } else { 2 },
+            finetune_epochs: if options.tiny { 1 } else { finetune_epochs },
             lr: Some(3e-4),
             layers: Vec::new(),
         };
         let pct = (100.0 * sparsity).round();
         let p = kiln_compress::prune_run(
-            &dense_dir,
+            dense_dir,
             &dir.join(format!("structured-{pct}")),
             &prune,
             &options.train(),
@@ -438,9 +493,51 @@ fn structured_cnn(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
             100.0 * p.accuracy,
         );
     }
-    metrics.insert(
-        "int8 test accuracy %".into(),
-        int8(&dense_dir, &dir.join("int8"), options)?,
-    );
     Ok(metrics)
+}
+
+/// `kiln train vit-lite-digits` (40 epochs) and `kiln prune RUN --method structured
+/// --sparsity S --finetune-epochs 5 --lr 3e-4`.
+fn vit_structured(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
+    let mut dense = preset_config("vit-lite-digits", seed, 40, options)?;
+    if options.tiny {
+        // The digits' 1,797 images: no per-class subsets needed to keep the smoke run short.
+        (dense.train_per_class, dense.test_per_class) = (None, None);
+    }
+    let dense_dir = dir.join("dense");
+    let d = kiln_train::train(&dense, &dense_dir, &options.train())?;
+    structured(&dense_dir, dir, percent(&d), 5, options)
+}
+
+/// `kiln train cnn-small --dataset fashion-mnist`, then `kiln quantize RUN` to int8, and to 4
+/// bits with `--calibration minmax`, with the searched clipping, and `--calibration minmax
+/// --qat-epochs 2 --qat-lr 1e-4`.
+fn fashion_quant(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
+    let mut dense = preset_config("cnn-small", seed, 12, options)?;
+    dense.adapt_model = true;
+    dense.dataset = "fashion-mnist".into();
+    let dense_dir = dir.join("f32");
+    let d = kiln_train::train(&dense, &dense_dir, &options.train())?;
+    let q = |name: &str, bits, calibration, qat| {
+        quantize(&dense_dir, &dir.join(name), bits, calibration, qat, options)
+    };
+    Ok(Metrics::from([
+        ("f32 test accuracy %".into(), percent(&d)),
+        (
+            "int8 test accuracy %".into(),
+            q("int8", 8, Calibration::Search, 0)?,
+        ),
+        (
+            "int4 minmax test accuracy %".into(),
+            q("int4-minmax", 4, Calibration::MinMax, 0)?,
+        ),
+        (
+            "int4 searched test accuracy %".into(),
+            q("int4-search", 4, Calibration::Search, 0)?,
+        ),
+        (
+            "int4 QAT test accuracy %".into(),
+            q("int4-qat", 4, Calibration::MinMax, 2)?,
+        ),
+    ]))
 }

@@ -675,3 +675,48 @@ fn the_path_examples_of_the_help_work_when_pasted() {
     ]);
     assert!(!ok && stderr.contains("model.Mlp.hidden.0"), "{stderr}");
 }
+
+#[test]
+fn seeds_repeats_a_command_and_summarises_its_test_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let out_str = out.to_str().unwrap();
+    let (ok, stdout, stderr) = kiln(&[
+        "seeds", "1,2,3", "--out", out_str, "--", "train", "mlp", "--epochs", "4",
+    ]);
+    assert!(ok, "seeds failed: {stderr}");
+    // Each seed's run is a normal run folder, and the summary's per-seed accuracies are the
+    // ones `kiln eval` reads back from them.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("| test accuracy % |"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    for (i, seed) in [1, 2, 3].iter().enumerate() {
+        let run = out.join(format!("seed-{seed}/run"));
+        let (ok, eval, _) = kiln(&["eval", run.to_str().unwrap()]);
+        assert!(ok);
+        let accuracy = cells[5 + i];
+        assert!(
+            eval.starts_with(&format!("test accuracy {accuracy}%")),
+            "{eval} vs {line}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.starts_with("# kiln train mlp --epochs 4"), "{md}");
+
+    // What kiln seeds sets itself, and commands it cannot repeat, are refused before any run.
+    for (args, expected) in [
+        (vec!["--", "train", "mlp", "--seed", "3"], "drop `--seed`"),
+        (vec!["--", "eval", "runs/x"], "not `eval`"),
+        (vec!["--", "train", "mlp", "--epochs", "x"], "invalid value"),
+    ] {
+        let mut argv = vec!["seeds", "1-2", "--out"];
+        let other = dir.path().join("other");
+        argv.push(other.to_str().unwrap());
+        argv.extend(args);
+        let (ok, _, stderr) = kiln(&argv);
+        assert!(!ok && stderr.contains(expected), "{argv:?}: {stderr}");
+        assert!(!other.join("seed-1").exists());
+    }
+}

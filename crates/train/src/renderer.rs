@@ -25,11 +25,13 @@ pub struct EpochMetrics {
     pub epoch: usize,
     /// Mean training loss.
     pub train_loss: f64,
-    /// Training accuracy.
+    /// Training accuracy (NaN for tasks without one, e.g. regression: `null` in JSON).
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_accuracy: f64,
     /// Mean validation loss.
     pub valid_loss: f64,
-    /// Validation accuracy.
+    /// Validation accuracy (NaN for tasks without one).
+    #[serde(deserialize_with = "nan_if_null")]
     pub valid_accuracy: f64,
     /// Wall-clock seconds of the epoch (train and validation).
     pub seconds: f64,
@@ -39,6 +41,11 @@ pub struct EpochMetrics {
 }
 
 /// Where a run diverged.
+/// serde_json writes a NaN as `null`; read it back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Divergence {
     pub epoch: usize,

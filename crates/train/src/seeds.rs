@@ -451,3 +451,59 @@ fn read_record(path: &Path) -> Result<Option<SeedRun>> {
         }),
     }
 }
+
+/// The held-out test metrics a finished run folder of any kind reports in its `report.json`:
+/// accuracy (%), loss and macro F1 for classifiers (image, table, text), loss, perplexity and
+/// bits per token for language models, MSE, RMSE, MAE and R² for regressors, each head's
+/// accuracy for multi-task runs. What `kiln seeds` records for each seed.
+pub fn test_metrics(run_dir: &Path) -> Result<Metrics> {
+    fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadRunFile {
+            path: path.to_path_buf(),
+            reason: format!("not a finished run's report: {e}"),
+        })
+    }
+    let classifier = |t: &crate::EvalReport| {
+        Metrics::from([
+            ("test accuracy %".into(), 100.0 * t.accuracy),
+            ("test loss".into(), t.loss),
+            ("test macro F1".into(), t.macro_f1),
+        ])
+    };
+    let path = run_dir.join("report.json");
+    Ok(match crate::RunKind::of(run_dir)? {
+        crate::RunKind::Classifier => classifier(&read::<crate::TrainReport>(&path)?.test),
+        crate::RunKind::TextClassifier => classifier(&read::<crate::text::TextReport>(&path)?.test),
+        crate::RunKind::LanguageModel => {
+            let t = read::<crate::lm::LmReport>(&path)?.test;
+            Metrics::from([
+                ("test loss".into(), t.loss),
+                ("test perplexity".into(), t.perplexity),
+                ("test bits per token".into(), t.bits_per_token),
+            ])
+        }
+        crate::RunKind::Regression => {
+            let t = read::<crate::regression::RegressionReport>(&path)?.test;
+            Metrics::from([
+                ("test MSE".into(), t.mse),
+                ("test RMSE".into(), t.rmse),
+                ("test MAE".into(), t.mae),
+                ("test R²".into(), t.r2),
+            ])
+        }
+        crate::RunKind::MultiTask => read::<crate::multitask::MultiTaskReport>(&path)?
+            .heads
+            .iter()
+            .map(|h| {
+                (
+                    format!("{} test accuracy %", h.name),
+                    100.0 * h.test.accuracy,
+                )
+            })
+            .collect(),
+    })
+}

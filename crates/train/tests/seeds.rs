@@ -180,3 +180,22 @@ fn digits_mlp_over_three_seeds_varies_but_stays_accurate() {
     assert!(s.min > 90.0, "{s:?}");
     assert!(dir.path().join("seed-2/run/model.bpk").is_file());
 }
+
+#[test]
+fn test_metrics_read_a_regression_run_and_refuse_an_unfinished_one() {
+    use kiln_train::regression::{RegressionConfig, train_regression};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RegressionConfig::new("ames-housing");
+    config.epochs = 3;
+    let report = train_regression(&config, dir.path(), &kiln_train::TrainOptions::quiet()).unwrap();
+    let m = kiln_train::seeds::test_metrics(dir.path()).unwrap();
+    assert_eq!(m["test R²"], report.test.r2);
+    assert_eq!(m["test MAE"], report.test.mae);
+    assert_eq!(m.len(), 4, "{m:?}");
+
+    std::fs::remove_file(dir.path().join("report.json")).unwrap();
+    let err = kiln_train::seeds::test_metrics(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("report.json"), "{err}");
+}

@@ -72,6 +72,11 @@ pub const RECIPES: &[Recipe] = &[
         minutes_per_seed: 7.0,
     },
     Recipe {
+        name: "hinton-cnn-teacher",
+        about: "MNIST: the Hinton student 800-800 alone vs distilled (T 4, α 0.9) from a stronger teacher, one cnn-small (seed 42)",
+        minutes_per_seed: 6.0,
+    },
+    Recipe {
         name: "han",
         about: "MNIST: LeNet-300-100 dense, pruned to 8% (global magnitude, 5 steps x 4 epochs), int8 post-training",
         minutes_per_seed: 1.5,
@@ -162,25 +167,44 @@ pub fn run(name: &str, seeds: Vec<u64>, out: &Path, options: &Options) -> Result
             .compare("student alone test errors", "student distilled test errors")
             .compare("student alone test errors", "teacher test errors")
             .run(|seed, dir| hinton(seed, dir, options)),
+        "hinton-cnn-teacher" => {
+            let teacher = shared_run(
+                &shared.join("cnn-small-mnist"),
+                options,
+                preset_config("cnn-small", 42, 12, options)?,
+            )?;
+            SeedSweep::new(&title, seeds, out)
+                .compare(
+                    "student alone test errors",
+                    "distilled from cnn-small test errors",
+                )
+                .run(|seed, dir| hinton_cnn_teacher(seed, dir, &teacher, options))
+        }
         "han" => SeedSweep::new(&title, seeds, out)
             .compare("dense test accuracy %", "pruned 8% test accuracy %")
             .compare("dense test accuracy %", "int8 test accuracy %")
             .run(|seed, dir| han(seed, dir, options)),
         "lenet5-distill" => {
-            let teacher = shared_run(&shared.join("cnn-small-mnist"), options, || {
-                preset_config("cnn-small", 42, 12, options)
-            })?;
+            let teacher = shared_run(
+                &shared.join("cnn-small-mnist"),
+                options,
+                preset_config("cnn-small", 42, 12, options)?,
+            )?;
             SeedSweep::new(&title, seeds, out)
                 .compare("labels only test accuracy %", "distilled test accuracy %")
                 .run(|seed, dir| lenet5_distill(seed, dir, &teacher, options))
         }
         "fashion-transfer" => {
-            let cnn = shared_run(&shared.join("cnn-small-mnist"), options, || {
-                preset_config("cnn-small", 42, 12, options)
-            })?;
-            let lenet5 = shared_run(&shared.join("lenet5-mnist"), options, || {
-                preset_config("lenet5", 42, 3, options)
-            })?;
+            let cnn = shared_run(
+                &shared.join("cnn-small-mnist"),
+                options,
+                preset_config("cnn-small", 42, 12, options)?,
+            )?;
+            let lenet5 = shared_run(
+                &shared.join("lenet5-mnist"),
+                options,
+                preset_config("lenet5", 42, 3, options)?,
+            )?;
             SeedSweep::new(&title, seeds, out)
                 .compare(
                     "cnn-small scratch test accuracy %",
@@ -247,16 +271,24 @@ fn preset_config(name: &str, seed: u64, epochs: usize, options: &Options) -> Res
     Ok(cfg)
 }
 
-/// Trains `cfg()` into `dir` unless a finished run is already there; returns `dir`.
-fn shared_run(
-    dir: &Path,
-    options: &Options,
-    cfg: impl FnOnce() -> Result<TrainConfig>,
-) -> Result<PathBuf> {
-    if !dir.join("report.json").is_file() {
-        kiln_train::train(&cfg()?, dir, &options.train())?;
-    }
+/// A run shared by every seed (trained once, or found finished); returns `dir`.
+fn shared_run(dir: &Path, options: &Options, cfg: TrainConfig) -> Result<PathBuf> {
+    train(&cfg, dir, options)?;
     Ok(dir.to_path_buf())
+}
+
+/// Trains `cfg` into `dir`, or reads the report of the finished run already there when its
+/// `config.toml` is `cfg` (an interrupted seed resumes run by run; a changed recipe retrains).
+fn train(cfg: &TrainConfig, dir: &Path, options: &Options) -> Result<TrainReport> {
+    let report = dir.join("report.json");
+    if report.is_file()
+        && TrainConfig::load(&dir.join("config.toml")).is_ok_and(|done| done == *cfg)
+        && let Ok(bytes) = std::fs::read(&report)
+        && let Ok(done) = serde_json::from_slice::<TrainReport>(&bytes)
+    {
+        return Ok(done);
+    }
+    Ok(kiln_train::train(cfg, dir, &options.train())?)
 }
 
 fn percent(report: &TrainReport) -> f64 {
@@ -277,13 +309,13 @@ fn hinton(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     teacher.batch_size = 128;
     teacher.augment = Some("translate=0.08".into());
     let teacher_dir = dir.join("teacher");
-    let t = kiln_train::train(&teacher, &teacher_dir, &options.train())?;
+    let t = train(&teacher, &teacher_dir, options)?;
 
-    let mut student = preset_config("mlp-mnist", seed, 12, options)?;
-    student.model = model("hinton", HINTON_STUDENT)?;
-    student.name = "hinton-student".into();
-    student.batch_size = 128;
-    let s = kiln_train::train(&student, &dir.join("student"), &options.train())?;
+    let s = train(
+        &hinton_student(seed, options)?,
+        &dir.join("student"),
+        options,
+    )?;
 
     let student_file = dir.join("hinton-student.toml");
     std::fs::write(&student_file, HINTON_STUDENT).map_err(|source| kiln_train::Error::Io {
@@ -303,7 +335,7 @@ fn hinton(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     options.scale(&mut distilled, 12);
     distilled.batch_size = 128;
     distilled.seed = seed;
-    let d = kiln_train::train(&distilled, &dir.join("distilled"), &options.train())?;
+    let d = train(&distilled, &dir.join("distilled"), options)?;
     Ok(Metrics::from([
         ("teacher test errors".into(), errors(&t)),
         ("student alone test errors".into(), errors(&s)),
@@ -311,6 +343,36 @@ fn hinton(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
         ("teacher test accuracy %".into(), percent(&t)),
         ("student alone test accuracy %".into(), percent(&s)),
         ("student distilled test accuracy %".into(), percent(&d)),
+    ]))
+}
+
+/// `kiln train mlp-mnist --config configs/hinton-student.toml --epochs 12 --batch-size 128`.
+fn hinton_student(seed: u64, options: &Options) -> Result<TrainConfig> {
+    let mut student = preset_config("mlp-mnist", seed, 12, options)?;
+    student.model = model("hinton", HINTON_STUDENT)?;
+    student.name = "hinton-student".into();
+    student.batch_size = 128;
+    Ok(student)
+}
+
+/// The Hinton student alone and distilled (T 4, α 0.9) from one stronger teacher, cnn-small
+/// (seed 42, 12 epochs), shared by every seed: the student's recipe with the distillation term
+/// added, nothing else changed.
+fn hinton_cnn_teacher(seed: u64, dir: &Path, teacher: &Path, options: &Options) -> Result<Metrics> {
+    let student = hinton_student(seed, options)?;
+    let s = train(&student, &dir.join("student"), options)?;
+    let mut distilled = student;
+    distilled.name = "hinton-student-distilled-from-cnn-small".into();
+    distilled.distill = Some(Distill {
+        teacher: teacher.to_path_buf(),
+        temperature: 4.0,
+        alpha: 0.9,
+        feature_weight: 0.0,
+    });
+    let d = train(&distilled, &dir.join("distilled-from-cnn-small"), options)?;
+    Ok(Metrics::from([
+        ("student alone test errors".into(), errors(&s)),
+        ("distilled from cnn-small test errors".into(), errors(&d)),
     ]))
 }
 
@@ -349,7 +411,7 @@ fn quantize(
 fn han(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     let dense = preset_config("lenet-300-100", seed, 20, options)?;
     let dense_dir = dir.join("dense");
-    let d = kiln_train::train(&dense, &dense_dir, &options.train())?;
+    let d = train(&dense, &dense_dir, options)?;
     let prune = PruneConfig {
         method: Method::Magnitude,
         sparsity: 0.92,
@@ -389,7 +451,7 @@ fn lenet5_distill(seed: u64, dir: &Path, teacher: &Path, options: &Options) -> R
         } else {
             "labels-only"
         });
-        accuracy.push(percent(&kiln_train::train(&cfg, &out, &options.train())?));
+        accuracy.push(percent(&train(&cfg, &out, options)?));
     }
     Ok(Metrics::from([
         ("distilled test accuracy %".into(), accuracy[0]),
@@ -419,7 +481,7 @@ fn fashion_transfer(
         cfg.adapt_model = true;
         cfg.dataset = "fashion-mnist".into();
         per_class(&mut cfg);
-        let r = kiln_train::train(&cfg, &dir.join(format!("{name}-scratch")), &options.train())?;
+        let r = train(&cfg, &dir.join(format!("{name}-scratch")), options)?;
         metrics.insert(format!("{name} scratch test accuracy %"), percent(&r));
     }
     let runs = [
@@ -441,7 +503,7 @@ fn fashion_transfer(
         if let (Some(rate), Some(ft)) = (backbone_lr, cfg.finetune.as_mut()) {
             ft.backbone_lr_scale = rate / cfg.lr;
         }
-        let r = kiln_train::train(&cfg, &dir.join(label.replace(' ', "-")), &options.train())?;
+        let r = train(&cfg, &dir.join(label.replace(' ', "-")), options)?;
         metrics.insert(format!("{label} test accuracy %"), percent(&r));
     }
     Ok(metrics)
@@ -452,7 +514,7 @@ fn fashion_transfer(
 fn structured_cnn(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     let dense = preset_config("cnn-small", seed, 12, options)?;
     let dense_dir = dir.join("dense");
-    let d = kiln_train::train(&dense, &dense_dir, &options.train())?;
+    let d = train(&dense, &dense_dir, options)?;
     let mut metrics = structured(&dense_dir, dir, percent(&d), 2, options)?;
     metrics.insert(
         "int8 test accuracy %".into(),
@@ -505,7 +567,7 @@ fn vit_structured(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
         (dense.train_per_class, dense.test_per_class) = (None, None);
     }
     let dense_dir = dir.join("dense");
-    let d = kiln_train::train(&dense, &dense_dir, &options.train())?;
+    let d = train(&dense, &dense_dir, options)?;
     structured(&dense_dir, dir, percent(&d), 5, options)
 }
 
@@ -517,7 +579,7 @@ fn fashion_quant(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     dense.adapt_model = true;
     dense.dataset = "fashion-mnist".into();
     let dense_dir = dir.join("f32");
-    let d = kiln_train::train(&dense, &dense_dir, &options.train())?;
+    let d = train(&dense, &dense_dir, options)?;
     let q = |name: &str, bits, calibration, qat| {
         quantize(&dense_dir, &dir.join(name), bits, calibration, qat, options)
     };

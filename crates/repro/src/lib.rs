@@ -168,11 +168,7 @@ pub fn run(name: &str, seeds: Vec<u64>, out: &Path, options: &Options) -> Result
             .compare("student alone test errors", "teacher test errors")
             .run(|seed, dir| hinton(seed, dir, options)),
         "hinton-cnn-teacher" => {
-            let teacher = shared_run(
-                &shared.join("cnn-small-mnist"),
-                options,
-                preset_config("cnn-small", 42, 12, options)?,
-            )?;
+            let teacher = shared_cnn_small(&shared, options)?;
             SeedSweep::new(&title, seeds, out)
                 .compare(
                     "student alone test errors",
@@ -185,21 +181,13 @@ pub fn run(name: &str, seeds: Vec<u64>, out: &Path, options: &Options) -> Result
             .compare("dense test accuracy %", "int8 test accuracy %")
             .run(|seed, dir| han(seed, dir, options)),
         "lenet5-distill" => {
-            let teacher = shared_run(
-                &shared.join("cnn-small-mnist"),
-                options,
-                preset_config("cnn-small", 42, 12, options)?,
-            )?;
+            let teacher = shared_cnn_small(&shared, options)?;
             SeedSweep::new(&title, seeds, out)
                 .compare("labels only test accuracy %", "distilled test accuracy %")
                 .run(|seed, dir| lenet5_distill(seed, dir, &teacher, options))
         }
         "fashion-transfer" => {
-            let cnn = shared_run(
-                &shared.join("cnn-small-mnist"),
-                options,
-                preset_config("cnn-small", 42, 12, options)?,
-            )?;
+            let cnn = shared_cnn_small(&shared, options)?;
             let lenet5 = shared_run(
                 &shared.join("lenet5-mnist"),
                 options,
@@ -275,6 +263,16 @@ fn preset_config(name: &str, seed: u64, epochs: usize, options: &Options) -> Res
 fn shared_run(dir: &Path, options: &Options, cfg: TrainConfig) -> Result<PathBuf> {
     train(&cfg, dir, options)?;
     Ok(dir.to_path_buf())
+}
+
+/// The seed-42 `cnn-small` on MNIST (`kiln train cnn-small`) that several recipes share as a
+/// teacher or pretrained network.
+fn shared_cnn_small(shared: &Path, options: &Options) -> Result<PathBuf> {
+    shared_run(
+        &shared.join("cnn-small-mnist"),
+        options,
+        preset_config("cnn-small", 42, 12, options)?,
+    )
 }
 
 /// Trains `cfg` into `dir`, or reads the report of the finished run already there when its

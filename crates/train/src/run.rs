@@ -400,8 +400,9 @@ pub(crate) fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     std::fs::write(path, text).map_err(io(path))
 }
 
-/// Writes `value` as pretty JSON.
+/// Writes `value` as pretty JSON, atomically (a crash leaves the old file or the new one,
+/// never half a report).
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_string_pretty(value).expect("Kiln's run files always serialise");
-    std::fs::write(path, json).map_err(io(path))
+    crate::fit::write_atomic(path, json.as_bytes()).map_err(io(path))
 }

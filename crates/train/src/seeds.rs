@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::io;
 use crate::fit::write_atomic;
 use crate::{Error, Result};
 
@@ -384,10 +385,6 @@ impl SeedSweep {
                 Error::InvalidSetting(format!("recipe `{}`: no seeds", self.recipe)).into(),
             );
         }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
         let mut runs = Vec::new();
         for &seed in &self.seeds {
             let dir = self.seed_dir(seed);
@@ -415,7 +412,7 @@ impl SeedSweep {
                 metrics,
                 seconds: started.elapsed().as_secs_f64(),
             };
-            write_atomic(&record, &to_json(&run)?).map_err(io(&record))?;
+            crate::run::write_json(&record, &run)?;
             runs.push(run);
         }
         let report = SeedReport::from_runs(
@@ -425,15 +422,11 @@ impl SeedSweep {
             &self.comparisons,
         )?;
         let json = self.out.join("summary.json");
-        write_atomic(&json, &to_json(&report)?).map_err(io(&json))?;
+        crate::run::write_json(&json, &report)?;
         let md = self.out.join("summary.md");
         write_atomic(&md, report.markdown().as_bytes()).map_err(io(&md))?;
         Ok(report)
     }
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|e| Error::InvalidSetting(format!("{e}")))
 }
 
 fn read_record(path: &Path) -> Result<Option<SeedRun>> {

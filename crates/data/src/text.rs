@@ -453,6 +453,49 @@ impl TextTokenizer {
         })
     }
 
+    /// A tokenizer from the text of a `tokenizer.json` (e.g. one built from a GGUF file's
+    /// vocabulary); `source` names it in errors.
+    pub fn from_json(json: &str, source: &Path) -> Result<Self> {
+        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| Error::Parse {
+            path: source.to_path_buf(),
+            line: 0,
+            reason: format!("not a valid tokenizer: {e}"),
+        })?;
+        let pad_id = inner.get_padding().map_or(0, |p| p.pad_id);
+        Ok(Self {
+            inner,
+            path: source.to_path_buf(),
+            pad_id,
+        })
+    }
+
+    /// Encodes `text` as it is: special tokens written in it (`<|im_start|>`) are recognised,
+    /// and nothing is added around it (what a chat prompt already rendered needs).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Invalid(format!("tokenizing with {}: {e}", self.path.display())))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The text of `ids` (special tokens left out).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::Invalid(format!("decoding with {}: {e}", self.path.display())))
+    }
+
+    /// The id of a token string (`<|im_end|>`), if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The string of a token id, if there is one.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// The padding id (from the file's padding settings; 0 when it has none).
     pub fn pad_id(&self) -> u32 {
         self.pad_id

@@ -25,6 +25,19 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// More tokens than a context or cache holds.
+    #[error("{needed} tokens do not fit in {what} ({limit} tokens)")]
+    ContextLength {
+        /// Tokens needed.
+        needed: usize,
+        /// Tokens available.
+        limit: usize,
+        /// Which limit.
+        what: String,
+    },
+    /// Bad generation input (empty prompt, token outside the vocabulary, sampling settings).
+    #[error("generation: {0}")]
+    Generation(String),
     /// An error from kiln-core (e.g. an input shape the model cannot take).
     #[error(transparent)]
     Core(#[from] kiln_core::Error),

@@ -30,6 +30,7 @@ pub mod cnn;
 mod common;
 pub mod efficientnet;
 mod error;
+pub mod llama;
 pub mod mlp;
 pub mod ops;
 pub mod registry;

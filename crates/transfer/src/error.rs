@@ -65,6 +65,37 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A GGUF file that does not parse or lacks what the model needs.
+    #[error(transparent)]
+    Gguf(#[from] kiln_gguf::Error),
+    /// A pretrained model that is neither in the data directory nor in the model cache.
+    #[error("model `{model}` is not here (looked in {}); fetch it with `{command}`", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
+    NotFetched {
+        /// Its name.
+        model: String,
+        /// Where it was looked for.
+        looked: Vec<PathBuf>,
+        /// The command that fetches it.
+        command: String,
+    },
+    /// Downloading a model failed.
+    #[error("fetching `{model}`: {reason}")]
+    Fetch {
+        /// Its name.
+        model: String,
+        /// Why.
+        reason: String,
+    },
+    /// A downloaded file whose digest is not the pinned one.
+    #[error("{path}: SHA-256 {found}, expected {expected} (corrupt download or a changed upload)")]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// The pinned digest.
+        expected: String,
+        /// The file's.
+        found: String,
+    },
     /// Bad input to an API call.
     #[error("{0}")]
     Invalid(String),

@@ -19,9 +19,14 @@
 // The code burn-onnx generates (`onnx::ppocr_mobile_cls`) names `alloc::vec::Vec`.
 extern crate alloc;
 
+pub mod chat;
 pub mod embed;
 mod error;
+pub mod fetch;
+/// The GGUF reader (the kiln-gguf crate).
+pub use kiln_gguf as gguf;
 pub mod import;
+pub mod llama;
 pub mod onnx;
 pub mod vision;
 

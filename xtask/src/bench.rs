@@ -45,13 +45,17 @@ fn summarise(what: impl Into<String>, unit: &'static str, mut values: Vec<f64>) 
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.suite == "llm" && args.case.is_some() {
+        return crate::bench_llm::run_case(&args);
+    }
     if let Some(case) = &args.case {
         return crate::bench_models::run_one(case, &args);
     }
     match args.suite.as_str() {
         "models" => crate::bench_models::run(args),
         "data" => run_data(args),
-        other => anyhow::bail!("unknown benchmark suite `{other}`; available: models, data"),
+        "llm" => crate::bench_llm::run(args),
+        other => anyhow::bail!("unknown benchmark suite `{other}`; available: models, data, llm"),
     }
 }
 

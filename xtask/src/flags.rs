@@ -69,7 +69,8 @@ pub struct CompressReportArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Suite to run: `models` (training and inference steps of the zoo presets on each CPU
-    /// device, optionally against PyTorch) or `data` (MNIST batching against a training step).
+    /// device, optionally against PyTorch), `data` (MNIST batching against a training step) or
+    /// `llm` (SmolLM2 generation speed, optionally against Hugging Face transformers).
     #[arg(default_value = "models")]
     pub suite: String,
     /// Measured rounds (models: each case once per round, alternating with PyTorch; data:
@@ -96,7 +97,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// models: also run ../shared/bench/torch_bench.py with this Python (one with torch), on the
-    /// reference models, alternating with Kiln each round.
+    /// reference models, alternating with Kiln each round; llm: llm_bench.py (needs torch,
+    /// transformers and gguf).
     #[arg(long)]
     pub vs_torch: Option<PathBuf>,
     /// models: the PyTorch reference script.
@@ -111,6 +113,24 @@ pub struct BenchArgs {
     /// data: MNIST training images per round (the first N/10 of each class).
     #[arg(long, default_value_t = 10_000)]
     pub images: usize,
+    /// llm: the model (a .gguf file, a Hugging Face folder or `smollm2`).
+    #[arg(long, default_value = "smollm2")]
+    pub llm: String,
+    /// llm: thread counts, each in its own process.
+    #[arg(long, default_value = "1,2")]
+    pub llm_threads: String,
+    /// llm: tokens generated per call.
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    /// llm: timed calls per prompt in each round (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// llm: the transformers reference script (run with --vs-torch PYTHON).
+    #[arg(long, default_value = "../shared/bench/llm_bench.py")]
+    pub llm_script: PathBuf,
+    /// llm: data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Internal: run one case `MODEL:MODE:DEVICE` in this process and print its JSON line.
     #[arg(long, hide = true)]
     pub case: Option<String>,

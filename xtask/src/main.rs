@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation. `main` only dispatches; one module per command.
 
 mod bench;
+mod bench_llm;
 mod bench_models;
 mod ci;
 mod compress_report;

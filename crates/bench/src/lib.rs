@@ -23,6 +23,8 @@
 //! Peak memory ([`Measurement::peak_rss_bytes`]) is the whole process's high-water mark: run one
 //! case per process to attribute it (`cargo xtask bench` does).
 
+pub mod llm;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;

@@ -720,3 +720,94 @@ fn seeds_repeats_a_command_and_summarises_its_test_metrics() {
         assert!(!other.join("seed-1").exists());
     }
 }
+
+#[test]
+fn llm_generate_and_chat_with_smollm2() {
+    // Greedy: the reference continuation (tests/smollm2.rs checks the ids).
+    let (ok, out, err) = kiln(&[
+        "generate",
+        "--model",
+        "smollm2",
+        "The capital of France is",
+        "--greedy",
+        "--max-tokens",
+        "20",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "The capital of France is Paris.\n\nThe answer is: 2018-01-22 \n"
+    );
+    assert!(
+        err.contains("5 prompt tokens at") && err.contains("20 new tokens at"),
+        "{err}"
+    );
+
+    // Piped chat: two questions, a reset, the first again: the same reply both times.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "chat",
+            "--model",
+            "smollm2",
+            "--greedy",
+            "--max-tokens",
+            "40",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\n\n/reset\nWhat is the capital of France?\n/exit\nnever read\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "The capital of France is Paris.\nThe capital of France is Paris.\n"
+    );
+
+    let (ok, out, _) = kiln(&["summary", "smollm2"]);
+    assert!(ok);
+    assert!(out.contains("parameters: 134515008"), "{out}");
+    assert!(out.contains("KV cache: 46080 bytes per token"), "{out}");
+}
+
+#[test]
+fn llm_errors_name_the_fix() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["generate", "--model", "smollm2", "hi"])
+        .env("KILN_MODEL_CACHE", empty.path())
+        .env("KILN_DATA_DIR", empty.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("fetch it with `kiln fetch smollm2`"), "{err}");
+
+    let (ok, _, err) = kiln(&["generate", "--model", "no-such-model", "hi"]);
+    assert!(!ok && err.contains("neither a .gguf file"), "{err}");
+    let corrupt = empty.path().join("bad.gguf");
+    std::fs::write(&corrupt, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let (ok, _, err) = kiln(&["chat", "--model", corrupt.to_str().unwrap()]);
+    assert!(!ok && err.contains("invalid GGUF at byte"), "{err}");
+    let (ok, _, err) = kiln(&["fetch", "no-such-model"]);
+    assert!(
+        !ok && err.contains("unknown model `no-such-model` to fetch"),
+        "{err}"
+    );
+    let (ok, out, _) = kiln(&["fetch", "list"]);
+    assert!(ok && out.contains("smollm2"), "{out}");
+}

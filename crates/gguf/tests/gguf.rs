@@ -437,3 +437,41 @@ fn malformed_files_are_errors_naming_the_problem() {
         "{e}"
     );
 }
+
+/// Writes the fuzz target's seed files (`cargo test -p kiln-gguf --test gguf -- --ignored`).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/gguf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let q8: Vec<u8> = [h(0.5).to_vec(), (0..32u8).collect()].concat();
+    let mut q4k = h(1.0).to_vec();
+    q4k.extend(h(0.5));
+    q4k.extend(pack_scales(
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+        &[8, 7, 6, 5, 4, 3, 2, 1],
+    ));
+    q4k.extend((0..128).map(|i| i as u8));
+    let files = [
+        ("metadata.gguf", every_type().bytes()),
+        (
+            "tensors.gguf",
+            Writer::new(3)
+                .kv("general.architecture", 8, string("llama"))
+                .tensor("f32", &[4], 0, f32_bytes(&[1.0, 2.0, 3.0, 4.0]))
+                .tensor("q8", &[32], 8, q8)
+                .tensor("q4k", &[256], 12, q4k)
+                .bytes(),
+        ),
+        (
+            "v2.gguf",
+            Writer::new(2)
+                .tensor("f16", &[2], 1, [h(1.0), h(2.0)].concat())
+                .bytes(),
+        ),
+    ];
+    for (name, bytes) in files {
+        parse(bytes.clone()).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}

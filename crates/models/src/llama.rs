@@ -103,6 +103,12 @@ struct HfConfig {
     max_position_embeddings: usize,
     #[serde(default)]
     tie_word_embeddings: bool,
+    #[serde(default)]
+    hidden_act: Option<String>,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
 }
 
 fn default_eps() -> f64 {
@@ -144,6 +150,20 @@ impl LlamaConfig {
             return Err(invalid(
                 MODEL,
                 format!("config.json: model_type `{t}` is not a Llama-architecture model"),
+            ));
+        }
+        if let Some(act) = &hf.hidden_act
+            && act != "silu"
+        {
+            return Err(invalid(
+                MODEL,
+                format!("config.json: hidden_act `{act}` (Llama's SwiGLU uses silu)"),
+            ));
+        }
+        if hf.attention_bias || hf.mlp_bias {
+            return Err(invalid(
+                MODEL,
+                "config.json: attention_bias or mlp_bias is set; Kiln's Llama has no biases",
             ));
         }
         let rope_scaling = match &hf.rope_scaling {

@@ -41,6 +41,13 @@ fn bundle() -> &'static LlmBundle {
     })
 }
 
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn tokens(ids: &[u32]) -> Tensor<2, Int> {
     let v: Vec<i64> = ids.iter().map(|&x| i64::from(x)).collect();
     Tensor::from_data(TensorData::new(v, [1, ids.len()]), &Device::flex())
@@ -82,11 +89,7 @@ fn logits_at_every_position_match_transformers() {
             .try_to_vec()
             .unwrap();
         assert_eq!(got.len(), want.len(), "{prompt}");
-        let max = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let max = max_abs_diff(&got, &want);
         eprintln!(
             "{prompt}: {} positions, max |Δ logit| {max:.2e}",
             input.len()
@@ -144,11 +147,7 @@ fn cached_decoding_equals_full_recomputation() {
             .into_data()
             .try_to_vec()
             .unwrap();
-        let max = row
-            .iter()
-            .zip(&full)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let max = max_abs_diff(&row, &full);
         assert!(max < 1e-3, "step {step}: cached vs full {max}");
         let next = row
             .iter()
@@ -338,4 +337,105 @@ fn bad_generation_input_is_an_error() {
         ..SamplingConfig::greedy()
     };
     assert!(Sampler::new(bad).is_err());
+}
+
+/// A Hugging Face folder (config.json, model.safetensors with `model.` keys, tokenizer.json,
+/// tokenizer_config.json) holding the GGUF's weights in PyTorch's layout loads to the same
+/// logits and the same chat prompt.
+#[test]
+fn hugging_face_folder_gives_the_same_model() {
+    use kiln_transfer::gguf::GgufFile;
+    let path = locate(&SMOLLM2, &data_dir(), &cache_dir()).unwrap();
+    let gguf = GgufFile::open(&path).unwrap();
+    let config = kiln_transfer::llama::config_from_gguf(&gguf).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(reference_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    // GGUF names → Hugging Face names, Q/K rows back in Hugging Face's order.
+    let mut names = vec![
+        (
+            "token_embd.weight".to_string(),
+            "model.embed_tokens.weight".to_string(),
+        ),
+        ("output_norm.weight".into(), "model.norm.weight".into()),
+    ];
+    let parts = [
+        ("attn_norm", "input_layernorm"),
+        ("attn_q", "self_attn.q_proj"),
+        ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"),
+        ("attn_output", "self_attn.o_proj"),
+        ("ffn_norm", "post_attention_layernorm"),
+        ("ffn_gate", "mlp.gate_proj"),
+        ("ffn_up", "mlp.up_proj"),
+        ("ffn_down", "mlp.down_proj"),
+    ];
+    for i in 0..config.num_layers {
+        for (g, hf) in parts {
+            names.push((
+                format!("blk.{i}.{g}.weight"),
+                format!("model.layers.{i}.{hf}.weight"),
+            ));
+        }
+    }
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (g, hf) in names {
+        let (shape, mut values) = gguf.dequantize(&g).unwrap();
+        let heads = if g.ends_with("attn_q.weight") {
+            Some(config.num_heads)
+        } else if g.ends_with("attn_k.weight") {
+            Some(config.num_kv_heads)
+        } else {
+            None
+        };
+        if let Some(h) = heads {
+            values = kiln_transfer::llama::unpermute_rows(&values, shape[0], shape[1], h);
+        }
+        tensors.push((
+            hf,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    drop(tensors);
+
+    let hf = kiln_transfer::llama::load(dir.path(), &Device::flex()).unwrap();
+    assert_eq!(hf.model.config(), &config);
+    let (input, want) = reference_logits("chat");
+    let got: Vec<f32> = hf
+        .model
+        .forward(tokens(&input), None)
+        .unwrap()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    let max = max_abs_diff(&got, &want);
+    assert!(max < 1e-3, "Hugging Face folder: max abs difference {max}");
+    let messages = [Message::new("user", "What is the capital of France?")];
+    assert_eq!(
+        hf.template
+            .as_ref()
+            .unwrap()
+            .render(&messages, true)
+            .unwrap(),
+        bundle()
+            .template
+            .as_ref()
+            .unwrap()
+            .render(&messages, true)
+            .unwrap()
+    );
+    assert_eq!(hf.stop_tokens, vec![2]);
 }

@@ -379,6 +379,11 @@ impl GgufFile {
             for d in 0..n_dims {
                 dims.push(c.u64(&format!("dimension {d} of `{name}`"))?);
             }
+            if dims.contains(&0) {
+                return Err(c.error(format!(
+                    "tensor `{name}` has a zero dimension ({dims:?}; ggml dimensions are at least 1)"
+                )));
+            }
             let id = c.u32(&format!("the type of `{name}`"))?;
             let ty = GgmlType::from_id(id)
                 .ok_or_else(|| c.error(format!("tensor `{name}` has unknown type {id}")))?;
@@ -417,6 +422,16 @@ impl GgufFile {
             });
         }
         let data_offset = (c.at as u64).div_ceil(alignment) * alignment;
+        if !tensors.is_empty() && data_offset > bytes.len() as u64 {
+            return Err(gguf_error(
+                source,
+                bytes.len() as u64,
+                format!(
+                    "truncated: the tensor data would start at byte {data_offset} (after alignment to {alignment}), past the end of the file ({} bytes)",
+                    bytes.len()
+                ),
+            ));
+        }
         let data_len = (bytes.len() as u64).saturating_sub(data_offset);
         for t in &tensors {
             let end = t.offset.checked_add(t.byte_len() as u64);

@@ -428,6 +428,16 @@ fn malformed_files_are_errors_naming_the_problem() {
             .bytes(),
     );
     assert!(e.contains("`a` appears twice"), "{e}");
+    // Found by the fuzzer: a file that ends before its data section's aligned start, and a
+    // zero dimension beside huge ones (whose product overflows in the other order).
+    let e = error_of(Writer::new(2).tensor("f16", &[1, 1], 1, vec![]).bytes()[..72].to_vec());
+    assert!(e.contains("past the end of the file"), "{e}");
+    let e = error_of(
+        Writer::new(3)
+            .tensor("z", &[0, 1 << 40, 1 << 40], 0, vec![])
+            .bytes(),
+    );
+    assert!(e.contains("zero dimension"), "{e}");
     // Tensor data past the end of the file.
     let mut bad = good.clone();
     bad.truncate(bad.len() - 1);

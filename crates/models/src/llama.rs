@@ -962,3 +962,232 @@ pub fn generate(
     stats.decode_seconds = started.elapsed().as_secs_f64();
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 50,
+            hidden_size: 16,
+            intermediate_size: 24,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 4,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope_scaling: None,
+            max_position_embeddings: 32,
+            tie_word_embeddings: false,
+        }
+    }
+
+    fn sampler(c: SamplingConfig) -> Sampler {
+        Sampler::new(c).unwrap()
+    }
+
+    fn counts(c: SamplingConfig, logits: &[f32], history: &[u32], n: usize) -> Vec<usize> {
+        let mut s = sampler(c);
+        let mut seen = vec![0; logits.len()];
+        for _ in 0..n {
+            seen[s.pick(&mut logits.to_vec(), history) as usize] += 1;
+        }
+        seen
+    }
+
+    #[test]
+    fn sampling_filters_follow_their_definitions() {
+        // Probabilities 0.5, 0.25, 0.15, 0.1 at temperature 1.
+        let logits: Vec<f32> = [0.5f32, 0.25, 0.15, 0.1].iter().map(|p| p.ln()).collect();
+        let base = SamplingConfig {
+            temperature: 1.0,
+            ..SamplingConfig::greedy()
+        };
+        assert_eq!(
+            sampler(SamplingConfig::greedy()).pick(&mut logits.clone(), &[]),
+            0
+        );
+        let top2 = counts(
+            SamplingConfig {
+                top_k: Some(2),
+                ..base.clone()
+            },
+            &logits,
+            &[],
+            3000,
+        );
+        assert_eq!((top2[2], top2[3]), (0, 0), "{top2:?}");
+        // 0.5 + 0.25 reaches top_p 0.7: two tokens.
+        let nucleus = counts(
+            SamplingConfig {
+                top_p: 0.7,
+                ..base.clone()
+            },
+            &logits,
+            &[],
+            3000,
+        );
+        assert_eq!((nucleus[2], nucleus[3]), (0, 0), "{nucleus:?}");
+        // min_p 0.25: tokens below 0.25 · 0.5 = 0.125 go (only the last).
+        let min_p = counts(
+            SamplingConfig {
+                min_p: 0.25,
+                ..base.clone()
+            },
+            &logits,
+            &[],
+            3000,
+        );
+        assert!(min_p[2] > 0 && min_p[3] == 0, "{min_p:?}");
+        // Plain sampling follows the probabilities (within 4 sd of 3000 draws).
+        let all = counts(base.clone(), &logits, &[], 3000);
+        assert!(
+            (all[0] as f64 - 1500.0).abs() < 4.0 * (3000.0f64 * 0.25).sqrt(),
+            "{all:?}"
+        );
+        // The same seed repeats itself.
+        assert_eq!(
+            counts(base.clone(), &logits, &[], 50),
+            counts(base, &logits, &[], 50)
+        );
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
+        let c = SamplingConfig {
+            repetition_penalty: 2.0,
+            ..SamplingConfig::greedy()
+        };
+        // Token 0 (logit 3) was seen: 3 / 2 = 1.5 < 2, so token 1 wins.
+        let mut logits = vec![3.0, 2.0, -1.0];
+        assert_eq!(sampler(c.clone()).pick(&mut logits, &[0, 0]), 1);
+        assert_eq!(
+            logits,
+            vec![1.5, 2.0, -1.0],
+            "applied once per distinct token"
+        );
+        let mut logits = vec![-1.0, -1.5, -3.0];
+        sampler(c).pick(&mut logits, &[0]);
+        assert_eq!(logits[0], -2.0);
+    }
+
+    #[test]
+    fn rope_scaling_rescales_the_frequencies() {
+        let mut c = LlamaConfig::smollm2_135m();
+        let base = c.inv_freq();
+        assert!((base[1] - 100_000f64.powf(-2.0 / 64.0)).abs() < 1e-15);
+        c.rope_scaling = Some(RopeScaling::Linear { factor: 4.0 });
+        assert!(
+            c.inv_freq()
+                .iter()
+                .zip(&base)
+                .all(|(s, b)| (s * 4.0 - b).abs() < 1e-15)
+        );
+        c.rope_scaling = Some(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        });
+        let scaled = c.inv_freq();
+        // Wavelengths under 8192 / 4 are kept, over 8192 divided by 8, between blended.
+        for (s, b) in scaled.iter().zip(&base) {
+            let wavelen = 2.0 * std::f64::consts::PI / b;
+            if wavelen < 2048.0 {
+                assert_eq!(s, b);
+            } else if wavelen > 8192.0 {
+                assert!((s * 8.0 - b).abs() < 1e-15);
+            } else {
+                assert!(*s < *b && *s > b / 8.0);
+            }
+        }
+    }
+
+    #[test]
+    fn cached_steps_equal_the_full_forward_pass_and_limits_are_errors() {
+        let device = Device::flex();
+        let model = tiny().init(&device).unwrap();
+        let ids: Vec<i64> = vec![3, 14, 15, 9, 2, 6];
+        let all = |v: &[i64]| {
+            Tensor::<2, Int>::from_data(TensorData::new(v.to_vec(), [1, v.len()]), &device)
+        };
+        let full: Vec<f32> = model
+            .forward(all(&ids), None)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let mut cache = model.new_cache(8);
+        // A prompt of 3 tokens, then one token at a time.
+        let mut got: Vec<f32> = model
+            .forward(all(&ids[..3]), Some(&mut cache))
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for &t in &ids[3..] {
+            let step: Vec<f32> = model
+                .forward(all(&[t]), Some(&mut cache))
+                .unwrap()
+                .into_data()
+                .to_vec()
+                .unwrap();
+            got.extend(step);
+        }
+        assert_eq!(cache.len(), 6);
+        let max = got
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max < 1e-5, "cached vs full: {max}");
+        let e = model
+            .forward(all(&[1, 2, 3]), Some(&mut cache))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("9 tokens do not fit in the KV cache (8 tokens)"),
+            "{e}"
+        );
+        let e = model.forward(all(&[1; 33]), None).unwrap_err();
+        assert!(
+            e.to_string().contains("the model's context (32 tokens)"),
+            "{e}"
+        );
+        let mut bad = tiny();
+        bad.num_kv_heads = 3;
+        assert!(bad.init(&device).is_err());
+    }
+
+    #[test]
+    fn hugging_face_config_json() {
+        let json = r#"{"model_type": "llama", "vocab_size": 100, "hidden_size": 32,
+            "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+            "max_position_embeddings": 131072, "tie_word_embeddings": true}"#;
+        let c = LlamaConfig::from_hf_json(json).unwrap();
+        assert_eq!(
+            (c.head_dim, c.num_kv_heads, c.max_position_embeddings),
+            (8, 2, 131_072)
+        );
+        assert!(matches!(c.rope_scaling, Some(RopeScaling::Llama3 { .. })));
+        let gpt2 = json.replace("\"llama\"", "\"gpt2\"");
+        assert!(
+            LlamaConfig::from_hf_json(&gpt2)
+                .unwrap_err()
+                .to_string()
+                .contains("gpt2")
+        );
+        let yarn = json.replace("llama3", "yarn");
+        assert!(
+            LlamaConfig::from_hf_json(&yarn)
+                .unwrap_err()
+                .to_string()
+                .contains("yarn")
+        );
+    }
+}

@@ -1117,7 +1117,7 @@ mod tests {
             .forward(all(&ids), None)
             .unwrap()
             .into_data()
-            .to_vec()
+            .try_to_vec()
             .unwrap();
         let mut cache = model.new_cache(8);
         // A prompt of 3 tokens, then one token at a time.
@@ -1125,14 +1125,14 @@ mod tests {
             .forward(all(&ids[..3]), Some(&mut cache))
             .unwrap()
             .into_data()
-            .to_vec()
+            .try_to_vec()
             .unwrap();
         for &t in &ids[3..] {
             let step: Vec<f32> = model
                 .forward(all(&[t]), Some(&mut cache))
                 .unwrap()
                 .into_data()
-                .to_vec()
+                .try_to_vec()
                 .unwrap();
             got.extend(step);
         }

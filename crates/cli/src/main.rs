@@ -414,8 +414,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Generate text with a trained language-model run (e.g. `kiln train char-lm`), streamed
-    /// to stdout as it is sampled.
+    /// Generate text with a trained language-model run (e.g. `kiln train char-lm`) or a
+    /// pretrained LLM (`--model smollm2`), streamed to stdout as it is sampled.
     Generate {
         /// Run folder of a language model trained by Kiln; with --model, the prompt.
         #[arg(value_name = "RUN_DIR|PROMPT")]

@@ -896,13 +896,15 @@ pub struct GenerationStats {
     pub stopped_at_eos: bool,
 }
 
-/// Continues `prompt` after the tokens already in `cache` (usually none): one forward pass
-/// over the prompt, then one cached step per new token, up to `max_new_tokens` or a token of
-/// `stop_tokens` (which is passed to `on_token` but not fed back). `on_token` sees every new
-/// token and can stop early with `ControlFlow::Break`.
+/// Continues `context`, whose first `cache.len()` tokens are already in `cache` (none for a
+/// fresh cache; a chat reuses the previous turns'): one forward pass over the rest, then one
+/// cached step per new token, up to `max_new_tokens` or a token of `stop_tokens` (which is
+/// passed to `on_token` but not fed back). `on_token` sees every new token and can stop
+/// early with `ControlFlow::Break`. The cache then holds `context` and every new token but
+/// the last. The repetition penalty sees the whole context.
 pub fn generate(
     model: &Llama,
-    prompt: &[u32],
+    context: &[u32],
     cache: &mut KvCache,
     max_new_tokens: usize,
     stop_tokens: &[u32],
@@ -910,15 +912,23 @@ pub fn generate(
     on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
 ) -> Result<GenerationStats> {
     let vocab = model.config.vocab_size;
-    if prompt.is_empty() {
+    if context.is_empty() {
         return Err(Error::Generation("the prompt has no tokens".into()));
     }
-    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+    if cache.len() >= context.len() {
+        return Err(Error::Generation(format!(
+            "the cache already holds {} tokens, the context has {}: nothing to continue",
+            cache.len(),
+            context.len()
+        )));
+    }
+    if let Some(&bad) = context.iter().find(|&&t| t as usize >= vocab) {
         return Err(Error::Generation(format!(
             "prompt token {bad} is outside the vocabulary 0..{vocab}"
         )));
     }
-    let needed = cache.len() + prompt.len() + max_new_tokens.saturating_sub(1);
+    let prompt = &context[cache.len()..];
+    let needed = context.len() + max_new_tokens.saturating_sub(1);
     if needed > cache.capacity() {
         return Err(Error::ContextLength {
             needed,
@@ -931,7 +941,7 @@ pub fn generate(
         let v: Vec<i64> = t.iter().map(|&x| i64::from(x)).collect();
         Tensor::<2, Int>::from_data(TensorData::new(v, [1, t.len()]), &device)
     };
-    let mut history = prompt.to_vec();
+    let mut history = context.to_vec();
     let mut stats = GenerationStats {
         prompt_tokens: prompt.len(),
         ..Default::default()

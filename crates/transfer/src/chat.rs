@@ -151,6 +151,8 @@ pub struct Generation {
 pub struct Generator<'a> {
     bundle: &'a LlmBundle,
     cache: KvCache,
+    /// The tokens in `cache`, in order (a new prompt that starts with them reuses them).
+    cached: Vec<u32>,
 }
 
 impl<'a> Generator<'a> {
@@ -159,6 +161,7 @@ impl<'a> Generator<'a> {
         Self {
             bundle,
             cache: bundle.model.new_cache(context),
+            cached: Vec::new(),
         }
     }
 
@@ -192,14 +195,48 @@ impl<'a> Generator<'a> {
         self.generate_ids(&ids, options, on_text)
     }
 
-    /// [`Generator::generate`] from token ids.
+    /// [`Generator::generate`] from token ids. The longest prefix the prompt shares with the
+    /// tokens already in the KV cache (the previous turns of a chat) is not computed again.
     pub fn generate_ids(
         &mut self,
         prompt: &[u32],
         options: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        self.cache.clear();
+        let shared = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        self.cache.truncate(shared);
+        self.cached.truncate(shared);
+        let result = self.run(prompt, options, on_text);
+        match &result {
+            Ok(g) => {
+                self.cached = prompt.to_vec();
+                self.cached
+                    .extend_from_slice(&g.tokens[..g.tokens.len().saturating_sub(1)]);
+                if self.cached.len() != self.cache.len() {
+                    self.cache.clear();
+                    self.cached.clear();
+                }
+            }
+            Err(_) => {
+                self.cache.clear();
+                self.cached.clear();
+            }
+        }
+        result
+    }
+
+    fn run(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation> {
         let mut sampler = Sampler::new(options.sampling.clone())?;
         let stops = &self.bundle.stop_tokens;
         let tokenizer = &self.bundle.tokenizer;

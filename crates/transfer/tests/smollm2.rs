@@ -439,3 +439,32 @@ fn hugging_face_folder_gives_the_same_model() {
     );
     assert_eq!(hf.stop_tokens, vec![2]);
 }
+
+#[test]
+fn a_chat_reuses_its_cached_turns_and_answers_as_a_fresh_generator_does() {
+    let options = GenerateOptions {
+        max_new_tokens: 40,
+        ..GenerateOptions::default()
+    };
+    let quiet = &mut |_: &str| ControlFlow::Continue(());
+    let mut warm = Generator::new(bundle(), 512);
+    let mut turns = vec![Message::new("user", "What is the capital of France?")];
+    let first = warm.chat_prompt(&turns).unwrap();
+    let reply = warm.generate(&first, &options, quiet).unwrap();
+    turns.push(Message::new("assistant", &reply.text));
+    turns.push(Message::new("user", "And of Italy?"));
+    let second = warm.chat_prompt(&turns).unwrap();
+    let reused = warm.generate(&second, &options, quiet).unwrap();
+    let mut cold = Generator::new(bundle(), 512);
+    let fresh = cold.generate(&second, &options, quiet).unwrap();
+    let total = bundle().tokenizer.encode_plain(&second).unwrap().len();
+    assert_eq!(fresh.stats.prompt_tokens, total);
+    assert!(
+        reused.stats.prompt_tokens < total - 30,
+        "only {} of {total} prompt tokens reused",
+        total - reused.stats.prompt_tokens
+    );
+    assert_eq!(reused.tokens, fresh.tokens);
+    assert_eq!(reused.text, fresh.text);
+    eprintln!("second turn: {:?}", reused.text);
+}

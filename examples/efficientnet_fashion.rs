@@ -172,7 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "check: every seed's test accuracy above {:.0}%",
+        "check: test accuracy above {:.0}% on every seed",
         100.0 * bar
     );
     Ok(())

@@ -6,17 +6,9 @@ use kiln_train::{TrainConfig, TrainOptions};
 use crate::flags::TrainArgs;
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    // With no dataset named, a preset that has a variant for the bundled digits trains that,
-    // so the README's first command works offline on a fresh machine.
-    let mut model = args.model.clone();
-    if args.dataset.is_none() {
-        let digits = format!("{model}-digits");
-        if kiln_models::preset(&digits).is_ok() {
-            println!(
-                "no --dataset given: training `{digits}` on the bundled UCI digits (8x8, no download); `--dataset mnist` trains `{model}` on MNIST"
-            );
-            model = digits;
-        }
+    let (model, note) = kiln_train::offline_preset(&args.model, args.dataset.as_deref());
+    if let Some(note) = note {
+        println!("{note}");
     }
     let mut config = TrainConfig::for_preset(&model)?;
     if let Some(epochs) = args.epochs {

@@ -541,15 +541,6 @@ fn head_classes(spec: &str) -> Result<usize> {
         .with_context(|| format!("--head `{spec}`: expected classes=N"))
 }
 
-fn parse_early_stopping(spec: &str) -> Result<kiln_train::EarlyStopping> {
-    let (patience, delta) = spec.split_once(':').unwrap_or((spec, "0"));
-    let parsed = patience.trim().parse().ok().zip(delta.trim().parse().ok());
-    let Some((patience, min_delta)) = parsed else {
-        anyhow::bail!("--early-stopping `{spec}`: expected PATIENCE[:MIN_DELTA], e.g. 3:0.001");
-    };
-    Ok(kiln_train::EarlyStopping::new(patience, min_delta))
-}
-
 fn print_train_report(report: &kiln_train::TrainReport) {
     println!(
         "test accuracy {:.2}% ({}/{}), test loss {:.4} (weights of epoch {}); trained in {:.1}s; run folder {}",
@@ -878,7 +869,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            let model = model.expect("clap requires a model unless --resume is given");
+            let mut model = model.expect("clap requires a model unless --resume is given");
+            if config.is_none() {
+                let (name, note) = kiln_train::offline_preset(&model, dataset.as_deref());
+                if let (Some(note), false) = (note, quiet) {
+                    eprintln!("{note}");
+                }
+                model = name;
+            }
             let text = TextArgs {
                 dataset: dataset.clone(),
                 target: target.clone(),
@@ -980,14 +978,7 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.plateau = Some(kiln_optim::Plateau::parse(&spec)?);
             }
             if let Some(spec) = early_stopping {
-                let (patience, delta) = spec.split_once(':').unwrap_or((&spec, "0"));
-                let parsed = patience.trim().parse().ok().zip(delta.trim().parse().ok());
-                let Some((patience, min_delta)) = parsed else {
-                    anyhow::bail!(
-                        "--early-stopping `{spec}`: expected PATIENCE[:MIN_DELTA], e.g. 3:0.001"
-                    );
-                };
-                cfg.early_stopping = Some(kiln_train::EarlyStopping::new(patience, min_delta));
+                cfg.early_stopping = Some(kiln_train::EarlyStopping::parse(&spec)?);
             }
             if let Some(m) = monitor {
                 cfg.monitor = kiln_train::Monitor::parse(&m)?;
@@ -1306,7 +1297,7 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.lr = l;
             }
             if let Some(spec) = early_stopping {
-                cfg.early_stopping = Some(parse_early_stopping(&spec)?);
+                cfg.early_stopping = Some(kiln_train::EarlyStopping::parse(&spec)?);
             }
             if let Some(s) = seed {
                 cfg.seed = s;

@@ -468,6 +468,21 @@ impl EarlyStopping {
         }
     }
 
+    /// Parses `PATIENCE[:MIN_DELTA]` (`3`, `3:0.001`), what `--early-stopping` takes, and
+    /// checks it.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (patience, delta) = spec.split_once(':').unwrap_or((spec, "0"));
+        let parsed = patience.trim().parse().ok().zip(delta.trim().parse().ok());
+        let Some((patience, min_delta)) = parsed else {
+            return Err(Error::InvalidSetting(format!(
+                "early stopping `{spec}`: expected PATIENCE[:MIN_DELTA], e.g. 3:0.001"
+            )));
+        };
+        let stopping = Self::new(patience, min_delta);
+        stopping.validate()?;
+        Ok(stopping)
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         if self.patience == 0 || !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
@@ -499,9 +514,52 @@ pub(crate) fn check_schedule(epochs: usize, batch_size: usize, lr: f64) -> Resul
     Ok(())
 }
 
+/// The preset to train when a command names `model` and no dataset: its `<model>-digits`
+/// variant when the zoo has one (the UCI digits ship inside kiln-data, so the README's first
+/// command works offline on a fresh machine), else `model` itself. The note says what was
+/// chosen and why, for the front end to print.
+pub fn offline_preset(model: &str, dataset: Option<&str>) -> (String, Option<String>) {
+    let digits = format!("{model}-digits");
+    if dataset.is_none() && kiln_models::preset(&digits).is_ok() {
+        let note = format!(
+            "no --dataset given: training `{digits}` on the bundled UCI digits (8x8, no download); `--dataset mnist` trains `{model}` on MNIST"
+        );
+        return (digits, Some(note));
+    }
+    (model.to_string(), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preset_with_a_digits_variant_trains_it_when_no_dataset_is_named() {
+        let (name, note) = offline_preset("vit-lite", None);
+        assert_eq!(name, "vit-lite-digits");
+        assert!(note.unwrap().contains("bundled UCI digits"));
+        assert_eq!(
+            offline_preset("vit-lite", Some("mnist")),
+            ("vit-lite".into(), None)
+        );
+        assert_eq!(offline_preset("mlp", None), ("mlp".into(), None));
+    }
+
+    #[test]
+    fn early_stopping_specs() {
+        assert_eq!(
+            EarlyStopping::parse("3").unwrap(),
+            EarlyStopping::new(3, 0.0)
+        );
+        assert_eq!(
+            EarlyStopping::parse(" 5 : 0.01").unwrap(),
+            EarlyStopping::new(5, 0.01)
+        );
+        for bad in ["", "x", "3:y", "0", "2:-1", "2:inf"] {
+            let e = EarlyStopping::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("early stopping"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn preset_recipe_round_trips() {

@@ -55,7 +55,7 @@ pub mod seeds;
 mod task;
 pub mod text;
 
-pub use config::{Distill, EarlyStopping, FineTune, Monitor, TrainConfig};
+pub use config::{Distill, EarlyStopping, FineTune, Monitor, TrainConfig, offline_preset};
 pub use error::{Error, Result};
 pub use eval::{
     ClassMetrics, EvalReport, EvalSplit, RunKind, class_metrics, evaluate, evaluate_run,

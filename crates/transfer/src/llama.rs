@@ -259,7 +259,9 @@ pub fn model_from_weights(
         epsilon: config.rms_norm_eps,
     };
     let (q_out, kv_out) = (config.num_heads * hd, config.num_kv_heads * hd);
-    let mut layers = Vec::with_capacity(config.num_layers);
+    // No capacity from the metadata: a file claiming a billion layers fails at its first
+    // missing tensor, not in an allocation.
+    let mut layers = Vec::new();
     for i in 0..config.num_layers {
         let p = |s: &str| format!("layers.{i}.{s}");
         layers.push(LlamaBlock {

@@ -176,13 +176,25 @@ pub fn chat(bundle: &LlmBundle, system: Option<&str>, args: &SamplingArgs) -> Re
             _ => {}
         }
         history.push(Message::new("user", text));
-        let prompt = generator.chat_prompt(&history)?;
         let mut stdout = std::io::stdout().lock();
-        let generation = generator.generate(&prompt, &args.options(), &mut stream(&mut stdout))?;
-        writeln!(stdout)?;
-        drop(stdout);
-        report(&generation);
-        history.push(Message::new("assistant", generation.text.trim()));
+        let reply = generator.chat_prompt(&history).and_then(|prompt| {
+            generator.generate(&prompt, &args.options(), &mut stream(&mut stdout))
+        });
+        match reply {
+            Ok(generation) => {
+                writeln!(stdout)?;
+                drop(stdout);
+                report(&generation);
+                history.push(Message::new("assistant", generation.text.trim()));
+            }
+            // A conversation longer than the context (or any other failed turn) ends that
+            // turn, not the chat.
+            Err(e) => {
+                drop(stdout);
+                history.pop();
+                eprintln!("error: {e} (/reset starts a new conversation)");
+            }
+        }
     }
     Ok(())
 }

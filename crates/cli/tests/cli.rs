@@ -777,6 +777,38 @@ fn llm_generate_and_chat_with_smollm2() {
         "The capital of France is Paris.\nThe capital of France is Paris.\n"
     );
 
+    // A turn that does not fit in the context is an error line, and the chat goes on.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "chat",
+            "--model",
+            "smollm2",
+            "--greedy",
+            "--max-tokens",
+            "20",
+            "--context",
+            "60",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Tell me everything about the history of France, its kings, its revolutions, its wars and its republics.\nWhat is the capital of France?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("do not fit in the KV cache"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "The capital of France is Paris.\n"
+    );
+
     let (ok, out, _) = kiln(&["summary", "smollm2"]);
     assert!(ok);
     assert!(out.contains("parameters: 134515008"), "{out}");

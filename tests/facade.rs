@@ -21,3 +21,31 @@ fn facade_reaches_every_crate() {
     config.validate().unwrap();
     let _ = kiln::compress::Scope::Global;
 }
+
+/// The README's "From Rust" chat example, through the facade.
+#[test]
+fn readme_chat_example() -> Result<(), Box<dyn std::error::Error>> {
+    use kiln::transfer::{
+        chat::{GenerateOptions, Generator, Message},
+        fetch, llama,
+    };
+    use std::ops::ControlFlow;
+
+    let path = fetch::locate(
+        &fetch::SMOLLM2,
+        &kiln::data::data_dir::resolve(None),
+        &fetch::cache_dir(),
+    )?;
+    let bundle = llama::load(&path, &kiln::burn::tensor::Device::flex())?;
+    let mut generator = Generator::new(&bundle, 2048);
+    let prompt =
+        generator.chat_prompt(&[Message::new("user", "What is the capital of France?")])?;
+    let mut streamed = String::new();
+    let reply = generator.generate(&prompt, &GenerateOptions::default(), &mut |piece| {
+        streamed.push_str(piece);
+        ControlFlow::Continue(())
+    })?;
+    assert_eq!(reply.text, "The capital of France is Paris.");
+    assert_eq!(streamed, reply.text);
+    Ok(())
+}

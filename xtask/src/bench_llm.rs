@@ -143,7 +143,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let mut table = String::from(
-        "| prompt | threads | Kiln tokens/s | transformers tokens/s | Kiln / transformers | Kiln prefill | transformers prefill | Kiln peak RSS | transformers peak RSS |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| prompt | threads | Kiln tokens/s | transformers tokens/s | Kiln / transformers | Kiln decode steps only | Kiln prompt pass | transformers prompt pass | Kiln peak RSS | transformers peak RSS |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for p in ["plain", "chat"] {
         for &t in &threads {
@@ -153,6 +153,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .collect();
             let k = median(ours.iter().map(|m| m.tokens_per_s_median).collect());
             let kp = median(ours.iter().map(|m| m.prefill_s).collect());
+            let kd = median(ours.iter().map(|m| m.decode_tokens_per_s_median).collect());
+            let n = ours.first().map_or(0, |m| m.prompt_tokens) as f64;
             let krss = ours
                 .iter()
                 .filter_map(|m| m.peak_rss_bytes)
@@ -181,7 +183,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .unwrap_or(0);
                 (
                     format!("{h:.1}"),
-                    format!("{hp:.3} s"),
+                    format!("{hp:.3} s ({:.0} tokens/s)", n / hp),
                     format!("{} MB", rss / 1000),
                 )
             };
@@ -189,7 +191,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .parse::<f64>()
                 .map_or(String::new(), |h| format!("**{:.2}x**", k / h));
             table.push_str(&format!(
-                "| {p} | {t} | {k:.1} | {h} | {ratio} | {kp:.3} s | {hp} | {krss} | {hrss} |\n"
+                "| {p} | {t} | {k:.1} | {h} | {ratio} | {kd:.1} | {kp:.3} s ({:.0} tokens/s) | {hp} | {krss} | {hrss} |\n",
+                n / kp
             ));
         }
     }

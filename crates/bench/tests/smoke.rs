@@ -76,3 +76,31 @@ fn the_summary_takes_medians_over_rounds_and_divides_by_pytorch() {
     );
     assert!(table.contains("| 400 | 500 | 0.50 |"), "{table}");
 }
+
+#[test]
+fn llm_measurement_on_a_tiny_llama() {
+    let config = kiln_models::llama::LlamaConfig {
+        vocab_size: 64,
+        hidden_size: 16,
+        intermediate_size: 32,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 4,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 64,
+        tie_word_embeddings: false,
+    };
+    let model = config.init(&burn::tensor::Device::flex()).unwrap();
+    let m = kiln_bench::llm::measure(&model, "plain", &[1, 2, 3], 12, 2).unwrap();
+    assert_eq!(
+        (m.prompt_tokens, m.new_tokens, m.prompt.as_str()),
+        (3, 12, "plain")
+    );
+    assert!(m.tokens_per_s_median > 0.0 && m.tokens_per_s_best >= m.tokens_per_s_median);
+    assert!(m.decode_tokens_per_s_median > 0.0 && m.prefill_s > 0.0);
+    // More tokens than the model's context is an error, not a panic.
+    assert!(kiln_bench::llm::measure(&model, "long", &[1; 60], 12, 1).is_err());
+}

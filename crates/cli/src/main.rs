@@ -1532,7 +1532,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate {
             run_dir,
             prompt,
-            model: Some(model),
+            model,
             max_tokens,
             temperature,
             greedy,
@@ -1545,38 +1545,27 @@ fn run(cli: Cli) -> Result<()> {
             context,
             data_dir,
         } => {
-            anyhow::ensure!(
-                prompt.is_none(),
-                "with --model, give only the prompt (found two positional arguments)"
-            );
-            let args = llm::SamplingArgs {
-                max_tokens,
-                temperature,
-                greedy,
-                top_k,
-                top_p,
-                min_p,
-                repetition_penalty,
-                stop,
-                seed,
-                context,
-            };
-            let bundle = llm::load(&model, data_dir)?;
-            llm::generate(&bundle, &run_dir, &args)?;
-        }
-        Command::Generate {
-            run_dir,
-            prompt,
-            model: None,
-            max_tokens,
-            temperature,
-            greedy,
-            top_k,
-            top_p,
-            seed,
-            ..
-        } => {
             use std::io::Write;
+            if let Some(model) = model {
+                anyhow::ensure!(
+                    prompt.is_none(),
+                    "with --model, give only the prompt (found two positional arguments)"
+                );
+                let args = llm::SamplingArgs {
+                    max_tokens,
+                    temperature,
+                    greedy,
+                    top_k,
+                    top_p,
+                    min_p,
+                    repetition_penalty,
+                    stop,
+                    seed,
+                    context,
+                };
+                let bundle = llm::load(&model, data_dir)?;
+                return llm::generate(&bundle, &run_dir, &args);
+            }
             let run_dir = PathBuf::from(run_dir);
             let Some(prompt) = prompt else {
                 bail!("give the run folder and the prompt (or --model MODEL and the prompt)");

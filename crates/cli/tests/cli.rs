@@ -26,6 +26,31 @@ fn kiln(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs `kiln ARGS` with `input` on its stdin.
+fn kiln_with_stdin(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn train_then_eval_reports_the_same_accuracy() {
     let dir = tempfile::tempdir().unwrap();
@@ -744,42 +769,26 @@ fn llm_generate_and_chat_with_smollm2() {
     );
 
     // Piped chat: two questions, a reset, the first again: the same reply both times.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
+    let (ok, stdout, stderr) = kiln_with_stdin(
+        &[
             "chat",
             "--model",
             "smollm2",
             "--greedy",
             "--max-tokens",
             "40",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"What is the capital of France?\n\n/reset\nWhat is the capital of France?\n/exit\nnever read\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "What is the capital of France?\n\n/reset\nWhat is the capital of France?\n/exit\nnever read\n",
     );
+    assert!(ok, "{stderr}");
     assert_eq!(
         stdout,
         "The capital of France is Paris.\nThe capital of France is Paris.\n"
     );
 
     // A turn that does not fit in the context is an error line, and the chat goes on.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
+    let (ok, stdout, stderr) = kiln_with_stdin(
+        &[
             "chat",
             "--model",
             "smollm2",
@@ -788,26 +797,12 @@ fn llm_generate_and_chat_with_smollm2() {
             "20",
             "--context",
             "60",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Tell me everything about the history of France, its kings, its revolutions, its wars and its republics.\nWhat is the capital of France?\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("do not fit in the KV cache"), "{stderr}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "The capital of France is Paris.\n"
+        ],
+        "Tell me everything about the history of France, its kings, its revolutions, its wars and its republics.\nWhat is the capital of France?\n",
     );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("do not fit in the KV cache"), "{stderr}");
+    assert_eq!(stdout, "The capital of France is Paris.\n");
 
     let (ok, out, _) = kiln(&["summary", "smollm2"]);
     assert!(ok);

@@ -14,12 +14,18 @@ pub fn resolve(flag: Option<PathBuf>) -> PathBuf {
     if let Some(dir) = std::env::var_os(ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    user_cache().join("data")
+}
+
+/// Kiln's per-user cache folder: `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln` (datasets
+/// default to its `data/`, fetched models to its `models/`).
+pub fn user_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("kiln").join("data")
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("kiln")
 }
 
 #[cfg(test)]

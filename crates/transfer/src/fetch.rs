@@ -81,13 +81,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("kiln")
-        .join("models")
+    kiln_data::data_dir::user_cache().join("models")
 }
 
 /// The command that fetches `model`.

@@ -12,6 +12,8 @@ use kiln::train::TrainOptions;
 use kiln::train::lm::{LmTrainConfig, generate_from_run, train_lm};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // This program owns its process: tune the allocator for burn's per-step buffers.
+    kiln::core::allocator::tune();
     let tiny = std::env::var_os("KILN_EXAMPLE_TINY").is_some();
     let mut config = LmTrainConfig::for_preset("char-lm")?;
     if tiny {

@@ -71,6 +71,8 @@ fn mse(x: &[[f64; 2]], y: &[f64], [w1, w2, b]: [f64; 3]) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // This program owns its process: tune the allocator for burn's per-step buffers.
+    kiln::core::allocator::tune();
     // The data, from one seeded generator.
     let seed = kiln::core::Seed(42);
     let mut rng = seed.rng("data");

@@ -8,6 +8,8 @@ use kiln::train::TrainOptions;
 use kiln::train::multitask::{Head, MultiTaskConfig, train_multitask};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // This program owns its process: tune the allocator for burn's per-step buffers.
+    kiln::core::allocator::tune();
     let tiny = std::env::var_os("KILN_EXAMPLE_TINY").is_some();
     let mut config = MultiTaskConfig::new(
         "mnist",

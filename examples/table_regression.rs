@@ -18,6 +18,8 @@ fn fit(hidden: &[usize], epochs: usize) -> Result<RegressionReport, Box<dyn std:
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // This program owns its process: tune the allocator for burn's per-step buffers.
+    kiln::core::allocator::tune();
     let tiny = std::env::var_os("KILN_EXAMPLE_TINY").is_some();
     let epochs = if tiny { 12 } else { 60 };
     let linear = fit(&[], epochs)?;

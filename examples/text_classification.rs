@@ -11,6 +11,8 @@ use kiln::train::TrainOptions;
 use kiln::train::text::{TextTrainConfig, train_text_classifier};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // This program owns its process: tune the allocator for burn's per-step buffers.
+    kiln::core::allocator::tune();
     let tiny = std::env::var_os("KILN_EXAMPLE_TINY").is_some();
     let mut config = TextTrainConfig::for_preset("transformer-classifier")?;
     if tiny {

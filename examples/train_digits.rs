@@ -5,6 +5,8 @@
 use kiln::train::{TrainConfig, TrainOptions, evaluate_run, train};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // This program owns its process: tune the allocator for burn's per-step buffers.
+    kiln::core::allocator::tune();
     // The preset's recipe: MLP 64-128-64-10, Adam, 30 epochs, seed 42, flex CPU device.
     let mut config = TrainConfig::for_preset("mlp")?;
     config.epochs = 20;

@@ -70,3 +70,11 @@ fn minilm_reviews_probe_fine_tune_and_scratch() {
         "check: the three stages ran on the 80 test reviews",
     );
 }
+
+#[test]
+fn custom_model_resumes_exactly_after_a_kill() {
+    run_tiny(
+        "custom_model",
+        "check: resumed after a kill = uninterrupted run",
+    );
+}

@@ -49,3 +49,68 @@ fn readme_chat_example() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(streamed, reply.text);
     Ok(())
 }
+
+/// The README's "From Rust" user-defined model, through the facade.
+#[test]
+fn readme_custom_model_example() -> Result<(), Box<dyn std::error::Error>> {
+    use kiln::burn::{
+        self,
+        module::Module,
+        nn::{Linear, LinearConfig},
+        train::ClassificationOutput,
+    };
+    use kiln::data::{ImageBatch, ImageBatcher, ImageDataset, Normalizer};
+    use kiln::train::{Recipe, Shards, Task, TrainOptions, fit, per_sample_cross_entropy};
+
+    #[derive(Module, Debug)]
+    struct MyModel {
+        hidden: Linear,
+        out: Linear,
+    }
+
+    impl Task for MyModel {
+        type Batch = ImageBatch;
+        type Output = ClassificationOutput;
+        fn forward(&self, batch: ImageBatch) -> ClassificationOutput {
+            let x = batch.images.flatten(1, 3);
+            let logits = self
+                .out
+                .forward(burn::tensor::activation::relu(self.hidden.forward(x)));
+            let loss = per_sample_cross_entropy(logits.clone(), batch.targets.clone());
+            ClassificationOutput::new(loss, logits, batch.targets)
+        }
+        fn split(&self, batch: &ImageBatch, shards: usize) -> Option<Shards<ImageBatch>> {
+            Some(Shards::of(batch, shards))
+        }
+    }
+
+    let run_dir = tempfile::tempdir()?;
+    let recipe = Recipe {
+        epochs: 4,
+        lr: 3e-3,
+        ..Recipe::default()
+    };
+    let data = kiln::data::load_split("digits", kiln::core::Seed(recipe.seed))?;
+    let normalizer = Normalizer::fit(&data.train);
+    let fitted = fit(&recipe, run_dir.path(), &TrainOptions::quiet(), |setup| {
+        let d = setup.device();
+        let task = MyModel {
+            hidden: LinearConfig::new(64, 32).init(d),
+            out: LinearConfig::new(32, 10).init(d),
+        };
+        let batcher = ImageBatcher::new(data.train.shape(), normalizer.clone());
+        let loaders = setup.loaders(
+            batcher.clone(),
+            batcher,
+            ImageDataset::new(data.train.clone()),
+            ImageDataset::new(data.valid.clone()),
+        );
+        Ok((task, loaders))
+    })?;
+    let last = fitted.epochs.last().unwrap();
+    assert!(last.valid_accuracy > 0.9, "{last:?}");
+    for file in ["recipe.toml", "metrics.csv", "curves.png", "fit.json"] {
+        assert!(run_dir.path().join(file).is_file(), "{file}");
+    }
+    Ok(())
+}

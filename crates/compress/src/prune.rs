@@ -116,7 +116,13 @@ impl ModuleMapper for Replace {
         match self.values.remove(&path) {
             Some(values) => param.map(|t| {
                 let shape = t.dims();
-                Tensor::from_data(TensorData::new(values, shape), &t.device())
+                let new = Tensor::from_data(TensorData::new(values, shape), &t.device());
+                // A parameter that trained before pruning trains after it.
+                if t.is_require_grad() {
+                    new.require_grad()
+                } else {
+                    new
+                }
             }),
             None => param,
         }

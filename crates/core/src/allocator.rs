@@ -9,8 +9,11 @@
 //! from the heap. Measured with `cargo xtask bench` (ViT-lite training step, batch 64): 1.3-1.6x
 //! more samples/s, the same peak RSS.
 //!
-//! It changes process-wide allocator settings, so Kiln calls it where it owns the process's
-//! workload (training, benchmarks, the CLI), not on import. Setting `KILN_MALLOC_TUNING=0`
+//! It changes process-wide allocator settings, so only a program that owns its process calls
+//! it: the `kiln` binary, `cargo xtask`, the benchmarks, the examples and the test binaries
+//! that train. Library functions (`kiln_train::fit` and every run built on it) never do: a
+//! program embedding Kiln keeps its allocator as it set it, and calls `tune()` itself for the
+//! speed-up. Setting `KILN_MALLOC_TUNING=0`
 //! turns it off. It does nothing off Linux/glibc.
 
 use std::sync::OnceLock;

@@ -18,10 +18,40 @@ static BACKEND_RNG: Mutex<()> = Mutex::new(());
 /// burn's CPU backends keep one process-wide RNG (parameter initialisation, dropout,
 /// `Tensor::random`). Work that seeds it and expects the same numbers back (a training run, a
 /// reproducibility test) holds this guard so that other threads cannot draw in between.
-pub fn exclusive_rng() -> MutexGuard<'static, ()> {
-    BACKEND_RNG
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+///
+/// Re-entrant on one thread: a run that holds its turn may call code that asks for it again
+/// (a training loop inside a run that also evaluates), and the turn ends when the outermost
+/// guard drops.
+pub fn exclusive_rng() -> RngTurn {
+    let depth = TURN_DEPTH.with(|d| d.get());
+    let guard = if depth == 0 {
+        Some(
+            BACKEND_RNG
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    } else {
+        None
+    };
+    TURN_DEPTH.with(|d| d.set(depth + 1));
+    RngTurn { _guard: guard }
+}
+
+thread_local! {
+    static TURN_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A thread's turn at the backend RNG ([`exclusive_rng`]); the turn ends when the outermost
+/// guard of the thread drops.
+#[must_use = "the turn ends when the guard drops"]
+pub struct RngTurn {
+    _guard: Option<MutexGuard<'static, ()>>,
+}
+
+impl Drop for RngTurn {
+    fn drop(&mut self) {
+        TURN_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
 }
 
 /// A run's master seed.
@@ -79,6 +109,31 @@ mod tests {
     use super::*;
     use burn::tensor::{Distribution, Tensor};
     use rand::RngExt;
+
+    #[test]
+    fn the_rng_turn_is_reentrant_on_its_thread_and_exclusive_across_threads() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let outer = exclusive_rng();
+        let inner = exclusive_rng(); // would deadlock if not re-entrant
+        let taken = Arc::new(AtomicBool::new(false));
+        let other = {
+            let taken = taken.clone();
+            std::thread::spawn(move || {
+                let _turn = exclusive_rng();
+                taken.store(true, Ordering::SeqCst);
+            })
+        };
+        drop(inner);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            !taken.load(Ordering::SeqCst),
+            "another thread took the turn while it was held"
+        );
+        drop(outer);
+        other.join().unwrap();
+        assert!(taken.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn streams_are_reproducible_and_independent() {

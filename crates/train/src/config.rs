@@ -7,6 +7,7 @@ use kiln_models::ModelConfig;
 use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
+use crate::recipe::{EarlyStopping, Monitor, check_schedule};
 use crate::{Error, Result, error::io};
 
 /// Everything that defines a training run. Saved as `config.toml` in the run folder; training
@@ -152,6 +153,10 @@ pub struct FineTune {
     pub qat_bits: Option<u8>,
 }
 
+fn yes() -> bool {
+    true
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -246,6 +251,27 @@ impl TrainConfig {
             distill: None,
             model: preset.config,
         })
+    }
+
+    /// The loop's settings of this run (what [`crate::fit()`] takes).
+    pub fn recipe(&self) -> crate::Recipe {
+        let finetune = self.finetune.as_ref();
+        crate::Recipe {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optim: self.optim.clone(),
+            schedule: self.schedule.clone(),
+            plateau: self.plateau.clone(),
+            monitor: self.monitor,
+            early_stopping: self.early_stopping.clone(),
+            seed: self.seed,
+            device: self.device.clone(),
+            valid_fraction: self.data.valid_fraction,
+            shards: None,
+            qat_bits: finetune.and_then(|f| f.qat_bits),
+            keep_pruned: finetune.is_some_and(|f| f.keep_pruned),
+        }
     }
 
     /// Checks the hyper-parameters and the model config.
@@ -384,134 +410,8 @@ impl TrainConfig {
 
     /// Writes the config as TOML.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::run::write_toml(path, self)
+        crate::files::write_toml(path, self)
     }
-}
-
-/// The validation value a run watches (best checkpoint, early stopping, reduce-on-plateau).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Monitor {
-    /// Mean validation loss (lower is better).
-    #[default]
-    ValidLoss,
-    /// Validation accuracy (higher is better).
-    ValidAccuracy,
-}
-
-impl Monitor {
-    /// Parses `valid-loss` / `loss` or `valid-accuracy` / `accuracy`.
-    pub fn parse(text: &str) -> Result<Self> {
-        match text {
-            "valid-loss" | "loss" => Ok(Self::ValidLoss),
-            "valid-accuracy" | "accuracy" => Ok(Self::ValidAccuracy),
-            other => Err(Error::InvalidSetting(format!(
-                "unknown monitor `{other}`: expected valid-loss or valid-accuracy"
-            ))),
-        }
-    }
-
-    /// The watched value of one epoch.
-    pub fn value(self, metrics: &crate::EpochMetrics) -> f64 {
-        match self {
-            Self::ValidLoss => metrics.valid_loss,
-            Self::ValidAccuracy => metrics.valid_accuracy,
-        }
-    }
-
-    /// Whether a lower value is better.
-    pub fn lower_is_better(self) -> bool {
-        self == Self::ValidLoss
-    }
-
-    /// Whether `value` improves on `best` by more than `min_delta` (Keras' rule).
-    pub fn improves(self, value: f64, best: Option<f64>, min_delta: f64) -> bool {
-        if !value.is_finite() {
-            return false;
-        }
-        match best {
-            None => true,
-            Some(best) if self.lower_is_better() => value < best - min_delta,
-            Some(best) => value > best + min_delta,
-        }
-    }
-}
-
-/// Early stopping (Keras' `EarlyStopping`): stop once `patience` epochs passed without the
-/// monitored value improving by more than `min_delta`; optionally end on the best epoch's
-/// weights.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EarlyStopping {
-    /// Epochs without improvement before stopping (at least 1).
-    pub patience: usize,
-    /// Smallest change that counts as an improvement (in the monitored value's units;
-    /// accuracies are fractions).
-    #[serde(default)]
-    pub min_delta: f64,
-    /// Save the best epoch's weights as the run's model (default true).
-    #[serde(default = "yes")]
-    pub restore_best: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl EarlyStopping {
-    /// Stops after `patience` epochs without improvement, restoring the best weights.
-    pub fn new(patience: usize, min_delta: f64) -> Self {
-        Self {
-            patience,
-            min_delta,
-            restore_best: true,
-        }
-    }
-
-    /// Parses `PATIENCE[:MIN_DELTA]` (`3`, `3:0.001`), what `--early-stopping` takes, and
-    /// checks it.
-    pub fn parse(spec: &str) -> Result<Self> {
-        let (patience, delta) = spec.split_once(':').unwrap_or((spec, "0"));
-        let parsed = patience.trim().parse().ok().zip(delta.trim().parse().ok());
-        let Some((patience, min_delta)) = parsed else {
-            return Err(Error::InvalidSetting(format!(
-                "early stopping `{spec}`: expected PATIENCE[:MIN_DELTA], e.g. 3:0.001"
-            )));
-        };
-        let stopping = Self::new(patience, min_delta);
-        stopping.validate()?;
-        Ok(stopping)
-    }
-
-    /// Checks the settings.
-    pub fn validate(&self) -> Result<()> {
-        if self.patience == 0 || !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
-            return Err(Error::InvalidSetting(format!(
-                "early stopping needs patience ≥ 1 and min_delta ≥ 0, found patience {} and min_delta {}",
-                self.patience, self.min_delta
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Checks the settings every training run shares: at least one epoch, a batch of at least one,
-/// a positive finite learning rate.
-pub(crate) fn check_schedule(epochs: usize, batch_size: usize, lr: f64) -> Result<()> {
-    if epochs == 0 {
-        return Err(Error::InvalidSetting("epochs must be at least 1".into()));
-    }
-    if batch_size == 0 {
-        return Err(Error::InvalidSetting(
-            "batch size must be at least 1".into(),
-        ));
-    }
-    if !(lr.is_finite() && lr > 0.0) {
-        return Err(Error::InvalidSetting(format!(
-            "learning rate must be a positive number, found {lr}"
-        )));
-    }
-    Ok(())
 }
 
 /// The preset to train when a command names `model` and no dataset: its `<model>-digits`
@@ -543,22 +443,6 @@ mod tests {
             ("vit-lite".into(), None)
         );
         assert_eq!(offline_preset("mlp", None), ("mlp".into(), None));
-    }
-
-    #[test]
-    fn early_stopping_specs() {
-        assert_eq!(
-            EarlyStopping::parse("3").unwrap(),
-            EarlyStopping::new(3, 0.0)
-        );
-        assert_eq!(
-            EarlyStopping::parse(" 5 : 0.01").unwrap(),
-            EarlyStopping::new(5, 0.01)
-        );
-        for bad in ["", "x", "3:y", "0", "2:-1", "2:inf"] {
-            let e = EarlyStopping::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("early stopping"), "{bad}: {e}");
-        }
     }
 
     #[test]

@@ -1,12 +1,12 @@
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::Device;
 use kiln_data::{ImageBatcher, ImageSet, Normalizer};
 use kiln_models::{Classifier, ImageModel};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
+use crate::files::{RunFiles, load_weights_eagerly};
 use crate::{Error, Result, TrainConfig};
 
 /// Held-out evaluation of a classifier.
@@ -86,9 +86,11 @@ pub fn class_metrics(confusion: &[Vec<usize>]) -> (Vec<ClassMetrics>, f64) {
     (per_class, macro_f1)
 }
 
-/// Evaluates `model` on `set` (normalised with `normalizer`) on a non-autodiff `device`.
-pub fn evaluate(
-    model: &ImageModel,
+/// Evaluates any image classifier `model` (a zoo model or a user's burn module implementing
+/// `kiln_models::Classifier`) on `set`, normalised with `normalizer`, on `device`:
+/// accuracy, top-5, per-class precision/recall/F1, confusion matrix.
+pub fn evaluate<M: Classifier + burn::module::Module>(
+    model: &M,
     set: &ImageSet,
     normalizer: &Normalizer,
     batch_size: usize,
@@ -103,10 +105,11 @@ pub fn evaluate(
     )
 }
 
-/// [`evaluate`] for any function from `[batch, C, H, W]` images to logits. A model whose
-/// output width is not the set's number of classes is an error (an image folder that gained
-/// a class since the model was trained), never an index out of bounds.
-pub(crate) fn evaluate_with(
+/// [`evaluate`] for any function from `[batch, C, H, W]` images to logits (a user's own
+/// model: `&|images| model.forward(images)`). A model whose output width is not the set's
+/// number of classes is an error (an image folder that gained a class since the model was
+/// trained), never an index out of bounds.
+pub fn evaluate_with(
     model: &dyn Fn(burn::tensor::Tensor<4>) -> burn::tensor::Tensor<2>,
     set: &ImageSet,
     normalizer: &Normalizer,
@@ -233,27 +236,6 @@ impl Tally {
     }
 }
 
-/// Paths of the files in a run folder.
-pub(crate) struct RunFiles {
-    pub config: PathBuf,
-    pub model: PathBuf,
-    pub normalizer: PathBuf,
-    pub metrics: PathBuf,
-    pub report: PathBuf,
-}
-
-impl RunFiles {
-    pub(crate) fn new(dir: &Path) -> Self {
-        Self {
-            config: dir.join("config.toml"),
-            model: dir.join("model.bpk"),
-            normalizer: dir.join("normalizer.json"),
-            metrics: dir.join("metrics.csv"),
-            report: dir.join("report.json"),
-        }
-    }
-}
-
 fn check_run_dir(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::BadRunFile {
@@ -277,34 +259,11 @@ pub fn save_run(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let files = RunFiles::new(dir);
     config.save(&files.config)?;
-    crate::run::write_json(&files.normalizer, normalizer)?;
-    crate::run::remove_stale(&[&files.report, &files.metrics])?;
+    crate::files::write_json(&files.normalizer, normalizer)?;
+    crate::files::remove_stale(&[&files.report, &files.metrics])?;
     let partial = dir.join("model.partial.bpk");
-    crate::fit::save_module(model.clone(), &partial)?;
+    crate::files::save_module(model.clone(), &partial)?;
     std::fs::rename(&partial, &files.model).map_err(io(&files.model))
-}
-
-/// Loads burnpack weights into `model`, reading the whole file first. (burn's file loader
-/// maps tensors lazily onto the file and reads each on first use: a model whose file is then
-/// replaced or deleted would read the wrong bytes or fail later, far from the cause.)
-pub(crate) fn load_weights_eagerly<M: Module>(model: M, path: &Path) -> Result<M> {
-    model
-        .try_load_record(read_record(path)?)
-        .map_err(|e| Error::Weights {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-}
-
-/// A burnpack record read whole from `path` (see [`load_weights_eagerly`]).
-pub(crate) fn read_record(path: &Path) -> Result<burn::store::ModuleRecord> {
-    let weights_error = |reason: String| Error::Weights {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| weights_error(e.to_string()))?;
-    burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| weights_error(e.to_string()))
 }
 
 /// Loads a run folder's config, normaliser and trained model onto `device`.

@@ -1,534 +1,412 @@
-//! The training loop: burn-train's `SupervisedTraining` with Kiln's pieces plugged into its
-//! extension points.
+//! [`fit`]: Kiln's training loop for any burn module that implements [`Task`].
 //!
-//! - [`AtomicCheckpointer`] (a burn `Checkpointer`): model, optimizer and scheduler records are
-//!   written to a temporary file, synced and renamed into place, so a kill at any moment
-//!   leaves every existing checkpoint whole.
-//! - [`Keeper`] (a burn `CheckpointingStrategy`): saves every epoch, then deletes all but the
-//!   last two and the best epoch (by the monitored value). Saving comes before deleting, and
-//!   two epochs are kept, so a complete checkpoint survives even when the three records of the
-//!   newest epoch were only partly written.
-//! - [`EpochEnd`] (a burn `EarlyStoppingStrategy`, called after each epoch's checkpoint):
-//!   feeds reduce-on-plateau and decides early stopping.
-//! - The renderer watches the training loss and interrupts on NaN/inf.
+//! A user's own model gets what the zoo's get: the [`Recipe`]'s optimizer, gradient clipping,
+//! parameter groups and freezing, learning-rate schedule and reduce-on-plateau; data-parallel
+//! shards where the task allows them; progress bars; atomic checkpoints after every epoch
+//! (the last two and the best kept) and exact resume; early stopping on the validation split;
+//! a divergence stop naming the epoch, step and last good checkpoint; and a run folder.
 //!
-//! Resuming relies on every random draw being a function of `(seed, epoch)`: the data order
-//! (`EpochShuffled`), augmentation (keyed by epoch and item), the device generator (reseeded
-//! each epoch by `EpochLoader::reseeding`). The optimizer and scheduler states come from the
-//! checkpoint; the plateau and best-epoch trackers are rebuilt by replaying the recorded
-//! per-epoch metrics. So a run resumed after epoch `k` computes what the uninterrupted run
-//! computes.
+//! ```no_run
+//! # use burn::module::Module;
+//! # use burn::train::ClassificationOutput;
+//! # use kiln_data::{ImageBatch, ImageBatcher, ImageDataset, Normalizer};
+//! # #[derive(Module, Debug)]
+//! # struct MyTask { linear: burn::nn::Linear }
+//! # impl kiln_train::Task for MyTask {
+//! #     type Batch = ImageBatch;
+//! #     type Output = ClassificationOutput;
+//! #     fn forward(&self, b: ImageBatch) -> ClassificationOutput { unimplemented!() }
+//! # }
+//! use kiln_train::{Recipe, TrainOptions, fit};
+//!
+//! let recipe = Recipe { epochs: 5, batch_size: 64, ..Recipe::default() };
+//! let data = kiln_data::load_split("digits", kiln_core::Seed(recipe.seed))?;
+//! let fitted = fit(&recipe, "runs/mine".as_ref(), &TrainOptions::default(), |setup| {
+//!     let task = MyTask { linear: burn::nn::LinearConfig::new(64, 10).init(setup.device()) };
+//!     let batcher = ImageBatcher::new(data.train.shape(), Normalizer::fit(&data.train));
+//!     let loaders = setup.loaders(
+//!         batcher.clone(),
+//!         batcher,
+//!         ImageDataset::new(data.train.clone()),
+//!         ImageDataset::new(data.valid.clone()),
+//!     );
+//!     Ok((task, loaders))
+//! })?;
+//! kiln_train::save_module(fitted.task, "runs/mine/model.bpk".as_ref())?;
+//! # Ok::<(), kiln_train::Error>(())
+//! ```
+//!
+//! ## Run folder
+//!
+//! | file | content |
+//! |---|---|
+//! | `recipe.toml` | the [`Recipe`], with the shard count resolved |
+//! | `metrics.csv` | per-epoch learning rate, train and validation loss and accuracy |
+//! | `curves.png` | loss and accuracy per epoch |
+//! | `fit.json` | best epoch, the epoch whose weights were kept, early stop, seconds |
+//! | `checkpoint/` | `model-N.bpk`, `optim-N.bpk`, `scheduler-N.bpk`: the last two epochs and the best |
+//!
+//! ## Exact resume
+//!
+//! With [`TrainOptions::resume`], `fit` continues the run folder from its last complete
+//! checkpoint and computes what the uninterrupted run computes, bit for bit, provided that
+//! every random draw of the setup is a function of the seed: the loop reseeds the device
+//! generator (dropout) from `(seed, epoch)` at each epoch start and shuffles each epoch in a
+//! seeded order; a batcher that augments should key its draws by [`Setup::epochs`] (as
+//! `kiln_data::ImageBatcher::with_augment` does). The recipe must be the one the run started
+//! with (checked against `recipe.toml`). Resuming a run whose loop already finished (its
+//! `fit.json` is written) trains nothing and returns the finished task, so a run killed after
+//! its loop, while evaluating, loses nothing.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
+use burn::data::dataloader::DataLoader;
 use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
-use burn::store::ModuleRecord;
 use burn::tensor::Device;
-use burn::train::checkpoint::{
-    Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy,
-};
-use burn::train::logger::InMemoryMetricLogger;
-use burn::train::metric::store::EventStoreClient;
-use burn::train::metric::{Adaptor, LearningRateMetric, LossInput, LossMetric};
-use burn::train::{
-    EarlyStoppingStrategy, InferenceStep, Interrupter, Learner, LearnerModel, SupervisedTraining,
-    TrainStep,
-};
+use burn::train::Learner;
 use kiln_core::Seed;
-use kiln_data::{EpochCounter, EpochLoader, EpochShuffled};
-use kiln_optim::PlateauTracker;
+use kiln_data::EpochCounter;
+use kiln_optim::{EpochScheduler, GroupRule, PlateauTracker};
+use serde::{Deserialize, Serialize};
 
-use crate::renderer::{KilnRenderer, Shared};
-use crate::{EarlyStopping, EpochMetrics, Error, Monitor, Result};
+use crate::engine::{FitPlan, Fitted, Resume};
+use crate::error::io;
+use crate::files::{RunFiles, read_metrics_csv, remove_stale, write_json, write_toml};
+use crate::recipe::{Monitor, Recipe};
+use crate::step::{Stepper, Task, TaskOutput};
+use crate::{EpochMetrics, Error, Result};
 
-/// Names of the three records of a checkpoint (`<name>-<epoch>.bpk`).
-pub(crate) const RECORDS: [&str; 3] = ["model", "optim", "scheduler"];
-
-/// The checkpoint folder of a run.
-pub(crate) fn checkpoint_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoint")
-}
-
-/// The file of one record of one epoch.
-pub(crate) fn checkpoint_file(run_dir: &Path, record: &str, epoch: usize) -> PathBuf {
-    checkpoint_dir(run_dir).join(format!("{record}-{epoch}.bpk"))
-}
-
-/// Epochs with all three records present, ascending.
-pub(crate) fn complete_checkpoints(run_dir: &Path) -> Vec<usize> {
-    let Ok(entries) = std::fs::read_dir(checkpoint_dir(run_dir)) else {
-        return Vec::new();
-    };
-    let mut epochs: Vec<usize> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("model-")?
-                .strip_suffix(".bpk")?
-                .parse()
-                .ok()
-        })
-        .filter(|&epoch| {
-            RECORDS
-                .iter()
-                .all(|r| checkpoint_file(run_dir, r, epoch).is_file())
-        })
-        .collect();
-    epochs.sort_unstable();
-    epochs
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(dir) = std::fs::File::open(dir)
-    {
-        // Persist the rename itself; not every platform can sync a directory.
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
-/// A burn `Checkpointer` writing `<name>-<epoch>.bpk` atomically.
-pub(crate) struct AtomicCheckpointer {
-    dir: PathBuf,
-    name: &'static str,
-}
-
-impl AtomicCheckpointer {
-    pub(crate) fn new(run_dir: &Path, name: &'static str) -> Self {
-        Self {
-            dir: checkpoint_dir(run_dir),
-            name,
-        }
-    }
-
-    fn path(&self, epoch: usize) -> PathBuf {
-        self.dir.join(format!("{}-{epoch}.bpk", self.name))
-    }
-}
-
-impl<R: Checkpoint> Checkpointer<R> for AtomicCheckpointer {
-    fn save(&self, epoch: usize, record: R) -> Result<(), CheckpointerError> {
-        let bytes = record
-            .checkpoint_into_bytes()
-            .map_err(CheckpointerError::Record)?;
-        std::fs::create_dir_all(&self.dir).map_err(CheckpointerError::IOError)?;
-        write_atomic(&self.path(epoch), &bytes).map_err(CheckpointerError::IOError)
-    }
-
-    fn delete(&self, epoch: usize) -> Result<(), CheckpointerError> {
-        match std::fs::remove_file(self.path(epoch)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(CheckpointerError::IOError(e))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn restore(&self, epoch: usize) -> Result<R, CheckpointerError> {
-        R::load(self.path(epoch))
-    }
-}
-
-/// The best epoch so far by the monitored value.
+/// How a run reports progress, where it finds data, and whether it continues (none of which
+/// changes the results).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Best {
-    pub epoch: Option<usize>,
-    pub value: Option<f64>,
-}
-
-impl Best {
-    fn observe(&mut self, monitor: Monitor, min_delta: f64, epoch: usize, value: f64) {
-        if monitor.improves(value, self.value, min_delta) {
-            self.epoch = Some(epoch);
-            self.value = Some(value);
-        }
-    }
-}
-
-fn value_of(shared: &Shared, monitor: Monitor, epoch: usize) -> f64 {
-    shared
-        .history
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|m| m.epoch == epoch)
-        .map_or(f64::NAN, |m| monitor.value(m))
-}
-
-/// Checkpointing strategy: save every epoch; keep the last two and the best.
-#[derive(Clone)]
-pub(crate) struct Keeper {
-    shared: Shared,
-    monitor: Monitor,
-    min_delta: f64,
-    best: Arc<Mutex<Best>>,
-    saved: Vec<usize>,
-}
-
-impl CheckpointingStrategy for Keeper {
-    fn checkpointing(
-        &mut self,
-        epoch: usize,
-        _store: &EventStoreClient,
-    ) -> Vec<CheckpointingAction> {
-        let value = value_of(&self.shared, self.monitor, epoch);
-        let best = {
-            let mut best = self.best.lock().unwrap_or_else(|e| e.into_inner());
-            best.observe(self.monitor, self.min_delta, epoch, value);
-            best.epoch
-        };
-        self.saved.push(epoch);
-        let mut actions = vec![CheckpointingAction::Save];
-        let recent: Vec<usize> = self.saved.iter().rev().take(2).copied().collect();
-        self.saved.retain(|&e| {
-            let keep = recent.contains(&e) || Some(e) == best;
-            if !keep {
-                actions.push(CheckpointingAction::Delete(e));
-            }
-            keep
-        });
-        actions
-    }
-}
-
-/// End-of-epoch hook: reduce-on-plateau and early stopping.
-#[derive(Clone)]
-pub(crate) struct EpochEnd {
-    shared: Shared,
-    monitor: Monitor,
-    best: Arc<Mutex<Best>>,
-    early: Option<EarlyStopping>,
-    plateau: Option<PlateauTracker>,
-    stopped_at: Arc<Mutex<Option<usize>>>,
-    pause_after: Option<usize>,
-    paused_at: Arc<Mutex<Option<usize>>>,
-    quiet: bool,
-}
-
-impl EarlyStoppingStrategy for EpochEnd {
-    fn should_stop(&mut self, epoch: usize, _store: &EventStoreClient) -> bool {
-        let value = value_of(&self.shared, self.monitor, epoch);
-        if let Some(plateau) = &self.plateau
-            && plateau.observe(value)
-            && !self.quiet
-        {
-            println!(
-                "reduce-on-plateau: no improvement of the {:?} for a while, learning rate reduced ({} reductions)",
-                self.monitor,
-                plateau.reductions()
-            );
-        }
-        if self.pause_after == Some(epoch) {
-            *self.paused_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
-            return true;
-        }
-        let Some(early) = &self.early else {
-            return false;
-        };
-        let best = self.best.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let since = epoch - best.epoch.unwrap_or(0);
-        if since >= early.patience {
-            *self.stopped_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
-            if !self.quiet {
-                println!(
-                    "early stopping at epoch {epoch}: no improvement of the {:?} by more than {} for {} epochs (best: epoch {})",
-                    self.monitor,
-                    early.min_delta,
-                    early.patience,
-                    best.epoch.unwrap_or(0)
-                );
-            }
-            return true;
-        }
-        false
-    }
-}
-
-/// The task-specific metrics a learner model registers on top of the loss and learning rate
-/// (accuracy for classifiers, nothing more for regressors).
-pub(crate) trait TaskMetrics: LearnerModel + Sized {
-    fn register(training: SupervisedTraining<Self>) -> SupervisedTraining<Self>;
-}
-
-impl TaskMetrics for crate::regression::RegressionTask {
-    fn register(training: SupervisedTraining<Self>) -> SupervisedTraining<Self> {
-        training
-    }
-}
-
-/// How a run is driven beyond the learner: what to watch, when to stop, where it resumes.
-pub(crate) struct FitPlan {
-    pub epochs: usize,
-    pub monitor: Monitor,
-    pub early_stopping: Option<EarlyStopping>,
-    pub plateau: Option<PlateauTracker>,
-    pub resume: Option<Resume>,
+pub struct TrainOptions {
+    /// Print nothing while training (for CI and tests).
     pub quiet: bool,
+    /// Data directory (default: `KILN_DATA_DIR`, else the user cache).
+    pub data_dir: Option<PathBuf>,
+    /// Pause once this epoch's checkpoint is written (counting all epochs of the run),
+    /// returning [`Error::Paused`]; resuming continues the run. For time-sliced training
+    /// (preemptible machines, shared CPUs).
     pub pause_after: Option<usize>,
+    /// Continue the run folder from its last complete checkpoint instead of starting afresh.
+    pub resume: bool,
 }
 
-impl FitPlan {
-    /// A plain run of `epochs` (no early stopping, no plateau, no resume).
-    pub(crate) fn plain(epochs: usize, quiet: bool) -> Self {
+impl TrainOptions {
+    /// Silent, default data directory.
+    pub fn quiet() -> Self {
         Self {
-            epochs,
-            monitor: Monitor::default(),
-            early_stopping: None,
-            plateau: None,
-            resume: None,
-            quiet,
-            pause_after: None,
+            quiet: true,
+            ..Self::default()
         }
+    }
+
+    /// The data directory these options point at (see `kiln_data::data_dir::resolve`).
+    pub fn data_dir(&self) -> PathBuf {
+        kiln_data::data_dir::resolve(self.data_dir.clone())
     }
 }
 
-/// Where a resumed run starts.
-#[derive(Clone, Debug)]
-pub(crate) struct Resume {
-    /// The last complete checkpoint.
-    pub epoch: usize,
-    /// Metrics of epochs `1..=epoch`.
-    pub history: Vec<EpochMetrics>,
-    /// Checkpoint epochs on disk.
-    pub saved: Vec<usize>,
-}
-
-/// A trained model and its history.
-pub(crate) struct Fitted<M> {
-    /// The final model (validation mode): the best epoch's when early stopping restores it.
-    pub model: M,
-    /// Per-epoch metrics (including the epochs before a resume).
-    pub epochs: Vec<EpochMetrics>,
-    /// Wall-clock seconds of training (this session).
-    pub seconds: f64,
-    /// Best epoch by the monitored value.
-    pub best_epoch: Option<usize>,
-    /// Epoch at which early stopping ended the run.
-    pub stopped_early_at: Option<usize>,
-    /// Epoch whose weights the returned model holds.
-    pub model_epoch: usize,
-}
-
-/// Runs burn-train's `SupervisedTraining` with loss, accuracy and learning-rate metrics,
-/// Kiln's renderer, atomic checkpoints, the end-of-epoch hook, and the divergence watch.
-pub(crate) fn fit<M>(
-    learner: Learner<M>,
-    train: Arc<dyn DataLoader<<M as TrainStep>::Input>>,
-    valid: Arc<dyn DataLoader<<M as InferenceStep>::Input>>,
-    run_dir: &Path,
-    plan: FitPlan,
-) -> Result<Fitted<M>>
-where
-    M: TaskMetrics,
-    <M as TrainStep>::Output: Adaptor<LossInput> + Adaptor<()>,
-    <M as InferenceStep>::Output: Adaptor<LossInput>,
-{
-    // Training allocates and frees tensor buffers every step: keep them on the heap.
-    kiln_core::allocator::tune();
-    let min_delta = plan.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
-    let (history, saved) = match &plan.resume {
-        Some(r) => (r.history.clone(), r.saved.clone()),
-        None => {
-            // A fresh run never inherits another run's checkpoints.
-            let dir = checkpoint_dir(run_dir);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(crate::error::io(&dir))?;
-            }
-            (Vec::new(), Vec::new())
-        }
-    };
-    let mut best = Best::default();
-    for m in &history {
-        best.observe(plan.monitor, min_delta, m.epoch, plan.monitor.value(m));
-        if let Some(plateau) = &plan.plateau {
-            plateau.observe(plan.monitor.value(m));
-        }
-    }
-    let best = Arc::new(Mutex::new(best));
-    let shared = Shared::with_history(history);
-    let interrupter = Interrupter::new();
-    let stopped_at = Arc::new(Mutex::new(None));
-    let paused_at = Arc::new(Mutex::new(None));
-
-    let keeper = Keeper {
-        shared: shared.clone(),
-        monitor: plan.monitor,
-        min_delta,
-        best: best.clone(),
-        saved,
-    };
-    let epoch_end = EpochEnd {
-        shared: shared.clone(),
-        monitor: plan.monitor,
-        best: best.clone(),
-        early: plan.early_stopping.clone(),
-        plateau: plan.plateau.clone(),
-        stopped_at: stopped_at.clone(),
-        pause_after: plan.pause_after,
-        paused_at: paused_at.clone(),
-        quiet: plan.quiet,
-    };
-    let training = SupervisedTraining::new(run_dir.join("logs"), train, valid)
-        .num_epochs(plan.epochs)
-        .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new());
-    let mut training = M::register(training)
-        .metric_train_numeric(LearningRateMetric::new())
-        .with_metric_logger(InMemoryMetricLogger::new())
-        .with_application_logger(None)
-        .with_interrupter(interrupter.clone())
-        .with_custom_checkpointers(
-            AtomicCheckpointer::new(run_dir, RECORDS[0]),
-            AtomicCheckpointer::new(run_dir, RECORDS[1]),
-            AtomicCheckpointer::new(run_dir, RECORDS[2]),
-        )
-        .with_checkpointing_strategy(keeper)
-        .early_stopping(epoch_end)
-        .renderer(Box::new(KilnRenderer::new(
-            plan.quiet,
-            shared.clone(),
-            interrupter,
-            Some(run_dir.join("metrics.csv")),
-        )));
-    if let Some(resume) = &plan.resume {
-        training = training.checkpoint(resume.epoch);
-    }
-    let started = Instant::now();
-    let result = training.launch(learner);
-    let seconds = started.elapsed().as_secs_f64();
-
-    let last_good = complete_checkpoints(run_dir).last().copied();
-    if let Some(d) = shared.divergence() {
-        return Err(Error::Diverged {
-            split: "train".into(),
-            epoch: d.epoch,
-            step: Some(d.step),
-            value: d.value,
-            checkpoint: last_good.map(|e| checkpoint_file(run_dir, "model", e)),
-        });
-    }
-    if let Some(error) = result.error {
-        return Err(Error::Training(error.to_string()));
-    }
-    if let Some(epoch) = *paused_at.lock().unwrap_or_else(|e| e.into_inner()) {
-        return Err(Error::Paused {
-            epoch,
-            run_dir: run_dir.to_path_buf(),
-        });
-    }
-    let epochs = shared.history();
-    let Some(last) = epochs.last() else {
-        return Err(Error::Training("no epoch finished".into()));
-    };
-    for m in &epochs {
-        if !m.valid_loss.is_finite() {
-            return Err(Error::Diverged {
-                split: "valid".into(),
-                epoch: m.epoch,
-                step: None,
-                value: m.valid_loss,
-                checkpoint: last_good.map(|e| checkpoint_file(run_dir, "model", e)),
-            });
-        }
-    }
-    let best_epoch = best.lock().unwrap_or_else(|e| e.into_inner()).epoch;
-    let stopped_early_at = *stopped_at.lock().unwrap_or_else(|e| e.into_inner());
-    let mut model = result.model;
-    let mut model_epoch = last.epoch;
-    let restore = plan.early_stopping.as_ref().is_some_and(|e| e.restore_best);
-    if restore
-        && let Some(best) = best_epoch
-        && best != last.epoch
-    {
-        let path = checkpoint_file(run_dir, "model", best);
-        model = model.load_record(crate::eval::read_record(&path)?);
-        model_epoch = best;
-        if !plan.quiet {
-            println!("restored the weights of the best epoch, {best}");
-        }
-    }
-    Ok(Fitted {
-        model,
-        epochs,
-        seconds,
-        best_epoch,
-        stopped_early_at,
-        model_epoch,
-    })
-}
-
-/// Loads the three records of checkpoint `epoch`, so that a corrupt or truncated file is an
-/// error naming it rather than a panic inside burn-train.
-pub(crate) fn check_checkpoint(run_dir: &Path, epoch: usize) -> Result<()> {
-    let fail = |record: &str, reason: String| Error::Weights {
-        path: checkpoint_file(run_dir, record, epoch),
-        reason,
-    };
-    ModuleRecord::load(checkpoint_file(run_dir, "model", epoch))
-        .map_err(|e| fail("model", e.to_string()))?;
-    burn::optim::OptimizerRecord::load(checkpoint_file(run_dir, "optim", epoch))
-        .map_err(|e| fail("optim", e.to_string()))?;
-    burn::lr_scheduler::LrSchedulerRecord::load(checkpoint_file(run_dir, "scheduler", epoch))
-        .map_err(|e| fail("scheduler", e.to_string()))?;
-    Ok(())
-}
-
-/// The two data loaders of a run. Training batches come in the seeded order of each epoch
-/// (`EpochShuffled`) from one worker thread (so the order is exact), the device generator
-/// reseeded from (seed, epoch) as each epoch starts; validation batches come in order.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn loaders<I, O>(
-    train_batcher: impl Batcher<I, O> + 'static,
-    valid_batcher: impl Batcher<I, O> + 'static,
-    train: impl Dataset<I> + 'static,
-    valid: impl Dataset<I> + 'static,
-    batch_size: usize,
-    seed: Seed,
+/// What the setup closure of [`fit`] gets: the run's seeded device, its seed and epoch
+/// counter, and builders for the data loaders.
+pub struct Setup {
+    recipe: Recipe,
+    device: Device,
     epochs: EpochCounter,
-    device: &Device,
-) -> (Arc<dyn DataLoader<O>>, Arc<dyn DataLoader<O>>)
-where
-    I: Send + Sync + Clone + std::fmt::Debug + 'static,
-    O: Send + Clone + std::fmt::Debug + 'static,
-{
-    let train = EpochLoader::reseeding(
-        DataLoaderBuilder::new(train_batcher)
-            .batch_size(batch_size)
-            .num_workers(1)
-            .set_device(device.clone())
-            .build(EpochShuffled::new(train, seed, epochs.clone())),
-        epochs,
-        seed,
-        device.clone(),
-    );
-    let valid = DataLoaderBuilder::new(valid_batcher)
-        .batch_size(batch_size)
-        .num_workers(1)
-        .set_device(device.clone())
-        .build(valid);
-    (train, valid)
+    resumed_from: Option<usize>,
+    data_dir: PathBuf,
+    groups: RefCell<Vec<GroupRule>>,
 }
 
-/// Saves a trained module as `path` (burnpack), naming the file on failure.
-pub(crate) fn save_module<M: burn::module::Module>(module: M, path: &Path) -> Result<()> {
-    module.save_file(path).map_err(|e| Error::Weights {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+impl Setup {
+    /// The training device (autodiff on, seeded with the recipe's seed): build the task here.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The run's master seed.
+    pub fn seed(&self) -> Seed {
+        Seed(self.recipe.seed)
+    }
+
+    /// The recipe in force (shards resolved).
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    /// The epoch counter the training loader advances; batchers that augment key their
+    /// draws by it, so a resumed run draws what the uninterrupted one did.
+    pub fn epochs(&self) -> EpochCounter {
+        self.epochs.clone()
+    }
+
+    /// The checkpoint epoch the run resumes from (`None` for a fresh run: write the run's
+    /// own files, e.g. its config, only then).
+    pub fn resumed_from(&self) -> Option<usize> {
+        self.resumed_from
+    }
+
+    /// The data directory of the run's options.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Carves the validation split from training items with these `labels` (one per item;
+    /// all zero for unlabelled data): `(train, valid)` indices, stratified, the recipe's
+    /// `valid_fraction`, seeded by the run (stream `valid`).
+    pub fn valid_split(&self, labels: &[usize]) -> Result<(Vec<usize>, Vec<usize>)> {
+        Ok(kiln_data::split::validation_split(
+            labels,
+            self.recipe.valid_fraction,
+            self.seed().derive("valid"),
+        )?)
+    }
+
+    /// Parameter-group rules to apply on top of the recipe's (e.g. derived from the model,
+    /// as fine-tuning's backbone rate is); the recipe's come first, later rules win.
+    pub fn add_groups(&self, rules: impl IntoIterator<Item = GroupRule>) {
+        self.groups.borrow_mut().extend(rules);
+    }
+
+    /// The run's data loaders: training batches in a seeded order per epoch from one worker
+    /// (so the order is exact), the device generator reseeded from (seed, epoch) as each
+    /// epoch starts; validation batches in order.
+    pub fn loaders<I, B>(
+        &self,
+        train_batcher: impl Batcher<I, B> + 'static,
+        valid_batcher: impl Batcher<I, B> + 'static,
+        train: impl Dataset<I> + 'static,
+        valid: impl Dataset<I> + 'static,
+    ) -> Loaders<B>
+    where
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        let (train_len, valid_len) = (train.len(), valid.len());
+        let (train, valid) = crate::engine::loaders(
+            train_batcher,
+            valid_batcher,
+            train,
+            valid,
+            self.recipe.batch_size,
+            self.seed(),
+            self.epochs.clone(),
+            &self.device,
+        );
+        Loaders {
+            train,
+            valid,
+            train_len,
+            valid_len,
+        }
+    }
+}
+
+/// The data loaders of a run (built by [`Setup::loaders`]).
+pub struct Loaders<B> {
+    train: Arc<dyn DataLoader<B>>,
+    valid: Arc<dyn DataLoader<B>>,
+    train_len: usize,
+    valid_len: usize,
+}
+
+/// `fit.json`: how the loop ended.
+#[derive(Serialize, Deserialize)]
+struct FitSummary {
+    epochs: Vec<EpochMetrics>,
+    best_epoch: Option<usize>,
+    model_epoch: usize,
+    stopped_early_at: Option<usize>,
+    resumed_from: Option<usize>,
+    train_seconds: f64,
+    train_size: usize,
+    valid_size: usize,
+}
+
+/// Trains the [`Task`] that `setup` builds with `recipe`, writing the run folder `run_dir`
+/// (see the [module docs](self)); returns the trained task (the best epoch's when early
+/// stopping restores it) and its history.
+///
+/// `setup` runs once the run holds the process's backend RNG and the device is seeded: it
+/// builds the task on [`Setup::device`] and the loaders with [`Setup::loaders`]. On resume
+/// it runs again the same way, and the checkpoint's weights replace the fresh ones.
+pub fn fit<T, F>(
+    recipe: &Recipe,
+    run_dir: &Path,
+    options: &TrainOptions,
+    setup: F,
+) -> Result<Fitted<T>>
+where
+    T: Task,
+    F: FnOnce(&Setup) -> Result<(T, Loaders<T::Batch>)>,
+{
+    recipe.validate()?;
+    if recipe.monitor == Monitor::ValidAccuracy && !<T::Output as TaskOutput>::ACCURACY {
+        return Err(Error::InvalidSetting(
+            "this task reports no accuracy: monitor valid-loss instead".into(),
+        ));
+    }
+    // burn's CPU backends keep one process-wide RNG (initialisation, dropout). Two runs
+    // interleaving their draws would break seed-exactness, so runs in one process take turns.
+    let _turn = kiln_core::seed::exclusive_rng();
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let recipe_path = run_dir.join("recipe.toml");
+    let files = RunFiles::new(run_dir);
+    let mut recipe = recipe.clone();
+    let resume = if options.resume {
+        let resume = prepare_resume(run_dir)?;
+        if recipe_path.is_file() {
+            let saved: Recipe = crate::files::read_toml(&recipe_path)?;
+            if recipe.shards.is_none() {
+                recipe.shards = saved.shards;
+            }
+            if recipe != saved {
+                return Err(Error::BadRunFile {
+                    path: recipe_path,
+                    reason: format!(
+                        "the run started with another recipe; resume it with the one it started with:\n{}",
+                        saved.to_toml()
+                    ),
+                });
+            }
+        }
+        recipe.shards = Some(recipe.resolved_shards());
+        Some(resume)
+    } else {
+        recipe.shards = Some(recipe.resolved_shards());
+        remove_stale(&[&files.report, &files.model, &run_dir.join("fit.json")])?;
+        write_toml(&recipe_path, &recipe)?;
+        None
+    };
+
+    let device = recipe.device.autodiff_device();
+    let seed = Seed(recipe.seed);
+    seed.apply(&device);
+    let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
+    let context = Setup {
+        recipe: recipe.clone(),
+        device,
+        epochs: EpochCounter::starting_at(start_epoch),
+        resumed_from: resume.as_ref().map(|r| r.epoch),
+        data_dir: options.data_dir(),
+        groups: RefCell::new(recipe.optim.groups.clone()),
+    };
+    let (task, loaders) = setup(&context)?;
+    let summary = run_dir.join("fit.json");
+    if options.resume && summary.is_file() {
+        // The loop finished before (the run stopped after it): its result, not more epochs.
+        let done: FitSummary = crate::files::read_json(&summary)?;
+        let weights = crate::files::checkpoint_file(run_dir, "model", done.model_epoch);
+        let task = crate::files::load_weights_eagerly(task, &weights)?;
+        return Ok(Fitted {
+            task,
+            epochs: done.epochs,
+            seconds: 0.0,
+            best_epoch: done.best_epoch,
+            stopped_early_at: done.stopped_early_at,
+            model_epoch: done.model_epoch,
+            resumed_from: context.resumed_from,
+        });
+    }
+    if loaders.train_len == 0 || loaders.valid_len == 0 {
+        return Err(Error::InvalidSetting(format!(
+            "the run needs training and validation items, found {} and {}",
+            loaders.train_len, loaders.valid_len
+        )));
+    }
+    let groups = context.groups.into_inner();
+    let groups = kiln_optim::resolve_layer_indices(&task, &groups)?;
+    let task = kiln_optim::apply_groups(task, &groups)?;
+    let stepper = Stepper {
+        task,
+        shards: recipe.resolved_shards(),
+        qat_bits: recipe.qat_bits,
+        keep_pruned: recipe.keep_pruned,
+    };
+    let plateau = recipe
+        .plateau
+        .clone()
+        .map(|p| PlateauTracker::new(p, recipe.monitor.lower_is_better()));
+    let scheduler = EpochScheduler::new(
+        recipe.schedule.clone(),
+        recipe.lr,
+        recipe.epochs,
+        loaders.train_len.div_ceil(recipe.batch_size),
+    )
+    .with_plateau(plateau.clone());
+    let scheduler = kiln_optim::module_scheduler(scheduler, recipe.lr, &groups);
+    let learner = Learner::new(stepper, recipe.optim.init()?, scheduler);
+    let fitted = crate::engine::launch(
+        learner,
+        loaders.train,
+        loaders.valid,
+        run_dir,
+        FitPlan {
+            epochs: recipe.epochs,
+            monitor: recipe.monitor,
+            early_stopping: recipe.early_stopping.clone(),
+            plateau,
+            resume,
+            quiet: options.quiet,
+            pause_after: options.pause_after,
+        },
+    )?;
+    crate::files::write_metrics_csv(&files.metrics, &fitted.epochs)?;
+    crate::plot::plot_curves(&fitted.epochs, &run_dir.join("curves.png"))?;
+    write_json(
+        &run_dir.join("fit.json"),
+        &FitSummary {
+            epochs: fitted.epochs.clone(),
+            best_epoch: fitted.best_epoch,
+            model_epoch: fitted.model_epoch,
+            stopped_early_at: fitted.stopped_early_at,
+            resumed_from: fitted.resumed_from,
+            train_seconds: fitted.seconds,
+            train_size: loaders.train_len,
+            valid_size: loaders.valid_len,
+        },
+    )?;
+    Ok(fitted)
+}
+
+/// Where an unfinished run folder resumes: its last complete checkpoint (checked to load)
+/// and the metrics of the epochs up to it. An error when the run already finished or has no
+/// usable checkpoint.
+pub(crate) fn prepare_resume(run_dir: &Path) -> Result<Resume> {
+    let files = RunFiles::new(run_dir);
+    if files.report.exists() {
+        return Err(Error::InvalidSetting(format!(
+            "the run in {} already finished ({} exists); start a new run instead",
+            run_dir.display(),
+            files.report.display()
+        )));
+    }
+    let saved = crate::files::complete_checkpoints(run_dir);
+    let Some(&epoch) = saved.last() else {
+        return Err(Error::BadRunFile {
+            path: crate::files::checkpoint_dir(run_dir),
+            reason: "no complete checkpoint to resume from (expected model-N.bpk, optim-N.bpk and scheduler-N.bpk)".into(),
+        });
+    };
+    // Check the records load before burn-train does (it would panic on a corrupt file).
+    crate::engine::check_checkpoint(run_dir, epoch)?;
+    let history = read_metrics_csv(&files.metrics)?;
+    let history: Vec<EpochMetrics> = history.into_iter().filter(|m| m.epoch <= epoch).collect();
+    if history.len() != epoch {
+        return Err(Error::BadRunFile {
+            path: files.metrics.clone(),
+            reason: format!(
+                "expected the metrics of epochs 1 to {epoch} (the last checkpoint), found {} rows",
+                history.len()
+            ),
+        });
+    }
+    Ok(Resume {
+        epoch,
+        history,
+        saved,
     })
 }

@@ -41,30 +41,39 @@
 //! kiln-train depends on kiln-core, kiln-models and kiln-data, and never on the CLI.
 
 mod config;
+mod engine;
 mod error;
 mod eval;
+mod files;
 pub mod finetune;
-mod fit;
+pub mod fit;
 pub mod lm;
 pub mod multitask;
 pub mod plot;
+mod recipe;
 pub mod regression;
 mod renderer;
 mod run;
 pub mod seeds;
+mod step;
 mod task;
 pub mod text;
 
-pub use config::{Distill, EarlyStopping, FineTune, Monitor, TrainConfig, offline_preset};
+pub use config::{Distill, FineTune, TrainConfig, offline_preset};
+pub use engine::Fitted;
 pub use error::{Error, Result};
 pub use eval::{
     ClassMetrics, EvalReport, EvalSplit, RunKind, class_metrics, evaluate, evaluate_run,
-    evaluate_run_in, evaluate_run_split, load_data, load_run, predict_images, run_input_shape,
-    save_run,
+    evaluate_run_in, evaluate_run_split, evaluate_with, load_data, load_run, predict_images,
+    run_input_shape, save_run,
 };
-pub use renderer::EpochMetrics;
-pub use run::{TrainOptions, TrainReport, default_run_dir, resume, train};
+pub use files::{EpochMetrics, save_module};
+pub use fit::{Loaders, Setup, TrainOptions, fit};
+pub use recipe::{EarlyStopping, Monitor, Recipe};
+pub use run::{TrainReport, default_run_dir, resume, train};
+pub use step::{
+    Shard, Shards, Task, TaskOutput, fake_quantized, mask_pruned_gradients, train_step,
+};
 pub use task::{
-    ClassificationTask, Teacher, distillation_loss, fake_quantized, mask_pruned_gradients,
-    per_sample_cross_entropy, soft_cross_entropy,
+    ClassificationTask, Teacher, distillation_loss, per_sample_cross_entropy, soft_cross_entropy,
 };

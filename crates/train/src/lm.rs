@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::lr_scheduler::constant::ConstantLr;
-use burn::train::{ClassificationOutput, Learner};
+use burn::train::ClassificationOutput;
 use kiln_core::{DeviceSpec, Seed};
 use kiln_data::text::{CharCorpus, CharVocab, SequenceBatch, SequenceBatcher, SequenceDataset};
 use kiln_models::ModelConfig;
@@ -35,7 +34,14 @@ impl LanguageModelTask {
     }
 }
 
-crate::task::supervised_steps!(LanguageModelTask, SequenceBatch, forward_lm);
+impl crate::Task for LanguageModelTask {
+    type Batch = SequenceBatch;
+    type Output = ClassificationOutput;
+
+    fn forward(&self, batch: SequenceBatch) -> ClassificationOutput {
+        self.forward_lm(batch)
+    }
+}
 
 /// Everything that defines a language-model run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +82,19 @@ pub struct LmTrainConfig {
 }
 
 impl LmTrainConfig {
+    /// The loop's settings of this run (what [`crate::fit()`] takes).
+    pub fn recipe(&self) -> crate::Recipe {
+        crate::Recipe {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+            device: self.device.clone(),
+            valid_fraction: self.valid_fraction,
+            ..crate::Recipe::default()
+        }
+    }
+
     /// The default recipe for a causal-LM preset (e.g. `char-lm`).
     pub fn for_preset(name: &str) -> Result<Self> {
         let preset = kiln_models::preset(name)?;
@@ -229,20 +248,26 @@ pub fn train_lm(
     run_dir: &Path,
     options: &TrainOptions,
 ) -> Result<LmReport> {
-    run_lm(config, run_dir, options, None)
+    run_lm(config, run_dir, options)
 }
 
 /// Continues the LM run in `run_dir` from its last complete checkpoint; with the same seed
 /// the result equals that of a run never interrupted.
 pub fn resume_lm(run_dir: &Path, options: &TrainOptions) -> Result<LmReport> {
-    let config: LmTrainConfig = crate::run::read_run_config(run_dir)?;
-    let resume = crate::run::prepare_resume(run_dir)?;
-    run_lm(&config, run_dir, options, Some(resume))
+    let config: LmTrainConfig = crate::files::read_run_config(run_dir)?;
+    run_lm(
+        &config,
+        run_dir,
+        &TrainOptions {
+            resume: true,
+            ..options.clone()
+        },
+    )
 }
 
 fn check_lm_config(config: &LmTrainConfig) -> Result<()> {
     config.model.validate()?;
-    crate::config::check_schedule(config.epochs, config.batch_size, config.lr)?;
+    crate::recipe::check_schedule(config.epochs, config.batch_size, config.lr)?;
     kiln_data::split::check_valid_fraction(config.valid_fraction)?;
     if config.seq_len == 0 {
         return Err(Error::InvalidSetting(
@@ -258,19 +283,11 @@ fn check_lm_config(config: &LmTrainConfig) -> Result<()> {
     Ok(())
 }
 
-fn run_lm(
-    config: &LmTrainConfig,
-    run_dir: &Path,
-    options: &TrainOptions,
-    resume: Option<crate::fit::Resume>,
-) -> Result<LmReport> {
+fn run_lm(config: &LmTrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<LmReport> {
     check_lm_config(config)?;
     let mut config = config.clone();
     let _turn = kiln_core::seed::exclusive_rng();
     let seed = Seed(config.seed);
-    let device = config.device.autodiff_device();
-    seed.apply(&device);
-
     let corpus = load_corpus(
         &config.corpus,
         options.data_dir.as_deref(),
@@ -288,63 +305,34 @@ fn run_lm(
             config.model.encoder.vocab_size
         )));
     }
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    if resume.is_none() {
-        crate::run::write_toml(&run_dir.join("config.toml"), &config)?;
-        crate::run::write_json(&run_dir.join("vocab.json"), &corpus.vocab)?;
-        crate::run::remove_stale(&[&run_dir.join("report.json"), &run_dir.join("model.bpk")])?;
-    }
-
-    let train_set = SequenceDataset::new(
-        corpus.train.clone(),
-        config.seq_len,
-        config.max_train_windows,
-    )?;
-    let valid_set = SequenceDataset::new(
-        corpus.valid.clone(),
-        config.seq_len,
-        config.max_valid_windows,
-    )?;
-    // Seeded per-epoch order, so a resumed run continues exactly (see `crate::fit`).
-    let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
-    let (train_loader, valid_loader) = crate::fit::loaders(
-        SequenceBatcher,
-        SequenceBatcher,
-        train_set,
-        valid_set,
-        config.batch_size,
-        seed,
-        kiln_data::EpochCounter::starting_at(start_epoch),
-        &device,
-    );
-
-    let task = LanguageModelTask {
-        model: config.model.init(&device)?,
-    };
-    let learner = Learner::new(
-        task,
-        kiln_optim::OptimConfig::default().init()?,
-        ConstantLr::new(config.lr),
-    );
-    let fitted = crate::fit::fit(
-        learner,
-        train_loader,
-        valid_loader,
-        run_dir,
-        crate::fit::FitPlan {
-            resume,
-            pause_after: options.pause_after,
-            ..crate::fit::FitPlan::plain(config.epochs, options.quiet)
-        },
-    )?;
+    let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
+        if setup.resumed_from().is_none() {
+            crate::files::write_toml(&run_dir.join("config.toml"), &config)?;
+            crate::files::write_json(&run_dir.join("vocab.json"), &corpus.vocab)?;
+        }
+        let train_set = SequenceDataset::new(
+            corpus.train.clone(),
+            config.seq_len,
+            config.max_train_windows,
+        )?;
+        let valid_set = SequenceDataset::new(
+            corpus.valid.clone(),
+            config.seq_len,
+            config.max_valid_windows,
+        )?;
+        let loaders = setup.loaders(SequenceBatcher, SequenceBatcher, train_set, valid_set);
+        let task = LanguageModelTask {
+            model: config.model.init(setup.device())?,
+        };
+        Ok((task, loaders))
+    })?;
     let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
     let last = epochs
         .last()
         .cloned()
         .expect("fit returns at least one epoch");
     let model_path = run_dir.join("model.bpk");
-    crate::fit::save_module(fitted.model.model, &model_path)?;
-    crate::run::write_metrics_csv(&run_dir.join("metrics.csv"), &epochs)?;
+    crate::files::save_module(fitted.task.model, &model_path)?;
 
     // The test text, read once, by the reloaded run (what `kiln eval` computes).
     let test = evaluate_lm_run(run_dir, options.data_dir.as_deref())?;
@@ -369,8 +357,7 @@ fn run_lm(
         sample: vocab.decode(&generated),
         train_seconds,
     };
-    crate::run::write_json(&run_dir.join("report.json"), &report)?;
-    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
+    crate::files::write_json(&run_dir.join("report.json"), &report)?;
     Ok(report)
 }
 
@@ -379,7 +366,7 @@ pub fn load_lm_run(
     dir: &Path,
     device: &burn::tensor::Device,
 ) -> Result<(LmTrainConfig, CharVocab, CausalLm)> {
-    let config: LmTrainConfig = crate::run::read_run_config(dir)?;
+    let config: LmTrainConfig = crate::files::read_run_config(dir)?;
     let path = dir.join("vocab.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let vocab: CharVocab = serde_json::from_str(&text).map_err(|e| Error::BadRunFile {
@@ -387,14 +374,14 @@ pub fn load_lm_run(
         reason: e.to_string(),
     })?;
     let model = config.model.init(device)?;
-    let model = crate::eval::load_weights_eagerly(model, &dir.join("model.bpk"))?;
+    let model = crate::files::load_weights_eagerly(model, &dir.join("model.bpk"))?;
     Ok((config, vocab, model))
 }
 
 /// Reloads an LM run and measures it on its corpus's test text (loss, perplexity, bits per
 /// character, next-character accuracy), as `kiln eval` does.
 pub fn evaluate_lm_run(dir: &Path, data_dir: Option<&Path>) -> Result<LmEval> {
-    let config: LmTrainConfig = crate::run::read_run_config(dir)?;
+    let config: LmTrainConfig = crate::files::read_run_config(dir)?;
     let device = config.device.device();
     let (config, vocab, model) = load_lm_run(dir, &device)?;
     let corpus = load_corpus(

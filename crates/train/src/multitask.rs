@@ -30,16 +30,15 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
-use burn::train::{ClassificationOutput, Learner};
+use burn::train::ClassificationOutput;
 use kiln_core::{DeviceSpec, Seed};
-use kiln_data::{EpochCounter, ImageBatch, ImageBatcher, ImageDataset, ImageSet, Normalizer};
+use kiln_data::{ImageBatch, ImageBatcher, ImageDataset, ImageSet, Normalizer};
 use kiln_models::{Mlp, MlpConfig};
-use kiln_optim::{EpochScheduler, OptimConfig, Schedule};
+use kiln_optim::{OptimConfig, Schedule};
 use serde::{Deserialize, Serialize};
 
-use crate::error::io;
-use crate::fit::{FitPlan, fit};
-use crate::run::{TrainOptions, write_json, write_metrics_csv, write_toml};
+use crate::TrainOptions;
+use crate::files::{write_json, write_toml};
 use crate::{EpochMetrics, Error, EvalReport, Result};
 
 /// One classification head.
@@ -103,6 +102,21 @@ pub struct MultiTaskConfig {
 }
 
 impl MultiTaskConfig {
+    /// The loop's settings of this run (what [`crate::fit()`] takes).
+    pub fn recipe(&self) -> crate::Recipe {
+        crate::Recipe {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optim: self.optim.clone(),
+            schedule: self.schedule.clone(),
+            seed: self.seed,
+            device: self.device.clone(),
+            valid_fraction: self.valid_fraction,
+            ..crate::Recipe::default()
+        }
+    }
+
     /// A recipe: backbone MLP 256-128, Adam 1e-3, 3 epochs of 64.
     pub fn new(dataset: &str, heads: Vec<Head>) -> Self {
         Self {
@@ -122,7 +136,7 @@ impl MultiTaskConfig {
 
     /// Checks the settings against a dataset with `num_labels` labels.
     pub fn validate(&self, num_labels: usize) -> Result<()> {
-        crate::config::check_schedule(self.epochs, self.batch_size, self.lr)?;
+        crate::recipe::check_schedule(self.epochs, self.batch_size, self.lr)?;
         if self.heads.is_empty() || self.backbone.is_empty() {
             return Err(Error::InvalidSetting(
                 "a multi-task model needs at least one head and one backbone layer".into(),
@@ -224,7 +238,14 @@ impl MultiTaskTask {
     }
 }
 
-crate::task::supervised_steps!(MultiTaskTask, ImageBatch, forward_multitask);
+impl crate::Task for MultiTaskTask {
+    type Batch = ImageBatch;
+    type Output = ClassificationOutput;
+
+    fn forward(&self, batch: ImageBatch) -> ClassificationOutput {
+        self.forward_multitask(batch)
+    }
+}
 
 /// One head's held-out metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -262,13 +283,10 @@ pub fn train_multitask(
 ) -> Result<MultiTaskReport> {
     let _turn = kiln_core::seed::exclusive_rng();
     let seed = Seed(config.seed);
-    let device = config.device.autodiff_device();
-    seed.apply(&device);
-    let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
     let data = kiln_data::load_dataset(
         &config.dataset,
         seed,
-        &data_dir,
+        &options.data_dir(),
         &kiln_data::DataOptions {
             valid_fraction: config.valid_fraction,
             ..kiln_data::DataOptions::default()
@@ -276,53 +294,41 @@ pub fn train_multitask(
     )?;
     config.validate(data.train.num_classes())?;
     let normalizer = Normalizer::fit(&data.train);
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    write_toml(&run_dir.join("config.toml"), config)?;
-    write_json(&run_dir.join("normalizer.json"), &normalizer)?;
-
-    let [c, h, w] = data.train.shape();
-    let batcher = ImageBatcher::new(data.train.shape(), normalizer.clone());
-    let (train_loader, valid_loader) = crate::fit::loaders(
-        batcher.clone(),
-        batcher,
-        ImageDataset::new(data.train.clone()),
-        ImageDataset::new(data.valid.clone()),
-        config.batch_size,
-        seed,
-        EpochCounter::starting_at(0),
-        &device,
-    );
-
-    let (features, layers) = config
-        .backbone
-        .split_last()
-        .expect("validated: at least one backbone layer");
-    let backbone = MlpConfig::new(c * h * w, layers, *features).init(&device)?;
-    let heads = config
-        .heads
-        .iter()
-        .map(|head| LinearConfig::new(*features, head.num_classes()).init(&device))
-        .collect();
-    let task = MultiTaskTask {
-        model: MultiTaskModel { backbone, heads },
-        heads: config.heads.clone(),
-    };
-    let steps = data.train.len().div_ceil(config.batch_size);
-    let scheduler = EpochScheduler::new(config.schedule.clone(), config.lr, config.epochs, steps);
-    let learner = Learner::new(task, config.optim.init()?, scheduler);
-    let fitted = fit(
-        learner,
-        train_loader,
-        valid_loader,
-        run_dir,
-        FitPlan::plain(config.epochs, options.quiet),
-    )?;
+    let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
+        if setup.resumed_from().is_none() {
+            write_toml(&run_dir.join("config.toml"), config)?;
+            write_json(&run_dir.join("normalizer.json"), &normalizer)?;
+        }
+        let [c, h, w] = data.train.shape();
+        let batcher = ImageBatcher::new(data.train.shape(), normalizer.clone());
+        let loaders = setup.loaders(
+            batcher.clone(),
+            batcher,
+            ImageDataset::new(data.train.clone()),
+            ImageDataset::new(data.valid.clone()),
+        );
+        let (features, layers) = config
+            .backbone
+            .split_last()
+            .expect("validated: at least one backbone layer");
+        let device = setup.device();
+        let backbone = MlpConfig::new(c * h * w, layers, *features).init(device)?;
+        let heads = config
+            .heads
+            .iter()
+            .map(|head| LinearConfig::new(*features, head.num_classes()).init(device))
+            .collect();
+        let task = MultiTaskTask {
+            model: MultiTaskModel { backbone, heads },
+            heads: config.heads.clone(),
+        };
+        Ok((task, loaders))
+    })?;
     let model_path = run_dir.join("model.bpk");
-    crate::fit::save_module(fitted.model.model.clone(), &model_path)?;
-    write_metrics_csv(&run_dir.join("metrics.csv"), &fitted.epochs)?;
+    crate::files::save_module(fitted.task.model.clone(), &model_path)?;
 
     // Per-head evaluation: run the model once per head on the test split relabelled for it.
-    let model = fitted.model.model;
+    let model = fitted.task.model;
     let mut reports = Vec::new();
     for (index, head) in config.heads.iter().enumerate() {
         let test = relabel(&data.test, head)?;
@@ -347,7 +353,6 @@ pub fn train_multitask(
         train_seconds: fitted.seconds,
     };
     write_json(&run_dir.join("report.json"), &report)?;
-    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
     Ok(report)
 }
 

@@ -14,20 +14,18 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::train::{Learner, RegressionOutput};
+use burn::train::RegressionOutput;
 use kiln_core::{DeviceSpec, Seed};
-use kiln_data::EpochCounter;
 use kiln_data::tabular::{
     RegressionBatch, RegressionBatcher, TableDataset, TableEncoder, TableSpec, TableTask,
     TabularSet, Targets,
 };
 use kiln_models::{Mlp, MlpConfig};
-use kiln_optim::{EpochScheduler, OptimConfig, Schedule};
+use kiln_optim::{OptimConfig, Schedule};
 use serde::{Deserialize, Serialize};
 
-use crate::error::io;
-use crate::fit::{FitPlan, fit};
-use crate::run::{TrainOptions, write_json, write_metrics_csv, write_toml};
+use crate::TrainOptions;
+use crate::files::{write_json, write_toml};
 use crate::{EarlyStopping, EpochMetrics, Error, Result};
 
 /// The training loss.
@@ -121,9 +119,25 @@ impl RegressionConfig {
         }
     }
 
+    /// The loop's settings of this run (what [`crate::fit()`] takes).
+    pub fn recipe(&self) -> crate::Recipe {
+        crate::Recipe {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optim: self.optim.clone(),
+            schedule: self.schedule.clone(),
+            early_stopping: self.early_stopping.clone(),
+            seed: self.seed,
+            device: self.device.clone(),
+            valid_fraction: self.valid_fraction,
+            ..crate::Recipe::default()
+        }
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        crate::config::check_schedule(self.epochs, self.batch_size, self.lr)?;
+        crate::recipe::check_schedule(self.epochs, self.batch_size, self.lr)?;
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
             return Err(Error::InvalidSetting(format!(
                 "the test fraction must be in (0, 1), found {}",
@@ -220,6 +234,8 @@ pub struct RegressionTask {
     pub model: Mlp,
     #[module(skip)]
     loss: RegressionLoss,
+    #[module(skip)]
+    dropout: f64,
 }
 
 impl RegressionTask {
@@ -236,12 +252,23 @@ impl RegressionTask {
     }
 }
 
-crate::task::supervised_steps!(
-    RegressionTask,
-    RegressionBatch,
-    forward_regression,
-    RegressionOutput
-);
+impl crate::Task for RegressionTask {
+    type Batch = RegressionBatch;
+    type Output = RegressionOutput;
+
+    fn forward(&self, batch: RegressionBatch) -> RegressionOutput {
+        self.forward_regression(batch)
+    }
+
+    fn split(
+        &self,
+        batch: &RegressionBatch,
+        shards: usize,
+    ) -> Option<crate::Shards<RegressionBatch>> {
+        // Dropout draws from the device generator: only a dropout-free MLP shards exactly.
+        (self.dropout == 0.0).then(|| crate::Shards::of(batch, shards))
+    }
+}
 
 fn load_table(
     config: &RegressionConfig,
@@ -285,11 +312,7 @@ pub fn train_regression(
     config.validate()?;
     let _turn = kiln_core::seed::exclusive_rng();
     let seed = Seed(config.seed);
-    let device = config.device.autodiff_device();
-    seed.apply(&device);
-
-    let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
-    let (table, target) = load_table(config, &data_dir)?;
+    let (table, target) = load_table(config, &options.data_dir())?;
     let spec = TableSpec {
         task: Some(TableTask::Regression),
         ..TableSpec::target(&target)
@@ -307,56 +330,36 @@ pub fn train_regression(
     let valid_set = encoder.transform(&table, &valid_rows)?;
     let test_set = encoder.transform(&table, &test_rows)?;
 
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    write_toml(&run_dir.join("config.toml"), config)?;
-    write_json(&run_dir.join("encoder.json"), &encoder)?;
-
-    let (train_loader, valid_loader) = crate::fit::loaders(
-        RegressionBatcher,
-        RegressionBatcher,
-        TableDataset::new(train_set.clone()),
-        TableDataset::new(valid_set.clone()),
-        config.batch_size,
-        seed,
-        EpochCounter::starting_at(0),
-        &device,
-    );
-
-    let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
-        .with_dropout(config.dropout)
-        .init(&device)?;
-    let task = RegressionTask {
-        model,
-        loss: config.loss,
-    };
-    let steps_per_epoch = train_set.len().div_ceil(config.batch_size);
-    let scheduler = EpochScheduler::new(
-        config.schedule.clone(),
-        config.lr,
-        config.epochs,
-        steps_per_epoch,
-    );
-    let learner = Learner::new(task, config.optim.init()?, scheduler);
-    let fitted = fit(
-        learner,
-        train_loader,
-        valid_loader,
-        run_dir,
-        FitPlan {
-            early_stopping: config.early_stopping.clone(),
-            ..FitPlan::plain(config.epochs, options.quiet)
-        },
-    )?;
+    let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
+        if setup.resumed_from().is_none() {
+            write_toml(&run_dir.join("config.toml"), config)?;
+            write_json(&run_dir.join("encoder.json"), &encoder)?;
+        }
+        let loaders = setup.loaders(
+            RegressionBatcher,
+            RegressionBatcher,
+            TableDataset::new(train_set.clone()),
+            TableDataset::new(valid_set.clone()),
+        );
+        let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
+            .with_dropout(config.dropout)
+            .init(setup.device())?;
+        let task = RegressionTask {
+            model,
+            loss: config.loss,
+            dropout: config.dropout,
+        };
+        Ok((task, loaders))
+    })?;
     let model_path = run_dir.join("model.bpk");
-    crate::fit::save_module(fitted.model.model.clone(), &model_path)?;
-    write_metrics_csv(&run_dir.join("metrics.csv"), &fitted.epochs)?;
+    crate::files::save_module(fitted.task.model.clone(), &model_path)?;
 
     // Held-out metrics in the target's units, on the plain (non-autodiff) device.
     let eval_device = config.device.device();
     let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
         .with_dropout(config.dropout)
         .init(&eval_device)?;
-    let model = crate::eval::load_weights_eagerly(model, &model_path)?;
+    let model = crate::files::load_weights_eagerly(model, &model_path)?;
     let features = Tensor::<2>::from_data(
         burn::tensor::TensorData::new(test_set.features.clone(), [test_set.len(), test_set.width]),
         &eval_device,
@@ -392,6 +395,5 @@ pub fn train_regression(
         train_seconds: fitted.seconds,
     };
     write_json(&run_dir.join("report.json"), &report)?;
-    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
     Ok(report)
 }

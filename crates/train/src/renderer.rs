@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::EpochMetrics;
 use burn::train::Interrupter;
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
 use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
@@ -16,36 +17,8 @@ use burn::train::renderer::{
     MetricsRendererTraining,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
-
-/// Metrics of one epoch (accuracies as fractions in 0..=1).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Mean training loss.
-    pub train_loss: f64,
-    /// Training accuracy (NaN for tasks without one, e.g. regression: `null` in JSON).
-    #[serde(deserialize_with = "nan_if_null")]
-    pub train_accuracy: f64,
-    /// Mean validation loss.
-    pub valid_loss: f64,
-    /// Validation accuracy (NaN for tasks without one).
-    #[serde(deserialize_with = "nan_if_null")]
-    pub valid_accuracy: f64,
-    /// Wall-clock seconds of the epoch (train and validation).
-    pub seconds: f64,
-    /// Learning rate of the epoch (the base group's).
-    #[serde(default)]
-    pub lr: f64,
-}
 
 /// Where a run diverged.
-/// serde_json writes a NaN as `null`; read it back as NaN.
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Divergence {
     pub epoch: usize,
@@ -310,7 +283,7 @@ impl TrainingProgressLogger for KilnRenderer {
         history.retain(|m| m.epoch < epoch);
         history.push(metrics);
         if let Some(path) = &self.metrics_csv
-            && let Err(err) = crate::run::write_metrics_csv(path, &history)
+            && let Err(err) = crate::files::write_metrics_csv(path, &history)
         {
             self.interrupter
                 .fail(burn::train::TrainingError::Checkpoint(

@@ -28,7 +28,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
-use crate::fit::write_atomic;
+use crate::files::write_atomic;
 use crate::{Error, Result};
 
 /// What one seed's run measured, by metric name.
@@ -412,7 +412,7 @@ impl SeedSweep {
                 metrics,
                 seconds: started.elapsed().as_secs_f64(),
             };
-            crate::run::write_json(&record, &run)?;
+            crate::files::write_json(&record, &run)?;
             runs.push(run);
         }
         let report = SeedReport::from_runs(
@@ -422,7 +422,7 @@ impl SeedSweep {
             &self.comparisons,
         )?;
         let json = self.out.join("summary.json");
-        crate::run::write_json(&json, &report)?;
+        crate::files::write_json(&json, &report)?;
         let md = self.out.join("summary.md");
         write_atomic(&md, report.markdown().as_bytes()).map_err(io(&md))?;
         Ok(report)

@@ -5,80 +5,25 @@ use burn::train::ClassificationOutput;
 use kiln_data::ImageBatch;
 use kiln_models::{Classifier, ImageModel};
 
-/// A zoo classifier trained with cross-entropy: the unit burn-train's `Learner` drives.
+use crate::step::{Shards, Task};
+
+/// A zoo classifier trained with cross-entropy (a [`Task`]; pruned fine-tuning and QAT are
+/// the loop's, see [`crate::Recipe`]).
 #[derive(Module, Debug)]
 pub struct ClassificationTask {
     /// The model being trained.
     pub model: ImageModel,
-    /// Pruned weights (exact zeros of Linear and convolution weights) get no gradient and stay
-    /// zero (see [`mask_pruned_gradients`]).
-    #[module(skip)]
-    pub keep_pruned: bool,
     /// A frozen teacher whose softened outputs the model learns from (knowledge
     /// distillation); training steps only.
     #[module(skip)]
     pub teacher: Option<Teacher>,
-    /// Quantization-aware training: bits of the fake-quantized weights of the forward pass.
-    #[module(skip)]
-    pub qat_bits: Option<u8>,
     /// Feature distillation: the trained projection from the model's features to the
     /// teacher's (not part of the saved model).
     pub projection: Option<burn::nn::Linear>,
-    /// Shards of a training step, each run as a rayon task
-    /// (`kiln_core::parallel::sharded_gradients`); 1 runs the batch whole. Only for models
-    /// whose config is `shardable`; steps with a teacher or QAT always run whole.
+    /// Whether a training batch may be split across threads: the model's config is
+    /// `shardable` (no dropout, no batch norm) and there is no teacher.
     #[module(skip)]
-    pub shards: usize,
-}
-
-/// Replaces Linear and convolution weights by their fake-quantized values with a
-/// straight-through gradient: `w + (q(w) − w).detach()`, `q` the symmetric per-tensor grid of
-/// `bits` bits with the tensor's largest magnitude as its range (burn's MinMax).
-struct FakeQuant {
-    stack: Vec<(String, String)>,
-    levels: f64,
-}
-
-impl burn::module::ModuleMapper for FakeQuant {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-
-    fn map_float<const D: usize>(
-        &mut self,
-        param: burn::module::Param<Tensor<D>>,
-    ) -> burn::module::Param<Tensor<D>> {
-        let quantized = self.stack.last().is_some_and(|(name, container)| {
-            name == "weight" && kiln_models::is_weight_layer(container)
-        });
-        if !quantized || D < 2 {
-            return param;
-        }
-        let levels = self.levels;
-        param.map(|w| {
-            let scale = w.clone().detach().abs().max().clamp_min(1e-12) / levels;
-            let scale = scale.reshape([1; D]);
-            let q = (w.clone().detach() / scale.clone())
-                .round()
-                .clamp(-levels, levels)
-                * scale;
-            w.clone() + (q - w).detach()
-        })
-    }
-}
-
-/// `model` with its weights fake-quantized to `bits` bits (straight-through gradients).
-pub fn fake_quantized(model: ImageModel, bits: u8) -> ImageModel {
-    use burn::module::Module;
-    model.map(&mut FakeQuant {
-        stack: Vec::new(),
-        levels: ((1u32 << (bits - 1)) - 1) as f64,
-    })
+    pub shardable: bool,
 }
 
 /// A frozen teacher for logit distillation.
@@ -192,152 +137,40 @@ pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (targets * log_probs).sum_dim(1).mean().neg()
 }
 
-/// Implements burn-train's `TrainStep` (forward, loss, backward) and `InferenceStep` (forward,
-/// loss) for a task whose `$forward` method maps a batch to a `ClassificationOutput`.
-macro_rules! supervised_steps {
-    ($task:ty, $input:ty, $forward:ident) => {
-        $crate::task::supervised_steps!($task, $input, $forward, burn::train::ClassificationOutput);
-        $crate::task::accuracy_metrics!($task);
-    };
-    ($task:ty, $input:ty, $forward:ident, $output:ty) => {
-        impl burn::train::TrainStep for $task {
-            type Input = $input;
-            type Output = $output;
-
-            fn step(&self, batch: $input) -> burn::train::TrainOutput<Self::Output> {
-                let output = self.$forward(batch);
-                // The mean over the batch (a no-op for a task that already returns it).
-                let grads = output.loss.clone().mean().backward();
-                burn::train::TrainOutput::new(self, grads, output)
-            }
-        }
-
-        impl burn::train::InferenceStep for $task {
-            type Input = $input;
-            type Output = $output;
-
-            fn step(&self, batch: $input) -> Self::Output {
-                self.$forward(batch)
-            }
-        }
-    };
-}
-pub(crate) use supervised_steps;
-
-/// Registers training and validation accuracy for a classification task.
-macro_rules! accuracy_metrics {
-    ($task:ty) => {
-        impl $crate::fit::TaskMetrics for $task {
-            fn register(
-                training: burn::train::SupervisedTraining<Self>,
-            ) -> burn::train::SupervisedTraining<Self> {
-                training
-                    .metric_train_numeric(burn::train::metric::AccuracyMetric::new())
-                    .metric_valid_numeric(burn::train::metric::AccuracyMetric::new())
-            }
-        }
-    };
-}
-pub(crate) use accuracy_metrics;
-
-impl burn::train::TrainStep for ClassificationTask {
-    type Input = ImageBatch;
+impl Task for ClassificationTask {
+    type Batch = ImageBatch;
     type Output = ClassificationOutput;
 
-    fn step(&self, batch: ImageBatch) -> burn::train::TrainOutput<ClassificationOutput> {
-        let [n, _, _, _] = batch.images.dims();
-        if self.shards > 1 && self.teacher.is_none() && self.qat_bits.is_none() && n > 1 {
-            let mut out = self.sharded_step(batch, n);
-            if self.keep_pruned {
-                mask_pruned_gradients(self, &mut out.grads);
-            }
-            return out;
-        }
-        let qat_model = self
-            .qat_bits
-            .map(|bits| fake_quantized(self.model.clone(), bits));
-        let model = qat_model.as_ref().unwrap_or(&self.model);
-        let output = match &self.teacher {
-            Some(teacher) => {
-                let (t_features, t_logits) = teacher.features_and_logits(&batch.images);
-                let (features, logits) = model.forward_features(batch.images);
-                let mut loss = distillation_loss(
-                    logits.clone(),
-                    t_logits,
-                    batch.targets.clone(),
-                    teacher.temperature,
-                    teacher.alpha,
-                );
-                if let Some(projection) = &self.projection {
-                    let [n, _] = features.dims();
-                    let hint = (projection.forward(features) - t_features)
-                        .powi_scalar(2)
-                        .mean_dim(1)
-                        .reshape([n]);
-                    loss = loss + hint * teacher.feature_weight;
-                }
-                ClassificationOutput::new(loss, logits, batch.targets)
-            }
-            None => classify(model, batch),
+    /// Cross-entropy (soft targets under mixup, cutmix and label smoothing), or with a
+    /// teacher the distillation loss (plus the feature hint when there is a projection).
+    fn forward(&self, batch: ImageBatch) -> ClassificationOutput {
+        let Some(teacher) = &self.teacher else {
+            return classify(&self.model, batch);
         };
-        let grads = output.loss.clone().mean().backward();
-        let mut out = burn::train::TrainOutput::new(self, grads, output);
-        if self.keep_pruned {
-            mask_pruned_gradients(self, &mut out.grads);
+        let (t_features, t_logits) = teacher.features_and_logits(&batch.images);
+        let (features, logits) = self.model.forward_features(batch.images);
+        let mut loss = distillation_loss(
+            logits.clone(),
+            t_logits,
+            batch.targets.clone(),
+            teacher.temperature,
+            teacher.alpha,
+        );
+        if let Some(projection) = &self.projection {
+            let [n, _] = features.dims();
+            let hint = (projection.forward(features) - t_features)
+                .powi_scalar(2)
+                .mean_dim(1)
+                .reshape([n]);
+            loss = loss + hint * teacher.feature_weight;
         }
-        out
+        ClassificationOutput::new(loss, logits, batch.targets)
     }
-}
 
-impl ClassificationTask {
-    /// A plain training step with the batch split into `shards` threads; the item holds the
-    /// whole batch's losses, logits and targets (detached), as the unsharded step's would.
-    fn sharded_step(
-        &self,
-        batch: ImageBatch,
-        n: usize,
-    ) -> burn::train::TrainOutput<ClassificationOutput> {
-        let [_, c, h, w] = batch.images.dims();
-        let shards: Vec<ImageBatch> = kiln_core::parallel::shard_ranges(n, self.shards)
-            .into_iter()
-            .map(|r| ImageBatch {
-                images: batch.images.clone().slice([r.clone(), 0..c, 0..h, 0..w]),
-                targets: batch.targets.clone().slice([r.clone()]),
-                soft_targets: batch.soft_targets.as_ref().map(|s| {
-                    let [_, k] = s.dims();
-                    s.clone().slice([r.clone(), 0..k])
-                }),
-            })
-            .collect();
-        let (grads, outs) =
-            kiln_core::parallel::sharded_gradients(&self.model, shards, n, |model, shard| {
-                let out = classify(model, shard);
-                (out.loss.clone(), out)
-            });
-        let (mut loss, mut output, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-        for out in outs {
-            loss.push(out.loss.detach());
-            output.push(out.output.detach());
-            targets.push(out.targets);
-        }
-        burn::train::TrainOutput {
-            grads,
-            item: ClassificationOutput::new(
-                Tensor::cat(loss, 0),
-                Tensor::cat(output, 0),
-                Tensor::cat(targets, 0),
-            ),
-        }
-    }
-}
-
-impl burn::train::InferenceStep for ClassificationTask {
-    type Input = ImageBatch;
-    type Output = ClassificationOutput;
-
-    /// Validation: the batch split across the cores (`kiln_core::parallel::sharded_forward`;
-    /// without gradients every model computes each sample on its own).
-    fn step(&self, batch: ImageBatch) -> ClassificationOutput {
+    /// Validation: the plain classification loss, the batch split across the cores
+    /// (`kiln_core::parallel::sharded_forward`; without gradients every model computes each
+    /// sample on its own).
+    fn forward_valid(&self, batch: ImageBatch) -> ClassificationOutput {
         let ImageBatch {
             images,
             targets,
@@ -346,9 +179,11 @@ impl burn::train::InferenceStep for ClassificationTask {
         let logits = kiln_core::parallel::sharded_forward(&self.model, images, |m, x| m.forward(x));
         classified(logits, targets, soft_targets)
     }
-}
 
-accuracy_metrics!(ClassificationTask);
+    fn split(&self, batch: &ImageBatch, shards: usize) -> Option<Shards<ImageBatch>> {
+        (self.shardable && self.teacher.is_none()).then(|| Shards::of(batch, shards))
+    }
+}
 
 /// The projection from `student`'s features to `teacher`'s for feature distillation (their
 /// widths read from one forward pass on zeros of `input`), on `device`.
@@ -417,59 +252,12 @@ pub(crate) fn load_teacher(
     })
 }
 
-struct PrunedGradMask<'a> {
-    stack: Vec<String>,
-    grads: &'a mut burn::optim::GradientsParams,
-}
-
-impl burn::module::ModuleVisitor for PrunedGradMask<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.push(format!("{name}\0{container_type}"));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-        let weight = self
-            .stack
-            .last()
-            .and_then(|s| s.split_once('\0'))
-            .is_some_and(|(name, container)| {
-                name == "weight" && kiln_models::is_weight_layer(container)
-            });
-        if !weight {
-            return;
-        }
-        if let Some(grad) = self.grads.remove::<D>(param.id) {
-            let device = grad.device();
-            let keep = param.val().not_equal_elem(0.0).float().to_device(&device);
-            self.grads.register(param.id, grad * keep);
-        }
-    }
-}
-
-/// Zeroes the gradient of every exact-zero element of `module`'s Linear and convolution
-/// weights (the ones pruning zeroes; biases, norms, embeddings and class tokens train freely),
-/// so pruned weights stay zero through optimizer steps: with a zero gradient from the start of
-/// a run, SGD (with momentum), Adam and AdamW (decoupled decay of a zero weight) all leave them
-/// at zero. This is the gradient side of PyTorch's `prune` re-parameterisation
-/// (`weight = weight_orig * mask`), with the mask read from the weights themselves.
-pub fn mask_pruned_gradients<M: Module>(module: &M, grads: &mut burn::optim::GradientsParams) {
-    module.visit(&mut PrunedGradMask {
-        stack: Vec::new(),
-        grads,
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::module::{ModuleVisitor, Param};
     use burn::optim::GradientsParams;
     use burn::tensor::{Device, Distribution};
-    use burn::train::TrainStep;
 
     struct MaxDiff<'a>(&'a GradientsParams, &'a GradientsParams, f32, usize);
     impl ModuleVisitor for MaxDiff<'_> {
@@ -495,17 +283,12 @@ mod tests {
         for preset in ["cnn-small", "vit-lite"] {
             let config = kiln_models::preset(preset).unwrap().config;
             assert!(config.shardable());
-            let task = |shards| ClassificationTask {
+            let whole = ClassificationTask {
                 model: config.init_image(&device).unwrap(),
-                keep_pruned: false,
                 teacher: None,
-                qat_bits: None,
                 projection: None,
-                shards,
+                shardable: true,
             };
-            let whole = task(1);
-            let mut sharded = task(2);
-            sharded.model = whole.model.clone();
             for soft in [false, true] {
                 let batch = || ImageBatch {
                     images: Tensor::random([7, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device)
@@ -524,8 +307,8 @@ mod tests {
                     targets: b.targets.clone(),
                     soft_targets: b.soft_targets.clone(),
                 };
-                let a = TrainStep::step(&whole, b);
-                let s = TrainStep::step(&sharded, copy);
+                let a = whole.train_step(b, 1);
+                let s = whole.train_step(copy, 2);
                 let mut diff = MaxDiff(&a.grads, &s.grads, 0.0, 0);
                 whole.visit(&mut diff);
                 assert!(

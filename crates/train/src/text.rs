@@ -6,16 +6,15 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor};
-use burn::train::{ClassificationOutput, Learner};
+use burn::train::ClassificationOutput;
 use kiln_core::{DeviceSpec, Seed};
 use kiln_data::text::{LabelledTexts, TextTokenizer, TokenBatch, TokenBatcher, TokenDataset};
 use kiln_models::ModelConfig;
 use kiln_models::bert::BertClassifier;
 use kiln_models::transformer::{TransformerClassifier, TransformerClassifierConfig};
-use kiln_optim::{EpochScheduler, GroupRule, Schedule};
+use kiln_optim::{GroupRule, Schedule};
 use serde::{Deserialize, Serialize};
 
-use crate::error::io;
 use crate::{EpochMetrics, Error, Result, TrainOptions};
 
 /// The text classifiers a run trains. Module paths: `Transformer.*`, `Bert.encoder.*`,
@@ -55,7 +54,14 @@ impl TextClassificationTask {
     }
 }
 
-crate::task::supervised_steps!(TextClassificationTask, TokenBatch, forward_classification);
+impl crate::Task for TextClassificationTask {
+    type Batch = TokenBatch;
+    type Output = ClassificationOutput;
+
+    fn forward(&self, batch: TokenBatch) -> ClassificationOutput {
+        self.forward_classification(batch)
+    }
+}
 
 /// Everything that defines a text-classification run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,6 +165,20 @@ impl PretrainedText {
 }
 
 impl TextTrainConfig {
+    /// The loop's settings of this run (what [`crate::fit()`] takes).
+    pub fn recipe(&self) -> crate::Recipe {
+        crate::Recipe {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            schedule: self.schedule.clone(),
+            seed: self.seed,
+            device: self.device.clone(),
+            valid_fraction: self.valid_fraction,
+            ..crate::Recipe::default()
+        }
+    }
+
     /// The default recipe for a text-classifier preset (all-MiniLM-L6-v2's WordPiece vocabulary).
     pub fn for_preset(name: &str) -> Result<Self> {
         let preset = kiln_models::preset(name)?;
@@ -346,20 +366,26 @@ pub fn train_text_classifier(
     run_dir: &Path,
     options: &TrainOptions,
 ) -> Result<TextReport> {
-    run_text(config, run_dir, options, None)
+    run_text(config, run_dir, options)
 }
 
 /// Continues the text-classification run in `run_dir` from its last complete checkpoint;
 /// with the same seed the result equals that of a run never interrupted.
 pub fn resume_text(run_dir: &Path, options: &TrainOptions) -> Result<TextReport> {
-    let config: TextTrainConfig = crate::run::read_run_config(run_dir)?;
-    let resume = crate::run::prepare_resume(run_dir)?;
-    run_text(&config, run_dir, options, Some(resume))
+    let config: TextTrainConfig = crate::files::read_run_config(run_dir)?;
+    run_text(
+        &config,
+        run_dir,
+        &TrainOptions {
+            resume: true,
+            ..options.clone()
+        },
+    )
 }
 
 fn check_text_config(config: &TextTrainConfig) -> Result<()> {
     config.model.validate()?;
-    crate::config::check_schedule(config.epochs, config.batch_size, config.lr)?;
+    crate::recipe::check_schedule(config.epochs, config.batch_size, config.lr)?;
     config.schedule.validate()?;
     kiln_data::split::check_valid_fraction(config.valid_fraction)?;
     if config.max_len == 0 {
@@ -431,69 +457,34 @@ fn run_text(
     config: &TextTrainConfig,
     run_dir: &Path,
     options: &TrainOptions,
-    resume: Option<crate::fit::Resume>,
 ) -> Result<TextReport> {
     check_text_config(config)?;
     let mut config = config.clone();
     let _turn = kiln_core::seed::exclusive_rng();
-    let seed = Seed(config.seed);
-    let device = config.device.autodiff_device();
-    seed.apply(&device);
-
-    let data_dir = kiln_data::data_dir::resolve(options.data_dir.clone());
+    let data_dir = options.data_dir();
     let (train, valid, test) = run_texts(&config, &data_dir)?;
     if config.adapt_model || config.pretrained.is_some() {
         // (A fine-tuned encoder's head is sized here too, so the saved config records it.)
         config.model.num_classes = train.classes.len();
         config.adapt_model = false;
     }
-    let (model, tokenizer, groups) = text_model(&config, &data_dir, train.classes.len(), &device)?;
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    if resume.is_none() {
-        crate::run::write_toml(&run_dir.join("config.toml"), &config)?;
-        crate::run::remove_stale(&[&run_dir.join("report.json"), &run_dir.join("model.bpk")])?;
-    }
-
-    // Seeded per-epoch order, so a resumed run continues exactly (see `crate::fit`).
-    let start_epoch = resume.as_ref().map_or(0, |r| r.epoch);
-    let (train_loader, valid_loader) = crate::fit::loaders(
-        TokenBatcher,
-        TokenBatcher,
-        TokenDataset::new(&train, &tokenizer, config.max_len)?,
-        TokenDataset::new(&valid, &tokenizer, config.max_len)?,
-        config.batch_size,
-        seed,
-        kiln_data::EpochCounter::starting_at(start_epoch),
-        &device,
-    );
-
-    let steps_per_epoch = train.texts.len().div_ceil(config.batch_size);
-    let task = kiln_optim::apply_groups(TextClassificationTask { model }, &groups)?;
-    let scheduler = EpochScheduler::new(
-        config.schedule.clone(),
-        config.lr,
-        config.epochs,
-        steps_per_epoch,
-    );
-    let learner = Learner::new(
-        task,
-        kiln_optim::OptimConfig::default().init()?,
-        kiln_optim::module_scheduler(scheduler, config.lr, &groups),
-    );
-    let fitted = crate::fit::fit(
-        learner,
-        train_loader,
-        valid_loader,
-        run_dir,
-        crate::fit::FitPlan {
-            resume,
-            pause_after: options.pause_after,
-            ..crate::fit::FitPlan::plain(config.epochs, options.quiet)
-        },
-    )?;
+    let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
+        let (model, tokenizer, groups) =
+            text_model(&config, &data_dir, train.classes.len(), setup.device())?;
+        if setup.resumed_from().is_none() {
+            crate::files::write_toml(&run_dir.join("config.toml"), &config)?;
+        }
+        let loaders = setup.loaders(
+            TokenBatcher,
+            TokenBatcher,
+            TokenDataset::new(&train, &tokenizer, config.max_len)?,
+            TokenDataset::new(&valid, &tokenizer, config.max_len)?,
+        );
+        setup.add_groups(groups);
+        Ok((TextClassificationTask { model }, loaders))
+    })?;
     let (epochs, train_seconds) = (fitted.epochs, fitted.seconds);
-    crate::fit::save_module(fitted.model.model, &run_dir.join("model.bpk"))?;
-    crate::run::write_metrics_csv(&run_dir.join("metrics.csv"), &epochs)?;
+    crate::files::save_module(fitted.task.model, &run_dir.join("model.bpk"))?;
     // The test texts, read once, by the reloaded run (what `kiln eval` computes).
     let test_report = evaluate_text_run(run_dir, options.data_dir.as_deref())?;
     let report = TextReport {
@@ -505,8 +496,7 @@ fn run_text(
         test: test_report,
         train_seconds,
     };
-    crate::run::write_json(&run_dir.join("report.json"), &report)?;
-    crate::plot::plot_curves(&report.epochs, &run_dir.join("curves.png"))?;
+    crate::files::write_json(&run_dir.join("report.json"), &report)?;
     Ok(report)
 }
 
@@ -518,18 +508,18 @@ pub fn load_text_run(
     data_dir: Option<&Path>,
     device: &burn::tensor::Device,
 ) -> Result<(TextTrainConfig, TextTokenizer, TextModel)> {
-    let config: TextTrainConfig = crate::run::read_run_config(dir)?;
+    let config: TextTrainConfig = crate::files::read_run_config(dir)?;
     let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
     let classes = config.model.num_classes;
     let (model, tokenizer, _) = text_model(&config, &data, classes, device)?;
-    let model = crate::eval::load_weights_eagerly(model, &dir.join("model.bpk"))?;
+    let model = crate::files::load_weights_eagerly(model, &dir.join("model.bpk"))?;
     Ok((config, tokenizer, model))
 }
 
 /// Reloads a text-classification run and evaluates it on its dataset's test texts
 /// (accuracy, loss, per-class precision/recall/F1, confusion matrix), as `kiln eval` does.
 pub fn evaluate_text_run(dir: &Path, data_dir: Option<&Path>) -> Result<crate::EvalReport> {
-    let config: TextTrainConfig = crate::run::read_run_config(dir)?;
+    let config: TextTrainConfig = crate::files::read_run_config(dir)?;
     let device = config.device.device();
     let (config, tokenizer, model) = load_text_run(dir, data_dir, &device)?;
     let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));

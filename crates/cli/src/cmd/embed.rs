@@ -1,0 +1,54 @@
+//! `kiln embed`: Sentence embeddings with a sentence-transformers BERT folder (default:
+
+use super::prelude::*;
+
+/// The arguments of `kiln embed`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Texts to embed.
+    #[arg(required = true)]
+    texts: Vec<String>,
+    /// The model folder (config.json, model.safetensors, tokenizer.json, ...).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Print the texts' pairwise cosine similarities instead of the vectors.
+    #[arg(long)]
+    similarity: bool,
+    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: Args) -> Result<()> {
+    let Args {
+        texts,
+        model_dir,
+        similarity,
+        data_dir,
+    } = args;
+    let dir = model_dir.unwrap_or_else(|| {
+        kiln_transfer::embed::minilm_dir(&kiln_data::data_dir::resolve(data_dir))
+    });
+    let (embedder, _) =
+        kiln_transfer::SentenceEmbedder::from_dir(&dir, &DeviceSpec::Flex.device())?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let e = embedder.embed(&refs)?;
+    let [n, d] = e.dims();
+    if similarity {
+        let sims: Vec<f32> = e.clone().matmul(e.transpose()).into_data().try_to_vec()?;
+        for (i, text) in texts.iter().enumerate() {
+            let row: Vec<String> = sims[i * n..(i + 1) * n]
+                .iter()
+                .map(|v| format!("{v:6.3}"))
+                .collect();
+            println!("{}  {text}", row.join(" "));
+        }
+    } else {
+        let values: Vec<f32> = e.into_data().try_to_vec()?;
+        for (i, text) in texts.iter().enumerate() {
+            let line = serde_json::json!({"text": text, "embedding": &values[i * d..(i + 1) * d]});
+            println!("{line}");
+        }
+    }
+    Ok(())
+}

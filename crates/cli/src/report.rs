@@ -1,0 +1,54 @@
+//! What the commands print.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// The N of `--head classes=N`.
+pub(crate) fn head_classes(spec: &str) -> Result<usize> {
+    spec.strip_prefix("classes=")
+        .and_then(|n| n.parse::<usize>().ok())
+        .with_context(|| format!("--head `{spec}`: expected classes=N"))
+}
+
+pub(crate) fn print_train_report(report: &kiln_train::TrainReport) {
+    println!(
+        "test accuracy {:.2}% ({}/{}), test loss {:.4} (weights of epoch {}); trained in {:.1}s; run folder {}",
+        100.0 * report.test.accuracy,
+        report.test.correct,
+        report.test.total,
+        report.test.loss,
+        report.model_epoch,
+        report.train_seconds,
+        report.run_dir.display()
+    );
+}
+
+pub(crate) fn print_lm_report(report: &kiln_train::lm::LmReport) {
+    let t = &report.test;
+    println!(
+        "test loss {:.4} nats/char ({:.3} bits/char, perplexity {:.2}) on {} characters; unigram baseline {:.4}; validation loss {:.4}; trained in {:.1}s; run folder {}",
+        t.loss,
+        t.bits_per_token,
+        t.perplexity,
+        t.tokens,
+        report.unigram_baseline,
+        report.valid_loss,
+        report.train_seconds,
+        report.run_dir.display()
+    );
+    println!("sample: {}", report.sample);
+}
+
+pub(crate) fn print_text_report(report: &kiln_train::text::TextReport, run_dir: &Path) {
+    println!(
+        "test accuracy {:.2}% ({}/{}), macro F1 {:.4} on {} texts; trained in {:.1}s; run folder {}",
+        100.0 * report.test.accuracy,
+        report.test.correct,
+        report.test.total,
+        report.test.macro_f1,
+        report.test_size,
+        report.train_seconds,
+        run_dir.display()
+    );
+}

@@ -4,8 +4,6 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::flags::CiArgs;
-
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("$ cargo {}", args.join(" "));
@@ -16,8 +14,17 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: CiArgs) -> anyhow::Result<()> {
-    if !args.tests_only {
+/// `ci [--tests-only]`.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let tests_only = match args {
+        [] => false,
+        [flag] if flag == "--tests-only" => true,
+        _ => bail!(
+            "cargo xtask ci takes only --tests-only, got `{}`",
+            args.join(" ")
+        ),
+    };
+    if !tests_only {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&[
             "clippy",

@@ -52,3 +52,46 @@ pub(crate) fn print_text_report(report: &kiln_train::text::TextReport, run_dir: 
         run_dir.display()
     );
 }
+
+/// The one-line result of a run of any kind.
+pub(crate) fn print_run_report(report: &kiln_train::RunReport, run_dir: &Path) {
+    match report {
+        kiln_train::RunReport::Classifier(r) => print_train_report(r),
+        kiln_train::RunReport::LanguageModel(r) => print_lm_report(r),
+        kiln_train::RunReport::TextClassifier(r) => print_text_report(r, run_dir),
+        kiln_train::RunReport::Regression(r) => print_regression_report(r, run_dir),
+        kiln_train::RunReport::MultiTask(r) => {
+            for head in &r.heads {
+                println!(
+                    "head {}: test accuracy {:.2}% ({}/{}), macro F1 {:.4}",
+                    head.name,
+                    100.0 * head.test.accuracy,
+                    head.test.correct,
+                    head.test.total,
+                    head.test.macro_f1
+                );
+            }
+            println!(
+                "trained in {:.1}s; run folder {}",
+                r.train_seconds,
+                run_dir.display()
+            );
+        }
+    }
+}
+
+pub(crate) fn print_regression_report(
+    report: &kiln_train::regression::RegressionReport,
+    run_dir: &Path,
+) {
+    println!(
+        "test R² {:.4}, RMSE {:.4}, MAE {:.4} on {} rows (predicting the training mean: RMSE {:.4}, MAE {:.4}); run folder {}",
+        report.test.r2,
+        report.test.rmse,
+        report.test.mae,
+        report.test.rows,
+        report.baseline.rmse,
+        report.baseline.mae,
+        run_dir.display()
+    );
+}

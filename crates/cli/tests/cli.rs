@@ -281,7 +281,7 @@ fn text_fine_tuning_checks_the_head_and_its_options_before_training() {
         "10",
     ]);
     assert!(
-        !ok && stderr.contains("a pretrained text encoder takes"),
+        !ok && stderr.contains("images per class: not for a pretrained text encoder"),
         "{stderr}"
     );
 }

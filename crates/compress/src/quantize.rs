@@ -52,6 +52,22 @@ pub enum Calibration {
     Search,
 }
 
+impl Calibration {
+    /// Parses `search`, `minmax` or `percentile:P` (e.g. `percentile:99.99`).
+    pub fn parse(spec: &str) -> Result<Self> {
+        match spec {
+            "search" => Ok(Self::Search),
+            "minmax" => Ok(Self::MinMax),
+            other => match other.strip_prefix("percentile:").map(str::parse::<f64>) {
+                Some(Ok(p)) if p > 0.0 && p <= 100.0 => Ok(Self::Percentile(p)),
+                _ => Err(Error::Invalid(format!(
+                    "calibration `{other}`: expected search, minmax or percentile:P with 0 < P <= 100 (e.g. percentile:99.99)"
+                ))),
+            },
+        }
+    }
+}
+
 /// Percentiles [`Calibration::Search`] tries.
 pub const SEARCH_PERCENTILES: [f64; 6] = [100.0, 99.999, 99.99, 99.9, 99.5, 99.0];
 

@@ -274,6 +274,38 @@ impl TrainConfig {
         }
     }
 
+    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied); QAT
+    /// and pruned fine-tuning need a fine-tuning source, and a shard count is the loop's to
+    /// resolve.
+    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
+        if recipe.shards.is_some() {
+            return Err(Error::InvalidSetting(
+                "the shard count of a run is resolved by the loop and recorded in recipe.toml; set KILN_TRAINING_SHARDS to choose it".into(),
+            ));
+        }
+        if (recipe.qat_bits.is_some() || recipe.keep_pruned) && self.finetune.is_none() {
+            return Err(Error::InvalidSetting(
+                "quantization-aware training and pruned fine-tuning start from trained weights: give a fine-tuning source".into(),
+            ));
+        }
+        if let Some(f) = self.finetune.as_mut() {
+            f.qat_bits = recipe.qat_bits;
+            f.keep_pruned = recipe.keep_pruned;
+        }
+        self.epochs = recipe.epochs;
+        self.batch_size = recipe.batch_size;
+        self.lr = recipe.lr;
+        self.optim = recipe.optim;
+        self.schedule = recipe.schedule;
+        self.plateau = recipe.plateau;
+        self.monitor = recipe.monitor;
+        self.early_stopping = recipe.early_stopping;
+        self.seed = recipe.seed;
+        self.device = recipe.device;
+        self.data.valid_fraction = recipe.valid_fraction;
+        Ok(())
+    }
+
     /// Checks the hyper-parameters and the model config.
     pub fn validate(&self) -> Result<()> {
         check_schedule(self.epochs, self.batch_size, self.lr)?;

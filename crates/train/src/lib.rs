@@ -63,13 +63,13 @@ pub use config::{Distill, FineTune, TrainConfig, offline_preset};
 pub use engine::Fitted;
 pub use error::{Error, Result};
 pub use eval::{
-    ClassMetrics, EvalReport, EvalSplit, RunKind, class_metrics, evaluate, evaluate_run,
-    evaluate_run_in, evaluate_run_split, evaluate_with, load_data, load_run, predict_images,
-    run_input_shape, save_run,
+    ClassMetrics, EvalReport, EvalSplit, RunKind, RunReport, class_metrics, dataset_reference,
+    evaluate, evaluate_run, evaluate_run_in, evaluate_run_split, evaluate_with, load_data,
+    load_run, predict_images, resume_run, run_input_shape, save_run,
 };
 pub use files::{EpochMetrics, save_module};
 pub use fit::{Loaders, Setup, TrainOptions, fit};
-pub use recipe::{EarlyStopping, Monitor, Recipe};
+pub use recipe::{EarlyStopping, Monitor, Recipe, RecipeOverrides};
 pub use run::{TrainReport, default_run_dir, resume, train};
 pub use step::{
     Shard, Shards, Task, TaskOutput, fake_quantized, mask_pruned_gradients, train_step,

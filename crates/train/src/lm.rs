@@ -9,6 +9,7 @@ use kiln_core::{DeviceSpec, Seed};
 use kiln_data::text::{CharCorpus, CharVocab, SequenceBatch, SequenceBatcher, SequenceDataset};
 use kiln_models::ModelConfig;
 use kiln_models::transformer::{CausalLm, CausalLmConfig, Sampling};
+use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
@@ -59,6 +60,21 @@ pub struct LmTrainConfig {
     pub batch_size: usize,
     /// Adam learning rate.
     pub lr: f64,
+    /// Optimizer, clipping and parameter groups (default: Adam with PyTorch's settings).
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
+    pub optim: OptimConfig,
+    /// Learning-rate schedule over the epochs.
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
+    pub schedule: Schedule,
+    /// Reduce-on-plateau on the monitored value, composed with the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plateau: Option<Plateau>,
+    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
+    pub monitor: crate::Monitor,
+    /// Stop when the monitored value stops improving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<crate::EarlyStopping>,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -88,11 +104,40 @@ impl LmTrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
+            optim: self.optim.clone(),
+            schedule: self.schedule.clone(),
+            plateau: self.plateau.clone(),
+            monitor: self.monitor,
+            early_stopping: self.early_stopping.clone(),
             seed: self.seed,
             device: self.device.clone(),
             valid_fraction: self.valid_fraction,
             ..crate::Recipe::default()
         }
+    }
+
+    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
+    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
+    /// of a language model run.
+    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
+        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
+            return Err(Error::InvalidSetting(
+                "shards, QAT bits and pruned fine-tuning are not settings of a language model run"
+                    .into(),
+            ));
+        }
+        self.epochs = recipe.epochs;
+        self.batch_size = recipe.batch_size;
+        self.lr = recipe.lr;
+        self.optim = recipe.optim;
+        self.schedule = recipe.schedule;
+        self.plateau = recipe.plateau;
+        self.monitor = recipe.monitor;
+        self.early_stopping = recipe.early_stopping;
+        self.seed = recipe.seed;
+        self.device = recipe.device;
+        self.valid_fraction = recipe.valid_fraction;
+        Ok(())
     }
 
     /// The default recipe for a causal-LM preset (e.g. `char-lm`).
@@ -110,6 +155,11 @@ impl LmTrainConfig {
             epochs: 2,
             batch_size: 32,
             lr: 1e-3,
+            optim: OptimConfig::default(),
+            schedule: Schedule::Constant,
+            plateau: None,
+            monitor: crate::Monitor::default(),
+            early_stopping: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
             max_train_windows: None,

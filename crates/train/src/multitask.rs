@@ -34,7 +34,7 @@ use burn::train::ClassificationOutput;
 use kiln_core::{DeviceSpec, Seed};
 use kiln_data::{ImageBatch, ImageBatcher, ImageDataset, ImageSet, Normalizer};
 use kiln_models::{Mlp, MlpConfig};
-use kiln_optim::{OptimConfig, Schedule};
+use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainOptions;
@@ -91,6 +91,15 @@ pub struct MultiTaskConfig {
     /// Learning-rate schedule.
     #[serde(default)]
     pub schedule: Schedule,
+    /// Reduce-on-plateau on the monitored value, composed with the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plateau: Option<Plateau>,
+    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
+    pub monitor: crate::Monitor,
+    /// Stop when the monitored value stops improving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<crate::EarlyStopping>,
     /// Share of the training images held out for validation (the per-epoch "valid"
     /// columns); the test split is the dataset's own.
     #[serde(default = "kiln_data::split::default_valid_fraction")]
@@ -110,11 +119,38 @@ impl MultiTaskConfig {
             lr: self.lr,
             optim: self.optim.clone(),
             schedule: self.schedule.clone(),
+            plateau: self.plateau.clone(),
+            monitor: self.monitor,
+            early_stopping: self.early_stopping.clone(),
             seed: self.seed,
             device: self.device.clone(),
             valid_fraction: self.valid_fraction,
             ..crate::Recipe::default()
         }
+    }
+
+    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
+    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
+    /// of a multi-task run run.
+    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
+        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
+            return Err(Error::InvalidSetting(
+                "shards, QAT bits and pruned fine-tuning are not settings of a multi-task run run"
+                    .into(),
+            ));
+        }
+        self.epochs = recipe.epochs;
+        self.batch_size = recipe.batch_size;
+        self.lr = recipe.lr;
+        self.optim = recipe.optim;
+        self.schedule = recipe.schedule;
+        self.plateau = recipe.plateau;
+        self.monitor = recipe.monitor;
+        self.early_stopping = recipe.early_stopping;
+        self.seed = recipe.seed;
+        self.device = recipe.device;
+        self.valid_fraction = recipe.valid_fraction;
+        Ok(())
     }
 
     /// A recipe: backbone MLP 256-128, Adam 1e-3, 3 epochs of 64.
@@ -129,6 +165,9 @@ impl MultiTaskConfig {
             optim: OptimConfig::default(),
             schedule: Schedule::Constant,
             valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
+            plateau: None,
+            monitor: crate::Monitor::default(),
+            early_stopping: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
         }
@@ -273,6 +312,20 @@ fn relabel(set: &ImageSet, head: &Head) -> Result<ImageSet> {
         set.labels().iter().map(|&l| head.classes[l]).collect(),
         (0..head.num_classes()).map(|c| c.to_string()).collect(),
     )?)
+}
+
+/// Continues the multi-task run in `run_dir` from its last complete checkpoint; with the
+/// same seed the result equals that of a run never interrupted.
+pub fn resume_multitask(run_dir: &Path, options: &TrainOptions) -> Result<MultiTaskReport> {
+    let config: MultiTaskConfig = crate::files::read_run_config(run_dir)?;
+    train_multitask(
+        &config,
+        run_dir,
+        &TrainOptions {
+            resume: true,
+            ..options.clone()
+        },
+    )
 }
 
 /// Trains a shared backbone with several heads and writes a run folder.

@@ -62,6 +62,109 @@ pub struct Recipe {
     pub keep_pruned: bool,
 }
 
+/// Settings given on top of a run's recipe, as text where the setting has a syntax (what the
+/// command line passes): each one given replaces the recipe's. One type for every run kind, so
+/// every kind takes every setting.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecipeOverrides {
+    /// Number of epochs.
+    pub epochs: Option<usize>,
+    /// Mini-batch size.
+    pub batch_size: Option<usize>,
+    /// Base learning rate.
+    pub lr: Option<f64>,
+    /// Optimizer name (`sgd`, `momentum`, `nesterov`, `adam`, `adamw`, `rmsprop`).
+    pub optimizer: Option<String>,
+    /// Weight decay (L2; decoupled for AdamW).
+    pub weight_decay: Option<f64>,
+    /// Clip each parameter's gradient to this L2 norm.
+    pub clip_norm: Option<f64>,
+    /// Clip gradient elements to ± this.
+    pub clip_value: Option<f64>,
+    /// Schedule spec (see `kiln_optim::Schedule::parse`).
+    pub schedule: Option<String>,
+    /// Reduce-on-plateau spec `FACTOR:PATIENCE[:MIN_LR]`.
+    pub plateau: Option<String>,
+    /// Early-stopping spec `PATIENCE[:MIN_DELTA]`.
+    pub early_stopping: Option<String>,
+    /// `valid-loss` or `valid-accuracy`.
+    pub monitor: Option<String>,
+    /// Parameter-group rules (`PATH=SCALE`, `PATH=frozen`), added to the recipe's.
+    pub groups: Vec<String>,
+    /// Master seed.
+    pub seed: Option<u64>,
+    /// Device name.
+    pub device: Option<String>,
+    /// Share of the training data held out for validation.
+    pub valid_fraction: Option<f64>,
+}
+
+impl RecipeOverrides {
+    /// `recipe` with the given settings replaced (each parsed and checked, an error naming
+    /// the setting when it does not parse).
+    pub fn apply(&self, recipe: &mut Recipe) -> Result<()> {
+        if let Some(e) = self.epochs {
+            recipe.epochs = e;
+        }
+        if let Some(b) = self.batch_size {
+            recipe.batch_size = b;
+        }
+        if let Some(l) = self.lr {
+            recipe.lr = l;
+        }
+        if let Some(name) = &self.optimizer {
+            recipe.optim.optimizer = kiln_optim::OptimizerConfig::from_name(name)?;
+        }
+        if let Some(lambda) = self.weight_decay {
+            recipe.optim.optimizer = recipe.optim.optimizer.clone().with_weight_decay(lambda);
+        }
+        if self.clip_norm.is_some() && self.clip_value.is_some() {
+            return Err(Error::InvalidSetting(
+                "clip by norm or by value, not both".into(),
+            ));
+        }
+        if let Some(v) = self.clip_norm {
+            recipe.optim.clip = Some(kiln_optim::Clip::Norm(v));
+        }
+        if let Some(v) = self.clip_value {
+            recipe.optim.clip = Some(kiln_optim::Clip::Value(v));
+        }
+        if let Some(spec) = &self.schedule {
+            recipe.schedule = Schedule::parse(spec)?;
+        }
+        if let Some(spec) = &self.plateau {
+            recipe.plateau = Some(Plateau::parse(spec)?);
+        }
+        if let Some(spec) = &self.early_stopping {
+            recipe.early_stopping = Some(EarlyStopping::parse(spec)?);
+        }
+        if let Some(m) = &self.monitor {
+            recipe.monitor = Monitor::parse(m)?;
+        }
+        for spec in &self.groups {
+            recipe
+                .optim
+                .groups
+                .push(kiln_optim::GroupRule::parse(spec)?);
+        }
+        if let Some(s) = self.seed {
+            recipe.seed = s;
+        }
+        if let Some(d) = &self.device {
+            recipe.device = DeviceSpec::parse(d)?;
+        }
+        if let Some(f) = self.valid_fraction {
+            recipe.valid_fraction = f;
+        }
+        recipe.validate()
+    }
+}
+
+/// Whether `value` is its type's default (configs leave such settings out of their TOML).
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 fn default_seed() -> u64 {
     Seed::default().0
 }

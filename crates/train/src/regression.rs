@@ -21,7 +21,7 @@ use kiln_data::tabular::{
     TabularSet, Targets,
 };
 use kiln_models::{Mlp, MlpConfig};
-use kiln_optim::{OptimConfig, Schedule};
+use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainOptions;
@@ -91,6 +91,12 @@ pub struct RegressionConfig {
     /// Early stopping on the validation loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<EarlyStopping>,
+    /// Reduce-on-plateau on the monitored value, composed with the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plateau: Option<Plateau>,
+    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
+    pub monitor: crate::Monitor,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -114,6 +120,8 @@ impl RegressionConfig {
             optim: OptimConfig::default(),
             schedule: Schedule::Constant,
             early_stopping: None,
+            plateau: None,
+            monitor: crate::Monitor::default(),
             seed: Seed::default().0,
             device: DeviceSpec::default(),
         }
@@ -127,12 +135,38 @@ impl RegressionConfig {
             lr: self.lr,
             optim: self.optim.clone(),
             schedule: self.schedule.clone(),
+            plateau: self.plateau.clone(),
+            monitor: self.monitor,
             early_stopping: self.early_stopping.clone(),
             seed: self.seed,
             device: self.device.clone(),
             valid_fraction: self.valid_fraction,
             ..crate::Recipe::default()
         }
+    }
+
+    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
+    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
+    /// of a regression run run.
+    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
+        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
+            return Err(Error::InvalidSetting(
+                "shards, QAT bits and pruned fine-tuning are not settings of a regression run run"
+                    .into(),
+            ));
+        }
+        self.epochs = recipe.epochs;
+        self.batch_size = recipe.batch_size;
+        self.lr = recipe.lr;
+        self.optim = recipe.optim;
+        self.schedule = recipe.schedule;
+        self.plateau = recipe.plateau;
+        self.monitor = recipe.monitor;
+        self.early_stopping = recipe.early_stopping;
+        self.seed = recipe.seed;
+        self.device = recipe.device;
+        self.valid_fraction = recipe.valid_fraction;
+        Ok(())
     }
 
     /// Checks the settings.
@@ -300,6 +334,20 @@ fn values(set: &TabularSet) -> &[f32] {
         Targets::Values(v) => v,
         Targets::Classes(_) => &[],
     }
+}
+
+/// Continues the regression run in `run_dir` from its last complete checkpoint; with the
+/// same seed the result equals that of a run never interrupted.
+pub fn resume_regression(run_dir: &Path, options: &TrainOptions) -> Result<RegressionReport> {
+    let config: RegressionConfig = crate::files::read_run_config(run_dir)?;
+    train_regression(
+        &config,
+        run_dir,
+        &TrainOptions {
+            resume: true,
+            ..options.clone()
+        },
+    )
 }
 
 /// Trains an MLP regressor on a table and writes a run folder (`config.toml`, `encoder.json`,

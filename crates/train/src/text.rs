@@ -12,7 +12,7 @@ use kiln_data::text::{LabelledTexts, TextTokenizer, TokenBatch, TokenBatcher, To
 use kiln_models::ModelConfig;
 use kiln_models::bert::BertClassifier;
 use kiln_models::transformer::{TransformerClassifier, TransformerClassifierConfig};
-use kiln_optim::{GroupRule, Schedule};
+use kiln_optim::{GroupRule, OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::{EpochMetrics, Error, Result, TrainOptions};
@@ -89,6 +89,18 @@ pub struct TextTrainConfig {
     pub batch_size: usize,
     /// Adam learning rate.
     pub lr: f64,
+    /// Optimizer, clipping and parameter groups (default: Adam with PyTorch's settings).
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
+    pub optim: OptimConfig,
+    /// Reduce-on-plateau on the monitored value, composed with the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plateau: Option<Plateau>,
+    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
+    pub monitor: crate::Monitor,
+    /// Stop when the monitored value stops improving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<crate::EarlyStopping>,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -171,12 +183,40 @@ impl TextTrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
+            optim: self.optim.clone(),
             schedule: self.schedule.clone(),
+            plateau: self.plateau.clone(),
+            monitor: self.monitor,
+            early_stopping: self.early_stopping.clone(),
             seed: self.seed,
             device: self.device.clone(),
             valid_fraction: self.valid_fraction,
             ..crate::Recipe::default()
         }
+    }
+
+    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
+    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
+    /// of a text classifier run.
+    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
+        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
+            return Err(Error::InvalidSetting(
+                "shards, QAT bits and pruned fine-tuning are not settings of a text classifier run"
+                    .into(),
+            ));
+        }
+        self.epochs = recipe.epochs;
+        self.batch_size = recipe.batch_size;
+        self.lr = recipe.lr;
+        self.optim = recipe.optim;
+        self.schedule = recipe.schedule;
+        self.plateau = recipe.plateau;
+        self.monitor = recipe.monitor;
+        self.early_stopping = recipe.early_stopping;
+        self.seed = recipe.seed;
+        self.device = recipe.device;
+        self.valid_fraction = recipe.valid_fraction;
+        Ok(())
     }
 
     /// The default recipe for a text-classifier preset (all-MiniLM-L6-v2's WordPiece vocabulary).
@@ -195,6 +235,10 @@ impl TextTrainConfig {
             epochs: 3,
             batch_size: 32,
             lr: 5e-4,
+            optim: OptimConfig::default(),
+            plateau: None,
+            monitor: crate::Monitor::default(),
+            early_stopping: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
             max_train: None,

@@ -222,6 +222,19 @@ impl SentenceEmbedder {
         Ok(Tensor::cat(parts, 0))
     }
 
+    /// The embeddings of `texts` as one vector per text.
+    pub fn embed_vectors(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        rows(self.embed(texts)?)
+    }
+
+    /// The cosine similarity of every pair of `texts` (`[i][j]`, 1 on the diagonal), what
+    /// `kiln embed --similarity` prints: the embeddings scaled to unit length, then their
+    /// dot products.
+    pub fn similarities(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let e = l2_normalize(self.embed(texts)?);
+        rows(e.clone().matmul(e.transpose()))
+    }
+
     fn embed_batch(&self, texts: &[&str]) -> Result<Tensor<2>> {
         let batch = self.tokenize(texts)?;
         let hidden = self
@@ -256,6 +269,17 @@ pub fn mean_pool(hidden: Tensor<3>, mask_pad: Tensor<2, Bool>) -> Tensor<2> {
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
+}
+
+/// The rows of a `[n, d]` tensor.
+fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    let [_, d] = t.dims();
+    let values: Vec<f32> = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .map_err(|e| Error::Invalid(format!("reading embeddings: {e:?}")))?;
+    Ok(values.chunks(d.max(1)).map(<[f32]>::to_vec).collect())
 }
 
 /// Where a sentence-transformers folder is expected under a data directory.

@@ -24,21 +24,12 @@ pub(crate) struct Args {
     /// Dataset (default: the teacher's).
     #[arg(long)]
     dataset: Option<String>,
-    /// Epochs.
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Mini-batch size.
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Learning rate.
-    #[arg(long)]
-    lr: Option<f64>,
     /// Augmentation of training images.
     #[arg(long)]
     augment: Option<String>,
-    /// Master seed.
-    #[arg(long)]
-    seed: Option<u64>,
+    /// The training loop's settings (default: the teacher's budget).
+    #[command(flatten)]
+    recipe: RecipeArgs,
     /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -58,11 +49,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
         alpha,
         feature_weight,
         dataset,
-        epochs,
-        batch_size,
-        lr,
         augment,
-        seed,
+        recipe,
         data_dir,
         out,
         quiet,
@@ -82,18 +70,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
     if let Some(d) = dataset {
         cfg.dataset = d;
     }
-    if let Some(e) = epochs {
-        cfg.epochs = e;
-    }
-    if let Some(b) = batch_size {
-        cfg.batch_size = b;
-    }
-    if let Some(l) = lr {
-        cfg.lr = l;
-    }
-    if let Some(s) = seed {
-        cfg.seed = s;
-    }
+    let mut settings = cfg.recipe();
+    recipe.overrides().apply(&mut settings)?;
+    cfg.set_recipe(settings)?;
     let options = TrainOptions {
         quiet,
         data_dir,

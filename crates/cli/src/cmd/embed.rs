@@ -32,22 +32,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let (embedder, _) =
         kiln_transfer::SentenceEmbedder::from_dir(&dir, &DeviceSpec::Flex.device())?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let e = embedder.embed(&refs)?;
-    let [n, d] = e.dims();
     if similarity {
-        let sims: Vec<f32> = e.clone().matmul(e.transpose()).into_data().try_to_vec()?;
-        for (i, text) in texts.iter().enumerate() {
-            let row: Vec<String> = sims[i * n..(i + 1) * n]
-                .iter()
-                .map(|v| format!("{v:6.3}"))
-                .collect();
+        for (row, text) in embedder.similarities(&refs)?.iter().zip(&texts) {
+            let row: Vec<String> = row.iter().map(|v| format!("{v:6.3}")).collect();
             println!("{}  {text}", row.join(" "));
         }
     } else {
-        let values: Vec<f32> = e.into_data().try_to_vec()?;
-        for (i, text) in texts.iter().enumerate() {
-            let line = serde_json::json!({"text": text, "embedding": &values[i * d..(i + 1) * d]});
-            println!("{line}");
+        for (vector, text) in embedder.embed_vectors(&refs)?.iter().zip(&texts) {
+            println!("{}", serde_json::json!({"text": text, "embedding": vector}));
         }
     }
     Ok(())

@@ -46,16 +46,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         out,
         data_dir,
     } = args;
-    let calibration = match calibration.as_str() {
-        "search" => kiln_compress::Calibration::Search,
-        "minmax" => kiln_compress::Calibration::MinMax,
-        other => match other.strip_prefix("percentile:").map(str::parse::<f64>) {
-            Some(Ok(p)) => kiln_compress::Calibration::Percentile(p),
-            _ => bail!(
-                "--calibration `{other}`: expected search, minmax or percentile:P (e.g. percentile:99.99)"
-            ),
-        },
-    };
+    let calibration = kiln_compress::Calibration::parse(&calibration)?;
     let config = kiln_compress::QuantizeConfig {
         bits,
         granularity: if per_channel {

@@ -1,4 +1,5 @@
-//! The whole xtask command line, in one place.
+//! The command line of xtask's heavy commands (those that build the library), in one place;
+//! `cargo xtask` forwards them here.
 
 use std::path::PathBuf;
 
@@ -16,8 +17,6 @@ pub struct Xtask {
 pub enum Command {
     /// Train a zoo preset with its default recipe (e.g. `cargo xtask train mlp`).
     Train(TrainArgs),
-    /// What CI runs: fmt check, clippy with warnings denied, the test suite.
-    Ci(CiArgs),
     /// Benchmarks: `cargo xtask bench` (zoo models' training and inference steps, optionally
     /// `--vs-torch PYTHON`), `cargo xtask bench data` (MNIST batching).
     Bench(BenchArgs),
@@ -168,11 +167,4 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<model>-<unix time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-pub struct CiArgs {
-    /// Skip fmt and clippy; run only the tests.
-    #[arg(long)]
-    pub tests_only: bool,
 }

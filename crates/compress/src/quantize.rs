@@ -334,6 +334,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn calibration_specs() {
+        assert_eq!(Calibration::parse("search").unwrap(), Calibration::Search);
+        assert_eq!(Calibration::parse("minmax").unwrap(), Calibration::MinMax);
+        assert_eq!(
+            Calibration::parse("percentile:99.99").unwrap(),
+            Calibration::Percentile(99.99)
+        );
+        for bad in [
+            "best",
+            "percentile:",
+            "percentile:x",
+            "percentile:0",
+            "percentile:101",
+        ] {
+            let e = Calibration::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("percentile:P") && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn blocks_divide_the_weights() {
         assert_eq!(largest_divisor_up_to(784, 64), 56);
         assert_eq!(largest_divisor_up_to(300, 64), 60);

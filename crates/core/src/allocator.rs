@@ -10,8 +10,8 @@
 //! more samples/s, the same peak RSS.
 //!
 //! It changes process-wide allocator settings, so only a program that owns its process calls
-//! it: the `kiln` binary, `cargo xtask`, the benchmarks, the examples and the test binaries
-//! that train. Library functions (`kiln_train::fit` and every run built on it) never do: a
+//! it: the `kiln` binary, `xtask-heavy` (behind `cargo xtask`), the benchmarks and the
+//! examples. Library functions (`kiln_train::fit` and every run built on it) never do: a
 //! program embedding Kiln keeps its allocator as it set it, and calls `tune()` itself for the
 //! speed-up. Setting `KILN_MALLOC_TUNING=0`
 //! turns it off. It does nothing off Linux/glibc.

@@ -9,9 +9,8 @@
 //!
 //! Set `KILN_OFFLINE=1` (or use [`Policy::Never`]) to never touch the network.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use flate2::read::GzDecoder;
 use sha2::{Digest, Sha256};
@@ -213,8 +212,19 @@ pub fn ensure(dataset: &RemoteDataset, data_dir: &Path, policy: Policy) -> Resul
     Ok(dir)
 }
 
+/// Without the `download` feature: no network; the caller's error names the files to place.
+#[cfg(not(feature = "download"))]
+fn fetch_verified(url: &str, _file: &RemoteFile, _dir: &Path) -> std::result::Result<(), String> {
+    Err(format!(
+        "not fetched from {url}: this build of kiln-data has no network download (its `download` feature is off)"
+    ))
+}
+
 /// Downloads `url`, checks its digest and renames it to `dir/<file>`.
+#[cfg(feature = "download")]
 fn fetch_verified(url: &str, file: &RemoteFile, dir: &Path) -> std::result::Result<(), String> {
+    use std::io::Write;
+    use std::time::Duration;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(10))
         .timeout(Duration::from_secs(600))

@@ -15,7 +15,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "image")]
 use image::imageops::FilterType;
+#[cfg(feature = "image")]
 use image::{DynamicImage, GenericImageView};
 use serde::{Deserialize, Serialize};
 
@@ -107,8 +109,18 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
+/// Without the `image` feature, decoding is an error naming the file.
+#[cfg(not(feature = "image"))]
+pub fn load_image(path: &Path, _options: &FolderOptions) -> Result<Vec<f32>> {
+    Err(Error::Image {
+        path: path.to_path_buf(),
+        reason: "this build of kiln-data decodes no images (its `image` feature is off)".into(),
+    })
+}
+
 /// Decodes one image file and converts it to `[C, H, W]` pixels in `[0, 1]` of the target
 /// size.
+#[cfg(feature = "image")]
 pub fn load_image(path: &Path, options: &FolderOptions) -> Result<Vec<f32>> {
     let image = image::open(path).map_err(|e| Error::Image {
         path: path.to_path_buf(),
@@ -118,6 +130,7 @@ pub fn load_image(path: &Path, options: &FolderOptions) -> Result<Vec<f32>> {
 }
 
 /// Resizes and converts a decoded image (see [`load_image`]).
+#[cfg(feature = "image")]
 pub fn to_pixels(image: &DynamicImage, options: &FolderOptions) -> Vec<f32> {
     let [th, tw] = options.size;
     let (w, h) = image.dimensions();
@@ -398,7 +411,7 @@ fn same_classes(a: &ImageSet, a_dir: &Path, b: &ImageSet, b_dir: &Path) -> Resul
     )))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "image"))]
 mod tests {
     use image::{GrayImage, Luma, Rgb, RgbImage};
 

@@ -3,7 +3,9 @@
 //! padding and attention masks.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(feature = "tokenizers")]
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::data::dataloader::batcher::Batcher;
@@ -408,6 +410,7 @@ impl LabelledTexts {
     }
 }
 
+#[cfg(feature = "tokenizers")]
 /// A Hugging Face tokenizer (`tokenizer.json`) producing fixed-length id sequences and padding
 /// masks.
 #[derive(Clone)]
@@ -417,6 +420,7 @@ pub struct TextTokenizer {
     pad_id: u32,
 }
 
+#[cfg(feature = "tokenizers")]
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TextTokenizer({})", self.path.display())
@@ -432,6 +436,7 @@ pub struct Encoded {
     pub attention: Vec<bool>,
 }
 
+#[cfg(feature = "tokenizers")]
 impl TextTokenizer {
     /// Loads `tokenizer.json`. Its own padding and truncation settings are turned off; Kiln pads
     /// and truncates per call.
@@ -560,6 +565,7 @@ pub struct TokenDataset {
 }
 
 impl TokenDataset {
+    #[cfg(feature = "tokenizers")]
     /// Tokenizes every text to `max_len`.
     pub fn new(texts: &LabelledTexts, tokenizer: &TextTokenizer, max_len: usize) -> Result<Self> {
         let items = texts

@@ -1,6 +1,14 @@
 //! # kiln-train
 //!
-//! Training and evaluation on burn-train's `SupervisedTraining` + `Learner`:
+//! Training and evaluation on burn-train's `SupervisedTraining` + `Learner`.
+//!
+//! The loop is open: [`fit`](fit()) trains any burn `Module` that implements [`Task`] (a batch
+//! in, per-sample losses out) with a [`Recipe`] (optimizer, clipping, parameter groups,
+//! schedule, plateau, early stopping, seed, device, validation share, shards, QAT, pruned
+//! fine-tuning), atomic checkpoints, exact resume and a run folder; see the [`fit`](mod@fit)
+//! module. Every run kind below is a [`Task`] on that loop, and each kind's config turns
+//! into a [`Recipe`] (`recipe()`) and back (`set_recipe`), so [`RecipeOverrides`] (what the
+//! command line gives) apply to all of them; [`resume_run`] continues a run of any kind.
 //!
 //! - [`TrainConfig`]: everything that defines a run (model, dataset, epochs, batch size,
 //!   learning rate, seed, device), saved as `config.toml` in the run folder.

@@ -774,6 +774,155 @@ fn an_mlp_regressor_predicts_ames_house_prices() {
 }
 
 #[test]
+fn a_paused_regression_run_resumes_exactly_through_resume_run() {
+    use kiln_train::regression::{RegressionConfig, train_regression};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = RegressionConfig::new("concrete");
+    config.epochs = 6;
+    // No dropout: the steps are split across two shards, as recipe.toml records.
+    config.dropout = 0.0;
+    let whole =
+        train_regression(&config, &tmp.path().join("whole"), &TrainOptions::quiet()).unwrap();
+    let paused_dir = tmp.path().join("paused");
+    let paused = TrainOptions {
+        pause_after: Some(3),
+        ..TrainOptions::quiet()
+    };
+    let err = train_regression(&config, &paused_dir, &paused).unwrap_err();
+    assert!(
+        matches!(err, kiln_train::Error::Paused { epoch: 3, .. }),
+        "{err}"
+    );
+    let kiln_train::RunReport::Regression(resumed) =
+        kiln_train::resume_run(&paused_dir, &TrainOptions::quiet()).unwrap()
+    else {
+        panic!("a regression run resumes as one");
+    };
+    let losses = |r: &kiln_train::regression::RegressionReport| -> Vec<(u64, u64)> {
+        r.epochs
+            .iter()
+            .map(|m| (m.train_loss.to_bits(), m.valid_loss.to_bits()))
+            .collect()
+    };
+    assert_eq!(losses(&resumed), losses(&whole));
+    assert_eq!(resumed.test, whole.test);
+    let recipe = std::fs::read_to_string(paused_dir.join("recipe.toml")).unwrap();
+    assert!(recipe.contains("shards = 2"), "{recipe}");
+}
+
+#[test]
+fn every_run_kind_takes_every_loop_setting() {
+    use kiln_train::{Recipe, RecipeOverrides};
+    let overrides = RecipeOverrides {
+        epochs: Some(3),
+        optimizer: Some("sgd".into()),
+        clip_norm: Some(1.0),
+        schedule: Some("cosine".into()),
+        plateau: Some("0.5:2".into()),
+        early_stopping: Some("2:0.01".into()),
+        groups: vec!["model.x=0.1".into()],
+        seed: Some(7),
+        valid_fraction: Some(0.2),
+        ..RecipeOverrides::default()
+    };
+    let mut recipe = Recipe::default();
+    overrides.apply(&mut recipe).unwrap();
+    assert_eq!(
+        (recipe.epochs, recipe.seed, recipe.valid_fraction),
+        (3, 7, 0.2)
+    );
+    assert!(recipe.plateau.is_some() && recipe.early_stopping.is_some());
+    assert_eq!(recipe.optim.groups.len(), 1);
+
+    // Each kind's config takes the recipe and gives it back.
+    let mut lm = kiln_train::lm::LmTrainConfig::for_preset("char-lm").unwrap();
+    let mut text = kiln_train::text::TextTrainConfig::for_preset("transformer-classifier").unwrap();
+    let mut reg = kiln_train::regression::RegressionConfig::new("concrete");
+    let mut multi = kiln_train::multitask::MultiTaskConfig::new(
+        "digits",
+        vec![kiln_train::multitask::Head::new(
+            "digit",
+            (0..10).collect(),
+            1.0,
+        )],
+    );
+    let mut image = kiln_train::TrainConfig::for_preset("mlp").unwrap();
+    lm.set_recipe(recipe.clone()).unwrap();
+    text.set_recipe(recipe.clone()).unwrap();
+    reg.set_recipe(recipe.clone()).unwrap();
+    multi.set_recipe(recipe.clone()).unwrap();
+    image.set_recipe(recipe.clone()).unwrap();
+    for back in [
+        lm.recipe(),
+        text.recipe(),
+        reg.recipe(),
+        multi.recipe(),
+        image.recipe(),
+    ] {
+        assert_eq!(back, recipe);
+    }
+    // A setting that does not parse, or that a kind cannot take, is an error naming it.
+    for (bad, needle) in [
+        (
+            RecipeOverrides {
+                optimizer: Some("lion".into()),
+                ..Default::default()
+            },
+            "lion",
+        ),
+        (
+            RecipeOverrides {
+                schedule: Some("sawtooth".into()),
+                ..Default::default()
+            },
+            "sawtooth",
+        ),
+        (
+            RecipeOverrides {
+                monitor: Some("f1".into()),
+                ..Default::default()
+            },
+            "f1",
+        ),
+        (
+            RecipeOverrides {
+                clip_norm: Some(1.0),
+                clip_value: Some(1.0),
+                ..Default::default()
+            },
+            "not both",
+        ),
+        (
+            RecipeOverrides {
+                epochs: Some(0),
+                ..Default::default()
+            },
+            "epochs",
+        ),
+    ] {
+        let e = bad.apply(&mut Recipe::default()).unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    let qat = Recipe {
+        qat_bits: Some(4),
+        ..Recipe::default()
+    };
+    assert!(
+        lm.set_recipe(qat.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("QAT")
+    );
+    assert!(
+        image
+            .set_recipe(qat)
+            .unwrap_err()
+            .to_string()
+            .contains("fine-tuning source")
+    );
+}
+
+#[test]
 fn the_multitask_loss_is_the_weighted_sum_of_head_cross_entropies() {
     use burn::tensor::{Int, Tensor, TensorData};
     use kiln_train::multitask::{Head, multitask_loss};

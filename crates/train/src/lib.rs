@@ -58,10 +58,12 @@ pub mod fit;
 pub mod lm;
 pub mod multitask;
 pub mod plot;
+mod pretrained;
 mod recipe;
 pub mod regression;
 mod renderer;
 mod run;
+mod runs;
 pub mod seeds;
 mod step;
 mod task;
@@ -71,14 +73,15 @@ pub use config::{Distill, FineTune, TrainConfig, offline_preset};
 pub use engine::Fitted;
 pub use error::{Error, Result};
 pub use eval::{
-    ClassMetrics, EvalReport, EvalSplit, RunKind, RunReport, class_metrics, dataset_reference,
-    evaluate, evaluate_run, evaluate_run_in, evaluate_run_split, evaluate_with, load_data,
-    load_run, predict_images, resume_run, run_input_shape, save_run,
+    ClassMetrics, EvalReport, EvalSplit, class_metrics, evaluate, evaluate_run, evaluate_run_in,
+    evaluate_run_split, evaluate_with, load_data, load_run, predict_images, run_input_shape,
+    save_run,
 };
 pub use files::{EpochMetrics, save_module};
 pub use fit::{Loaders, Setup, TrainOptions, fit};
 pub use recipe::{EarlyStopping, Monitor, Recipe, RecipeOverrides};
 pub use run::{TrainReport, default_run_dir, resume, train};
+pub use runs::{RunKind, RunReport, dataset_reference, resume_run};
 pub use step::{
     Shard, Shards, Task, TaskOutput, fake_quantized, mask_pruned_gradients, train_step,
 };

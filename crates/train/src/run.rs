@@ -130,8 +130,8 @@ fn run(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<T
         );
         let mut model = config.model.init_image(device)?;
         if let Some(spec) = &config.finetune {
-            model = crate::finetune::load_pretrained(model, spec)?;
-            setup.add_groups(crate::finetune::backbone_rules(&model, "model", spec));
+            model = crate::pretrained::load_pretrained(model, spec)?;
+            setup.add_groups(crate::pretrained::backbone_rules(&model, "model", spec));
         }
         params = model.num_params();
         let teacher = match &config.distill {

@@ -429,6 +429,15 @@ fn regress_reports_r2_on_a_real_table() {
         .unwrap_or_else(|| panic!("{stdout}"));
     // Concrete strength from its 8 ingredients: linear regression reaches about 0.6.
     assert!(r2 > 0.8, "{stdout}");
+    // `kiln eval` reloads the run and measures the same test rows.
+    let (ok, eval, stderr) = kiln(&["eval", run.to_str().unwrap()]);
+    assert!(ok, "eval failed: {stderr}");
+    let r2_eval: f64 = eval
+        .strip_prefix("test R² ")
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{eval}"));
+    assert_eq!(r2_eval, r2, "{eval} vs {stdout}");
     let (ok, _, stderr) = kiln(&["regress", "--dataset", "concrete", "--loss", "huber"]);
     assert!(
         !ok && stderr.contains("unknown regression loss `huber`"),

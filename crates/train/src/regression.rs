@@ -336,6 +336,42 @@ fn values(set: &TabularSet) -> &[f32] {
     }
 }
 
+/// Reloads a regression run folder (`config.toml`, `encoder.json`, `model.bpk`) and measures
+/// it on its table's fixed test rows, in the target's units (what `kiln eval` prints).
+pub fn evaluate_regression_run(dir: &Path, data_dir: Option<&Path>) -> Result<RegressionMetrics> {
+    let config: RegressionConfig = crate::files::read_run_config(dir)?;
+    let encoder: TableEncoder = crate::files::read_json(&dir.join("encoder.json"))?;
+    let (table, _) = load_table(
+        &config,
+        &kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf)),
+    )?;
+    let (_, test_rows) = table.split(config.test_fraction, kiln_data::split::TEST_SPLIT_SEED);
+    let test_set = encoder.transform(&table, &test_rows)?;
+    let device = config.device.device();
+    let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
+        .with_dropout(config.dropout)
+        .init(&device)?;
+    let model = crate::files::load_weights_eagerly(model, &dir.join("model.bpk"))?;
+    let features = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(test_set.features.clone(), [test_set.len(), test_set.width]),
+        &device,
+    );
+    let predicted: Vec<f64> = model
+        .forward_flat(features)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Training(format!("reading predictions: {e:?}")))?
+        .into_iter()
+        .map(|v| encoder.unscale_target(v))
+        .collect();
+    let actual: Vec<f64> = values(&test_set)
+        .iter()
+        .map(|&v| encoder.unscale_target(v))
+        .collect();
+    Ok(RegressionMetrics::of(&predicted, &actual))
+}
+
 /// Continues the regression run in `run_dir` from its last complete checkpoint; with the
 /// same seed the result equals that of a run never interrupted.
 pub fn resume_regression(run_dir: &Path, options: &TrainOptions) -> Result<RegressionReport> {
@@ -402,25 +438,8 @@ pub fn train_regression(
     let model_path = run_dir.join("model.bpk");
     crate::files::save_module(fitted.task.model.clone(), &model_path)?;
 
-    // Held-out metrics in the target's units, on the plain (non-autodiff) device.
-    let eval_device = config.device.device();
-    let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
-        .with_dropout(config.dropout)
-        .init(&eval_device)?;
-    let model = crate::files::load_weights_eagerly(model, &model_path)?;
-    let features = Tensor::<2>::from_data(
-        burn::tensor::TensorData::new(test_set.features.clone(), [test_set.len(), test_set.width]),
-        &eval_device,
-    );
-    let predicted: Vec<f64> = model
-        .forward_flat(features)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Training(format!("reading predictions: {e:?}")))?
-        .into_iter()
-        .map(|v| encoder.unscale_target(v))
-        .collect();
+    // Held-out metrics in the target's units, by the reloaded run (what `kiln eval` prints).
+    let test = evaluate_regression_run(run_dir, options.data_dir.as_deref())?;
     let actual: Vec<f64> = values(&test_set)
         .iter()
         .map(|&v| encoder.unscale_target(v))
@@ -436,7 +455,7 @@ pub fn train_regression(
         train_size: train_set.len(),
         valid_size: valid_set.len(),
         test_size: test_set.len(),
-        test: RegressionMetrics::of(&predicted, &actual),
+        test,
         baseline: RegressionMetrics::of(&vec![train_mean; actual.len()], &actual),
         epochs: fitted.epochs,
         model_epoch: fitted.model_epoch,

@@ -42,6 +42,17 @@ pub(crate) fn run(args: Args) -> Result<()> {
             kiln_train::text::evaluate_text_run(&run_dir, data_dir)?
         }
         kiln_train::RunKind::Classifier => kiln_train::evaluate_run_in(&run_dir, data_dir)?,
+        kiln_train::RunKind::Regression => {
+            let t = kiln_train::regression::evaluate_regression_run(&run_dir, data_dir)?;
+            match format {
+                Format::Text => println!(
+                    "test R² {:.4}, RMSE {:.4}, MAE {:.4}, MSE {:.4} on {} rows",
+                    t.r2, t.rmse, t.mae, t.mse, t.rows
+                ),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+            }
+            return Ok(());
+        }
         other => bail!(
             "{} holds a {other:?} run; its report.json has its held-out metrics",
             run_dir.display()

@@ -97,49 +97,9 @@ pub struct LmTrainConfig {
     pub model: CausalLmConfig,
 }
 
+crate::recipe::loop_settings!(LmTrainConfig, "a language model run");
+
 impl LmTrainConfig {
-    /// The loop's settings of this run (what [`crate::fit()`] takes).
-    pub fn recipe(&self) -> crate::Recipe {
-        crate::Recipe {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optim: self.optim.clone(),
-            schedule: self.schedule.clone(),
-            plateau: self.plateau.clone(),
-            monitor: self.monitor,
-            early_stopping: self.early_stopping.clone(),
-            seed: self.seed,
-            device: self.device.clone(),
-            valid_fraction: self.valid_fraction,
-            ..crate::Recipe::default()
-        }
-    }
-
-    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
-    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
-    /// of a language model run.
-    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
-        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
-            return Err(Error::InvalidSetting(
-                "shards, QAT bits and pruned fine-tuning are not settings of a language model run"
-                    .into(),
-            ));
-        }
-        self.epochs = recipe.epochs;
-        self.batch_size = recipe.batch_size;
-        self.lr = recipe.lr;
-        self.optim = recipe.optim;
-        self.schedule = recipe.schedule;
-        self.plateau = recipe.plateau;
-        self.monitor = recipe.monitor;
-        self.early_stopping = recipe.early_stopping;
-        self.seed = recipe.seed;
-        self.device = recipe.device;
-        self.valid_fraction = recipe.valid_fraction;
-        Ok(())
-    }
-
     /// The default recipe for a causal-LM preset (e.g. `char-lm`).
     pub fn for_preset(name: &str) -> Result<Self> {
         let preset = kiln_models::preset(name)?;

@@ -110,49 +110,9 @@ pub struct MultiTaskConfig {
     pub device: DeviceSpec,
 }
 
+crate::recipe::loop_settings!(MultiTaskConfig, "a multi-task run");
+
 impl MultiTaskConfig {
-    /// The loop's settings of this run (what [`crate::fit()`] takes).
-    pub fn recipe(&self) -> crate::Recipe {
-        crate::Recipe {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optim: self.optim.clone(),
-            schedule: self.schedule.clone(),
-            plateau: self.plateau.clone(),
-            monitor: self.monitor,
-            early_stopping: self.early_stopping.clone(),
-            seed: self.seed,
-            device: self.device.clone(),
-            valid_fraction: self.valid_fraction,
-            ..crate::Recipe::default()
-        }
-    }
-
-    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
-    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
-    /// of a multi-task run run.
-    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
-        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
-            return Err(Error::InvalidSetting(
-                "shards, QAT bits and pruned fine-tuning are not settings of a multi-task run run"
-                    .into(),
-            ));
-        }
-        self.epochs = recipe.epochs;
-        self.batch_size = recipe.batch_size;
-        self.lr = recipe.lr;
-        self.optim = recipe.optim;
-        self.schedule = recipe.schedule;
-        self.plateau = recipe.plateau;
-        self.monitor = recipe.monitor;
-        self.early_stopping = recipe.early_stopping;
-        self.seed = recipe.seed;
-        self.device = recipe.device;
-        self.valid_fraction = recipe.valid_fraction;
-        Ok(())
-    }
-
     /// A recipe: backbone MLP 256-128, Adam 1e-3, 3 epochs of 64.
     pub fn new(dataset: &str, heads: Vec<Head>) -> Self {
         Self {

@@ -160,6 +160,60 @@ impl RecipeOverrides {
     }
 }
 
+/// `recipe()` and `set_recipe()` for a run config whose loop settings are its own fields of
+/// the recipe's names (`epochs` ... `device`, `valid_fraction`); shards, QAT and pruned
+/// fine-tuning are refused by such a kind.
+macro_rules! loop_settings {
+    ($config:ty, $kind:literal) => {
+        impl $config {
+            /// The loop's settings of this run (what [`crate::fit()`] takes).
+            pub fn recipe(&self) -> $crate::Recipe {
+                $crate::Recipe {
+                    epochs: self.epochs,
+                    batch_size: self.batch_size,
+                    lr: self.lr,
+                    optim: self.optim.clone(),
+                    schedule: self.schedule.clone(),
+                    plateau: self.plateau.clone(),
+                    monitor: self.monitor,
+                    early_stopping: self.early_stopping.clone(),
+                    seed: self.seed,
+                    device: self.device.clone(),
+                    valid_fraction: self.valid_fraction,
+                    ..$crate::Recipe::default()
+                }
+            }
+
+            /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides
+            /// applied).
+            pub fn set_recipe(&mut self, recipe: $crate::Recipe) -> $crate::Result<()> {
+                if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
+                    return Err($crate::Error::InvalidSetting(
+                        concat!(
+                            "shards, QAT bits and pruned fine-tuning are not settings of ",
+                            $kind
+                        )
+                        .into(),
+                    ));
+                }
+                self.epochs = recipe.epochs;
+                self.batch_size = recipe.batch_size;
+                self.lr = recipe.lr;
+                self.optim = recipe.optim;
+                self.schedule = recipe.schedule;
+                self.plateau = recipe.plateau;
+                self.monitor = recipe.monitor;
+                self.early_stopping = recipe.early_stopping;
+                self.seed = recipe.seed;
+                self.device = recipe.device;
+                self.valid_fraction = recipe.valid_fraction;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use loop_settings;
+
 /// Whether `value` is its type's default (configs leave such settings out of their TOML).
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()

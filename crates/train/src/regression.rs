@@ -103,6 +103,8 @@ pub struct RegressionConfig {
     pub device: DeviceSpec,
 }
 
+crate::recipe::loop_settings!(RegressionConfig, "a regression run");
+
 impl RegressionConfig {
     /// A recipe for `dataset`: MLP 128-64 with dropout 0.1, MSE, Adam 1e-3, 60 epochs of 64.
     pub fn new(dataset: &str) -> Self {
@@ -125,48 +127,6 @@ impl RegressionConfig {
             seed: Seed::default().0,
             device: DeviceSpec::default(),
         }
-    }
-
-    /// The loop's settings of this run (what [`crate::fit()`] takes).
-    pub fn recipe(&self) -> crate::Recipe {
-        crate::Recipe {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optim: self.optim.clone(),
-            schedule: self.schedule.clone(),
-            plateau: self.plateau.clone(),
-            monitor: self.monitor,
-            early_stopping: self.early_stopping.clone(),
-            seed: self.seed,
-            device: self.device.clone(),
-            valid_fraction: self.valid_fraction,
-            ..crate::Recipe::default()
-        }
-    }
-
-    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
-    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
-    /// of a regression run run.
-    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
-        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
-            return Err(Error::InvalidSetting(
-                "shards, QAT bits and pruned fine-tuning are not settings of a regression run run"
-                    .into(),
-            ));
-        }
-        self.epochs = recipe.epochs;
-        self.batch_size = recipe.batch_size;
-        self.lr = recipe.lr;
-        self.optim = recipe.optim;
-        self.schedule = recipe.schedule;
-        self.plateau = recipe.plateau;
-        self.monitor = recipe.monitor;
-        self.early_stopping = recipe.early_stopping;
-        self.seed = recipe.seed;
-        self.device = recipe.device;
-        self.valid_fraction = recipe.valid_fraction;
-        Ok(())
     }
 
     /// Checks the settings.

@@ -176,49 +176,9 @@ impl PretrainedText {
     }
 }
 
+crate::recipe::loop_settings!(TextTrainConfig, "a text classifier run");
+
 impl TextTrainConfig {
-    /// The loop's settings of this run (what [`crate::fit()`] takes).
-    pub fn recipe(&self) -> crate::Recipe {
-        crate::Recipe {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optim: self.optim.clone(),
-            schedule: self.schedule.clone(),
-            plateau: self.plateau.clone(),
-            monitor: self.monitor,
-            early_stopping: self.early_stopping.clone(),
-            seed: self.seed,
-            device: self.device.clone(),
-            valid_fraction: self.valid_fraction,
-            ..crate::Recipe::default()
-        }
-    }
-
-    /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied).
-    /// Quantization-aware training, pruned fine-tuning and a shard count are not settings
-    /// of a text classifier run.
-    pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
-        if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
-            return Err(Error::InvalidSetting(
-                "shards, QAT bits and pruned fine-tuning are not settings of a text classifier run"
-                    .into(),
-            ));
-        }
-        self.epochs = recipe.epochs;
-        self.batch_size = recipe.batch_size;
-        self.lr = recipe.lr;
-        self.optim = recipe.optim;
-        self.schedule = recipe.schedule;
-        self.plateau = recipe.plateau;
-        self.monitor = recipe.monitor;
-        self.early_stopping = recipe.early_stopping;
-        self.seed = recipe.seed;
-        self.device = recipe.device;
-        self.valid_fraction = recipe.valid_fraction;
-        Ok(())
-    }
-
     /// The default recipe for a text-classifier preset (all-MiniLM-L6-v2's WordPiece vocabulary).
     pub fn for_preset(name: &str) -> Result<Self> {
         let preset = kiln_models::preset(name)?;

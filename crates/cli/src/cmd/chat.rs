@@ -13,9 +13,9 @@ pub(crate) struct Args {
     system: Option<String>,
     #[command(flatten)]
     sampling: llm::SamplingArgs,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
@@ -23,7 +23,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         model,
         system,
         sampling,
-        data_dir,
+        data: DataDirArgs { data_dir },
     } = args;
     let bundle = llm::load(&model, data_dir)?;
     llm::chat(&bundle, system.as_deref(), &sampling)?;

@@ -30,9 +30,9 @@ pub(crate) struct Args {
     /// The training loop's settings (default: the teacher's budget).
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
     /// Run folder (default: runs/distill-<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -51,7 +51,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         dataset,
         augment,
         recipe,
-        data_dir,
+        data: DataDirArgs { data_dir },
         out,
         quiet,
     } = args;

@@ -14,9 +14,9 @@ pub(crate) struct Args {
     /// Print the texts' pairwise cosine similarities instead of the vectors.
     #[arg(long)]
     similarity: bool,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
@@ -24,7 +24,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         texts,
         model_dir,
         similarity,
-        data_dir,
+        data: DataDirArgs { data_dir },
     } = args;
     let dir = model_dir.unwrap_or_else(|| {
         kiln_transfer::embed::minilm_dir(&kiln_data::data_dir::resolve(data_dir))

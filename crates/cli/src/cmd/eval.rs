@@ -10,16 +10,16 @@ pub(crate) struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
     let Args {
         run_dir,
         format,
-        data_dir,
+        data: DataDirArgs { data_dir },
     } = args;
     let data_dir = data_dir.as_deref();
     let report = match kiln_train::RunKind::of(&run_dir)? {

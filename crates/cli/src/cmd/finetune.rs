@@ -40,9 +40,9 @@ pub(crate) struct Args {
     /// The training loop's settings.
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
     /// Run folder (default: runs/finetune-<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -63,7 +63,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         train_per_class,
         augment,
         recipe,
-        data_dir,
+        data: DataDirArgs { data_dir },
         out,
         quiet,
     } = args;

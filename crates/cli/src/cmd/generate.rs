@@ -28,9 +28,9 @@ pub(crate) struct Args {
     /// (--model) KV-cache length in tokens.
     #[arg(long, default_value_t = 2048)]
     context: usize,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
     /// Characters (tokens) to generate.
     #[arg(long, default_value_t = 200)]
     max_tokens: usize,
@@ -67,7 +67,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         repetition_penalty,
         stop,
         context,
-        data_dir,
+        data: DataDirArgs { data_dir },
     } = args;
     use std::io::Write;
     if let Some(model) = model {

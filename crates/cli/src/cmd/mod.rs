@@ -99,6 +99,14 @@ impl RecipeArgs {
     }
 }
 
+/// `--data-dir`, which every command that reads data or models takes.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct DataDirArgs {
+    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
+    #[arg(long)]
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+}
+
 /// What every command module imports.
 pub(crate) mod prelude {
     pub(crate) use std::path::{Path, PathBuf};
@@ -108,7 +116,7 @@ pub(crate) mod prelude {
     pub(crate) use kiln_models::ModelConfig;
     pub(crate) use kiln_train::{TrainConfig, TrainOptions};
 
-    pub(crate) use super::RecipeArgs;
+    pub(crate) use super::{DataDirArgs, RecipeArgs};
     pub(crate) use crate::report::*;
     pub(crate) use crate::{Format, PruneMethod, llm};
 }

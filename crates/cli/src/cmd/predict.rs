@@ -23,9 +23,9 @@ pub(crate) struct Args {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
@@ -51,7 +51,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             model_dir,
             weights,
             top,
-            data_dir,
+            data: DataDirArgs { data_dir },
         } => {
             anyhow::ensure!(
                 model == "efficientnet-lite0",

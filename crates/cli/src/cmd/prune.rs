@@ -33,9 +33,9 @@ pub(crate) struct Args {
     /// Output run folder (default: RUN_DIR-pruned).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
     /// Print nothing while fine-tuning.
     #[arg(long)]
     quiet: bool,
@@ -52,7 +52,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         lr,
         layers,
         out,
-        data_dir,
+        data: DataDirArgs { data_dir },
         quiet,
     } = args;
     let config = kiln_compress::PruneConfig {

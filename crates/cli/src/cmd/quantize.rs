@@ -29,9 +29,9 @@ pub(crate) struct Args {
     /// Output run folder (default: RUN_DIR-int8 / -int4).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
@@ -44,7 +44,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         qat_epochs,
         qat_lr,
         out,
-        data_dir,
+        data: DataDirArgs { data_dir },
     } = args;
     let calibration = kiln_compress::Calibration::parse(&calibration)?;
     let config = kiln_compress::QuantizeConfig {

@@ -20,9 +20,9 @@ pub(crate) struct Args {
     /// The training loop's settings.
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
     /// Run folder (default: runs/regress-<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -38,7 +38,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         hidden,
         loss,
         recipe,
-        data_dir,
+        data: DataDirArgs { data_dir },
         out,
         quiet,
     } = args;

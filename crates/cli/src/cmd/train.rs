@@ -38,9 +38,9 @@ pub(crate) struct Args {
     /// Read an image folder as grey images instead of RGB.
     #[arg(long)]
     grey: bool,
-    /// Data directory (default: KILN_DATA_DIR, else ~/.cache/kiln/data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// Where the datasets and models are.
+    #[command(flatten)]
+    data: DataDirArgs,
     /// The training loop's settings.
     #[command(flatten)]
     recipe: RecipeArgs,
@@ -72,7 +72,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         text_column,
         image_size,
         grey,
-        data_dir,
+        data: DataDirArgs { data_dir },
         recipe,
         label_smoothing,
         train_per_class,

@@ -43,6 +43,11 @@ pub struct TrainConfig {
     /// Label smoothing ε of the cross-entropy (targets `(1 − ε)·onehot + ε/K`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_smoothing: Option<f32>,
+    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
+    /// resolved count in the saved `config.toml` when the run starts, so the config
+    /// reproduces the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
     /// Master seed.
     pub seed: u64,
     /// Device name (`cpu`, `ndarray`, `wgpu`...).
@@ -240,6 +245,7 @@ impl TrainConfig {
             monitor: Monitor::default(),
             early_stopping: None,
             label_smoothing: None,
+            shards: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
             train_per_class: None,
@@ -268,21 +274,15 @@ impl TrainConfig {
             seed: self.seed,
             device: self.device.clone(),
             valid_fraction: self.data.valid_fraction,
-            shards: None,
+            shards: self.shards,
             qat_bits: finetune.and_then(|f| f.qat_bits),
             keep_pruned: finetune.is_some_and(|f| f.keep_pruned),
         }
     }
 
     /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied); QAT
-    /// and pruned fine-tuning need a fine-tuning source, and a shard count is the loop's to
-    /// resolve.
+    /// and pruned fine-tuning need a fine-tuning source.
     pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
-        if recipe.shards.is_some() {
-            return Err(Error::InvalidSetting(
-                "the shard count of a run is resolved by the loop and recorded in recipe.toml; set KILN_TRAINING_SHARDS to choose it".into(),
-            ));
-        }
         if (recipe.qat_bits.is_some() || recipe.keep_pruned) && self.finetune.is_none() {
             return Err(Error::InvalidSetting(
                 "quantization-aware training and pruned fine-tuning start from trained weights: give a fine-tuning source".into(),
@@ -292,6 +292,7 @@ impl TrainConfig {
             f.qat_bits = recipe.qat_bits;
             f.keep_pruned = recipe.keep_pruned;
         }
+        self.shards = recipe.shards;
         self.epochs = recipe.epochs;
         self.batch_size = recipe.batch_size;
         self.lr = recipe.lr;

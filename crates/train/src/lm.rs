@@ -75,6 +75,11 @@ pub struct LmTrainConfig {
     /// Stop when the monitored value stops improving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<crate::EarlyStopping>,
+    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
+    /// resolved count in the saved `config.toml` when the run starts, so the config
+    /// reproduces the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -120,6 +125,7 @@ impl LmTrainConfig {
             plateau: None,
             monitor: crate::Monitor::default(),
             early_stopping: None,
+            shards: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
             max_train_windows: None,
@@ -317,7 +323,12 @@ fn run_lm(config: &LmTrainConfig, run_dir: &Path, options: &TrainOptions) -> Res
     }
     let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
         if setup.resumed_from().is_none() {
-            crate::files::write_toml(&run_dir.join("config.toml"), &config)?;
+            // The config records the resolved shard count, so it reproduces the run.
+            let saved = LmTrainConfig {
+                shards: setup.recipe().shards,
+                ..config.clone()
+            };
+            crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;
             crate::files::write_json(&run_dir.join("vocab.json"), &corpus.vocab)?;
         }
         let train_set = SequenceDataset::new(

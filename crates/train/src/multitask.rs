@@ -38,7 +38,7 @@ use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainOptions;
-use crate::files::{write_json, write_toml};
+use crate::files::write_json;
 use crate::{EpochMetrics, Error, EvalReport, Result};
 
 /// One classification head.
@@ -104,6 +104,11 @@ pub struct MultiTaskConfig {
     /// columns); the test split is the dataset's own.
     #[serde(default = "kiln_data::split::default_valid_fraction")]
     pub valid_fraction: f64,
+    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
+    /// resolved count in the saved `config.toml` when the run starts, so the config
+    /// reproduces the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -128,6 +133,7 @@ impl MultiTaskConfig {
             plateau: None,
             monitor: crate::Monitor::default(),
             early_stopping: None,
+            shards: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
         }
@@ -309,7 +315,12 @@ pub fn train_multitask(
     let normalizer = Normalizer::fit(&data.train);
     let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
         if setup.resumed_from().is_none() {
-            write_toml(&run_dir.join("config.toml"), config)?;
+            // The config records the resolved shard count, so it reproduces the run.
+            let saved = MultiTaskConfig {
+                shards: setup.recipe().shards,
+                ..config.clone()
+            };
+            crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;
             write_json(&run_dir.join("normalizer.json"), &normalizer)?;
         }
         let [c, h, w] = data.train.shape();

@@ -97,6 +97,8 @@ pub struct RecipeOverrides {
     pub device: Option<String>,
     /// Share of the training data held out for validation.
     pub valid_fraction: Option<f64>,
+    /// Parts of a data-parallel training step (1: whole batches).
+    pub shards: Option<usize>,
 }
 
 impl RecipeOverrides {
@@ -156,6 +158,9 @@ impl RecipeOverrides {
         if let Some(f) = self.valid_fraction {
             recipe.valid_fraction = f;
         }
+        if let Some(n) = self.shards {
+            recipe.shards = Some(n);
+        }
         recipe.validate()
     }
 }
@@ -180,6 +185,7 @@ macro_rules! loop_settings {
                     seed: self.seed,
                     device: self.device.clone(),
                     valid_fraction: self.valid_fraction,
+                    shards: self.shards,
                     ..$crate::Recipe::default()
                 }
             }
@@ -187,15 +193,16 @@ macro_rules! loop_settings {
             /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides
             /// applied).
             pub fn set_recipe(&mut self, recipe: $crate::Recipe) -> $crate::Result<()> {
-                if recipe.shards.is_some() || recipe.qat_bits.is_some() || recipe.keep_pruned {
+                if recipe.qat_bits.is_some() || recipe.keep_pruned {
                     return Err($crate::Error::InvalidSetting(
                         concat!(
-                            "shards, QAT bits and pruned fine-tuning are not settings of ",
+                            "QAT bits and pruned fine-tuning are not settings of ",
                             $kind
                         )
                         .into(),
                     ));
                 }
+                self.shards = recipe.shards;
                 self.epochs = recipe.epochs;
                 self.batch_size = recipe.batch_size;
                 self.lr = recipe.lr;

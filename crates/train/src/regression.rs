@@ -25,7 +25,7 @@ use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainOptions;
-use crate::files::{write_json, write_toml};
+use crate::files::write_json;
 use crate::{EarlyStopping, EpochMetrics, Error, Result};
 
 /// The training loss.
@@ -97,6 +97,11 @@ pub struct RegressionConfig {
     /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
     #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
     pub monitor: crate::Monitor,
+    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
+    /// resolved count in the saved `config.toml` when the run starts, so the config
+    /// reproduces the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -124,6 +129,7 @@ impl RegressionConfig {
             early_stopping: None,
             plateau: None,
             monitor: crate::Monitor::default(),
+            shards: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
         }
@@ -376,7 +382,12 @@ pub fn train_regression(
 
     let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
         if setup.resumed_from().is_none() {
-            write_toml(&run_dir.join("config.toml"), config)?;
+            // The config records the resolved shard count, so it reproduces the run.
+            let saved = RegressionConfig {
+                shards: setup.recipe().shards,
+                ..config.clone()
+            };
+            crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;
             write_json(&run_dir.join("encoder.json"), &encoder)?;
         }
         let loaders = setup.loaders(

@@ -107,7 +107,12 @@ fn run(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<T
     let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
         let device = setup.device();
         if setup.resumed_from().is_none() {
-            config.save(&files.config)?;
+            // The config records the resolved shard count, so it reproduces the run.
+            TrainConfig {
+                shards: setup.recipe().shards,
+                ..config.clone()
+            }
+            .save(&files.config)?;
             write_json(&files.normalizer, &normalizer)?;
         }
         // Batches are built (and augmented) in one data-loader worker thread, overlapping

@@ -101,6 +101,11 @@ pub struct TextTrainConfig {
     /// Stop when the monitored value stops improving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<crate::EarlyStopping>,
+    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
+    /// resolved count in the saved `config.toml` when the run starts, so the config
+    /// reproduces the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
     /// Master seed.
     pub seed: u64,
     /// Device.
@@ -199,6 +204,7 @@ impl TextTrainConfig {
             plateau: None,
             monitor: crate::Monitor::default(),
             early_stopping: None,
+            shards: None,
             seed: Seed::default().0,
             device: DeviceSpec::default(),
             max_train: None,
@@ -476,7 +482,12 @@ fn run_text(
         let (model, tokenizer, groups) =
             text_model(&config, &data_dir, train.classes.len(), setup.device())?;
         if setup.resumed_from().is_none() {
-            crate::files::write_toml(&run_dir.join("config.toml"), &config)?;
+            // The config records the resolved shard count, so it reproduces the run.
+            let saved = TextTrainConfig {
+                shards: setup.recipe().shards,
+                ..config.clone()
+            };
+            crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;
         }
         let loaders = setup.loaders(
             TokenBatcher,

@@ -808,6 +808,10 @@ fn a_paused_regression_run_resumes_exactly_through_resume_run() {
     assert_eq!(resumed.test, whole.test);
     let recipe = std::fs::read_to_string(paused_dir.join("recipe.toml")).unwrap();
     assert!(recipe.contains("shards = 2"), "{recipe}");
+    // The run's config records the shard count too, so a new run from it is the same run.
+    let saved: RegressionConfig =
+        toml::from_str(&std::fs::read_to_string(paused_dir.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(saved.shards, Some(2));
 }
 
 #[test]

@@ -74,6 +74,11 @@ pub(crate) struct RecipeArgs {
     /// watch. The test split is the dataset's own and is read once, at the end.
     #[arg(long)]
     valid_fraction: Option<f64>,
+    /// Parts of a data-parallel training step, each on its own core, for models without
+    /// dropout or batch norm (default: 2 from batches of 32, or KILN_TRAINING_SHARDS; 1
+    /// turns it off). The count is recorded in the run's config.toml.
+    #[arg(long)]
+    shards: Option<usize>,
 }
 
 impl RecipeArgs {
@@ -95,6 +100,7 @@ impl RecipeArgs {
             seed: self.seed,
             device: self.device.clone(),
             valid_fraction: self.valid_fraction,
+            shards: self.shards,
         }
     }
 }

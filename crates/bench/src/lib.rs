@@ -239,7 +239,8 @@ pub fn backend_name(device: &DeviceSpec) -> String {
 
 /// Runs one case and measures it.
 ///
-/// Applies [`kiln_core::allocator::tune`] first, as Kiln's trainer does.
+/// Applies [`kiln_core::allocator::tune`] first, as the `kiln` binary does (a benchmark owns
+/// its process; Kiln's library training calls leave the allocator alone).
 pub fn run_case(case: &Case) -> Result<Measurement> {
     kiln_core::allocator::tune();
     let invalid = |reason: &str| Error::Invalid {

@@ -63,7 +63,7 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<String>,
     /// How to read a dataset given as a CSV file or an image folder.
-    #[serde(default, skip_serializing_if = "is_default")]
+    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
     pub data: DataOptions,
     /// Resize the model's input and output to the dataset before training (see
     /// `ModelConfig::adapt_to`); the saved config holds the resized model.
@@ -191,10 +191,6 @@ impl FineTune {
             qat_bits: None,
         }
     }
-}
-
-fn is_default(options: &DataOptions) -> bool {
-    *options == DataOptions::default()
 }
 
 impl TrainConfig {

@@ -6,22 +6,32 @@
 //! (the last two and the best kept) and exact resume; early stopping on the validation split;
 //! a divergence stop naming the epoch, step and last good checkpoint; and a run folder.
 //!
-//! ```no_run
-//! # use burn::module::Module;
-//! # use burn::train::ClassificationOutput;
-//! # use kiln_data::{ImageBatch, ImageBatcher, ImageDataset, Normalizer};
-//! # #[derive(Module, Debug)]
-//! # struct MyTask { linear: burn::nn::Linear }
-//! # impl kiln_train::Task for MyTask {
-//! #     type Batch = ImageBatch;
-//! #     type Output = ClassificationOutput;
-//! #     fn forward(&self, b: ImageBatch) -> ClassificationOutput { unimplemented!() }
-//! # }
-//! use kiln_train::{Recipe, TrainOptions, fit};
+//! ```
+//! use burn::module::Module;
+//! use burn::train::ClassificationOutput;
+//! use kiln_data::{ImageBatch, ImageBatcher, ImageDataset, Normalizer};
+//! use kiln_train::{Recipe, Task, TrainOptions, fit, per_sample_cross_entropy};
 //!
+//! /// Logistic regression on the 8x8 digits.
+//! #[derive(Module, Debug)]
+//! struct MyTask {
+//!     linear: burn::nn::Linear,
+//! }
+//!
+//! impl Task for MyTask {
+//!     type Batch = ImageBatch;
+//!     type Output = ClassificationOutput;
+//!     fn forward(&self, batch: ImageBatch) -> ClassificationOutput {
+//!         let logits = self.linear.forward(batch.images.flatten(1, 3));
+//!         let loss = per_sample_cross_entropy(logits.clone(), batch.targets.clone());
+//!         ClassificationOutput::new(loss, logits, batch.targets)
+//!     }
+//! }
+//!
+//! let run_dir = std::env::temp_dir().join("kiln-fit-doc");
 //! let recipe = Recipe { epochs: 5, batch_size: 64, ..Recipe::default() };
 //! let data = kiln_data::load_split("digits", kiln_core::Seed(recipe.seed))?;
-//! let fitted = fit(&recipe, "runs/mine".as_ref(), &TrainOptions::default(), |setup| {
+//! let fitted = fit(&recipe, &run_dir, &TrainOptions::quiet(), |setup| {
 //!     let task = MyTask { linear: burn::nn::LinearConfig::new(64, 10).init(setup.device()) };
 //!     let batcher = ImageBatcher::new(data.train.shape(), Normalizer::fit(&data.train));
 //!     let loaders = setup.loaders(
@@ -32,7 +42,8 @@
 //!     );
 //!     Ok((task, loaders))
 //! })?;
-//! kiln_train::save_module(fitted.task, "runs/mine/model.bpk".as_ref())?;
+//! assert!(fitted.epochs.last().unwrap().valid_accuracy > 0.8);
+//! kiln_train::save_module(fitted.task, &run_dir.join("model.bpk"))?;
 //! # Ok::<(), kiln_train::Error>(())
 //! ```
 //!

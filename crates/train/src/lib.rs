@@ -38,7 +38,9 @@
 //!
 //! | file | content |
 //! |---|---|
-//! | `config.toml` | the [`TrainConfig`], enough to reproduce the run |
+//! | `config.toml` | the [`TrainConfig`] (or the run kind's config), enough to reproduce the run, the shard count included |
+//! | `recipe.toml` | the loop's [`Recipe`], as [`fit`](fit()) resolved it (checked on resume) |
+//! | `fit.json` | how the loop ended: best epoch, the epoch whose weights were kept, early stop |
 //! | `model.bpk` | trained weights (burn's burnpack format) |
 //! | `normalizer.json` | the input standardisation fitted on the training split |
 //! | `metrics.csv` | per-epoch learning rate, train and validation loss and accuracy |
@@ -46,7 +48,8 @@
 //! | `curves.png`, `confusion.png` | loss/accuracy per epoch; the test confusion matrix ([`plot`]) |
 //! | `checkpoint/` | `model-N.bpk`, `optim-N.bpk`, `scheduler-N.bpk`: the last two epochs and the best |
 //!
-//! kiln-train depends on kiln-core, kiln-models and kiln-data, and never on the CLI.
+//! kiln-train depends on kiln-core, kiln-models, kiln-data, kiln-optim and kiln-transfer, and
+//! never on the CLI.
 
 mod config;
 mod engine;

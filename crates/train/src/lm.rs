@@ -58,7 +58,7 @@ pub struct LmTrainConfig {
     pub epochs: usize,
     /// Windows per batch.
     pub batch_size: usize,
-    /// Adam learning rate.
+    /// Base learning rate (the schedule scales it per epoch).
     pub lr: f64,
     /// Optimizer, clipping and parameter groups (default: Adam with PyTorch's settings).
     #[serde(default, skip_serializing_if = "crate::recipe::is_default")]

@@ -195,6 +195,11 @@ pub trait TaskOutput: ItemLazy + Adaptor<LossInput> + 'static {
         M: LearnerModel + TrainStep<Output = Self> + InferenceStep<Output = Self>;
 }
 
+/// Shards' tensors as one, detached from their graphs (the step's gradients are already taken).
+fn cat_detached<const D: usize>(parts: impl Iterator<Item = Tensor<D>>) -> Tensor<D> {
+    Tensor::cat(parts.map(Tensor::detach).collect(), 0)
+}
+
 impl TaskOutput for ClassificationOutput {
     const ACCURACY: bool = true;
 
@@ -203,16 +208,10 @@ impl TaskOutput for ClassificationOutput {
     }
 
     fn concat(parts: Vec<Self>) -> Self {
-        let (mut loss, mut output, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-        for part in parts {
-            loss.push(part.loss.detach());
-            output.push(part.output.detach());
-            targets.push(part.targets);
-        }
         ClassificationOutput::new(
-            Tensor::cat(loss, 0),
-            Tensor::cat(output, 0),
-            Tensor::cat(targets, 0),
+            cat_detached(parts.iter().map(|p| p.loss.clone())),
+            cat_detached(parts.iter().map(|p| p.output.clone())),
+            Tensor::cat(parts.into_iter().map(|p| p.targets).collect(), 0),
         )
     }
 
@@ -234,16 +233,10 @@ impl TaskOutput for RegressionOutput {
     }
 
     fn concat(parts: Vec<Self>) -> Self {
-        let (mut loss, mut output, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-        for part in parts {
-            loss.push(part.loss.detach());
-            output.push(part.output.detach());
-            targets.push(part.targets.detach());
-        }
         RegressionOutput::new(
-            Tensor::cat(loss, 0),
-            Tensor::cat(output, 0),
-            Tensor::cat(targets, 0),
+            cat_detached(parts.iter().map(|p| p.loss.clone())),
+            cat_detached(parts.iter().map(|p| p.output.clone())),
+            cat_detached(parts.iter().map(|p| p.targets.clone())),
         )
     }
 

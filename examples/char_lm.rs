@@ -18,8 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = LmTrainConfig::for_preset("char-lm")?;
     if tiny {
         config.seq_len = 64;
-        config.epochs = 1;
-        config.lr = 3e-3;
+        config.recipe.epochs = 1;
+        config.recipe.lr = 3e-3;
         config.max_train_windows = Some(640);
         config.max_valid_windows = Some(64);
     }

@@ -143,10 +143,8 @@ impl Job {
             if tiny { "digits" } else { "mnist" },
             kiln::core::Seed(recipe.seed),
             &kiln::data::data_dir::resolve(None),
-            &kiln::data::DataOptions {
-                valid_fraction: recipe.valid_fraction,
-                ..Default::default()
-            },
+            &kiln::data::DataOptions::default(),
+            recipe.valid_fraction,
         )?;
         Ok(Self { tiny, data, recipe })
     }

@@ -105,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &seed in &seeds {
         // The training images `kiln train ... --train-per-class N --seed SEED` uses.
         let mut config = TrainConfig::for_preset("cnn-small")?;
-        (config.dataset, config.seed) = ("fashion-mnist".into(), seed);
+        (config.dataset, config.recipe.seed) = ("fashion-mnist".into(), seed);
         config.train_per_class = Some(train_per_class);
         let train = kiln::train::load_data(&config, Some(&data_dir))?.train;
         let x_train = features(&net, &train, resolution, invert, &device);

@@ -124,7 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if finetune_epochs > 0 {
         let mut config = TextTrainConfig::minilm_finetune();
         config.max_len = max_tokens;
-        config.epochs = finetune_epochs;
+        config.recipe.epochs = finetune_epochs;
         (config.max_train, config.max_test) = (max_train, max_test);
         let run = std::env::temp_dir().join("kiln-reviews-minilm");
         let report = train_text_classifier(&config, &run, &TrainOptions::default())?;
@@ -142,7 +142,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = TextTrainConfig::for_preset("transformer-classifier")?;
     config.max_len = max_tokens;
-    config.epochs = scratch_epochs;
+    config.recipe.epochs = scratch_epochs;
     (config.max_train, config.max_test) = (max_train, max_test);
     let run = std::env::temp_dir().join("kiln-reviews-scratch");
     let report = train_text_classifier(&config, &run, &TrainOptions::quiet())?;

@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
         ],
     );
-    config.epochs = if tiny { 1 } else { 3 };
+    config.recipe.epochs = if tiny { 1 } else { 3 };
     let dir = std::env::temp_dir().join("kiln-example-multitask");
     let report = train_multitask(&config, &dir, &TrainOptions::default())?;
     for head in &report.heads {

@@ -12,7 +12,7 @@ fn fit(hidden: &[usize], epochs: usize) -> Result<RegressionReport, Box<dyn std:
     let mut config = RegressionConfig::new("ames-housing");
     config.hidden = hidden.to_vec();
     config.dropout = if hidden.is_empty() { 0.0 } else { 0.1 };
-    config.epochs = epochs;
+    config.recipe.epochs = epochs;
     let dir = std::env::temp_dir().join(format!("kiln-example-ames-{}", hidden.len()));
     Ok(train_regression(&config, &dir, &TrainOptions::quiet())?)
 }

@@ -9,10 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     kiln::core::allocator::tune();
     // The preset's recipe: MLP 64-128-64-10, Adam, 30 epochs, seed 42, flex CPU device.
     let mut config = TrainConfig::for_preset("mlp")?;
-    config.epochs = 20;
+    config.recipe.epochs = 20;
 
     // Look at the model first: per-layer shapes, parameters, mult-adds.
-    let model = config.model.init(&config.device.autodiff_device())?;
+    let model = config.model.init(&config.recipe.device.autodiff_device())?;
     println!("{}", model.summary("mlp", &[1, 1, 8, 8])?);
 
     // Train; the run folder gets config.toml, model.bpk, metrics.csv and report.json.

@@ -14,7 +14,7 @@ fn facade_reaches_every_crate() {
     let mut config = kiln::train::TrainConfig::for_preset("mlp").unwrap();
     assert_eq!(config.model, preset.config);
     // TrainConfig.optim is kiln-optim's type, reachable through the facade.
-    config.optim = kiln::optim::OptimConfig {
+    config.recipe.optim = kiln::optim::OptimConfig {
         optimizer: kiln::optim::OptimizerConfig::sgd_momentum(0.9, false),
         ..kiln::optim::OptimConfig::default()
     };

@@ -432,7 +432,7 @@ pub fn quantize_run(
 ) -> Result<QuantizeReport> {
     config.validate()?;
     let spec = kiln_train::TrainConfig::load(&run_dir.join("config.toml"))?;
-    let device = spec.device.device();
+    let device = spec.recipe.device.device();
     let (run_config, normalizer, float_model) = kiln_train::load_run(run_dir, &device)?;
     let data = kiln_train::load_data(&run_config, options.data_dir.as_deref())?;
     let batch = 256;
@@ -443,14 +443,17 @@ pub fn quantize_run(
     let model = if config.qat_epochs > 0 {
         let qat_dir = out.join("qat");
         let tune = kiln_train::TrainConfig {
-            epochs: config.qat_epochs,
-            lr: config.qat_lr.unwrap_or(run_config.lr / 10.0),
-            early_stopping: None,
-            plateau: None,
+            recipe: kiln_train::Recipe {
+                epochs: config.qat_epochs,
+                lr: config.qat_lr.unwrap_or(run_config.recipe.lr / 10.0),
+                early_stopping: None,
+                plateau: None,
+                qat_bits: Some(config.bits),
+                ..run_config.recipe.clone()
+            },
             distill: None,
             finetune: Some(kiln_train::FineTune {
                 new_head: false,
-                qat_bits: Some(config.bits),
                 ..kiln_train::FineTune::full(run_dir, 1.0)
             }),
             ..run_config.clone()

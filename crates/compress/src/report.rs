@@ -87,7 +87,7 @@ pub fn compress_table(dirs: &[PathBuf], data_dir: Option<&Path>) -> Result<Vec<R
     let mut rows = Vec::with_capacity(dirs.len());
     for dir in dirs {
         let spec = kiln_train::TrainConfig::load(&dir.join("config.toml"))?;
-        let device = spec.device.device();
+        let device = spec.recipe.device.device();
         let (config, normalizer, model) = kiln_train::load_run(dir, &device)?;
         let sparsity = crate::sparsity_report(&model)?;
         let accuracy = kiln_train::evaluate_run_in(dir, data_dir)?.accuracy;

@@ -166,7 +166,7 @@ pub fn prune_run(
 ) -> Result<PruneReport> {
     config.validate()?;
     let spec = TrainConfig::load(&run_dir.join("config.toml"))?;
-    let device = spec.device.device();
+    let device = spec.recipe.device.device();
     let (run_config, normalizer, mut model) = kiln_train::load_run(run_dir, &device)?;
     let data_dir = options.data_dir.as_deref();
     let dense_accuracy = kiln_train::evaluate_run_in(run_dir, data_dir)?.accuracy;
@@ -206,14 +206,17 @@ pub fn prune_run(
         let (finetuned_accuracy, step_dir) = if config.finetune_epochs > 0 {
             let tuned_dir = out.join(format!("step-{step}-finetuned"));
             let tune = TrainConfig {
-                epochs: config.finetune_epochs,
-                lr: config.lr.unwrap_or(run_config.lr / 10.0),
-                early_stopping: None,
-                plateau: None,
+                recipe: kiln_train::Recipe {
+                    epochs: config.finetune_epochs,
+                    lr: config.lr.unwrap_or(run_config.recipe.lr / 10.0),
+                    early_stopping: None,
+                    plateau: None,
+                    keep_pruned: true,
+                    ..current.recipe.clone()
+                },
                 distill: None,
                 finetune: Some(FineTune {
                     new_head: false,
-                    keep_pruned: true,
                     ..FineTune::full(&pruned_dir, 1.0)
                 }),
                 ..current.clone()

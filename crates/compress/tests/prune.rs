@@ -8,7 +8,7 @@ use kiln_train::{TrainConfig, TrainOptions, load_run, train};
 fn trained_mlp() -> (tempfile::TempDir, TrainConfig) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 8;
+    config.recipe.epochs = 8;
     train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     (dir, config)
 }

@@ -84,7 +84,7 @@ fn int8_weights_stay_within_half_a_step() {
 fn a_quantized_run_keeps_its_accuracy_after_reloading() {
     let dense = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 8;
+    config.recipe.epochs = 8;
     train(&config, dense.path(), &TrainOptions::quiet()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let q = QuantizeConfig {

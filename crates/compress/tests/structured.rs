@@ -153,7 +153,7 @@ fn zero_range<const D: usize>(
 fn a_structurally_pruned_run_is_smaller_and_fine_tunes_back() {
     let dense = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 8;
+    config.recipe.epochs = 8;
     train(&config, dense.path(), &TrainOptions::quiet()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let prune = PruneConfig {
@@ -207,7 +207,7 @@ fn a_vit_loses_a_quarter_of_its_heads_and_fine_tunes_back() {
     // every layer's heads and feed-forward neurons removed and 4 epochs of fine-tuning.
     let dense = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("vit-lite-digits").unwrap();
-    config.epochs = 12;
+    config.recipe.epochs = 12;
     train(&config, dense.path(), &TrainOptions::quiet()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let prune = PruneConfig {

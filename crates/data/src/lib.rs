@@ -73,7 +73,8 @@ pub const DATASETS: &[&str] = &["digits", "mnist", "fashion-mnist"];
 
 /// How to read a dataset given by path (CSV table or image folder); ignored by named image
 /// datasets.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DataOptions {
     /// Target column of a table (default: the named table's, else the last column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,23 +88,6 @@ pub struct DataOptions {
     /// Grey or RGB images of a folder.
     #[serde(default)]
     pub channels: image_folder::Channels,
-    /// The share of the training items held out for validation (stratified, seeded by the
-    /// run; see [`split`]). Ignored where the dataset has a validation part of its own (an
-    /// image folder's `valid/` or `val/`).
-    #[serde(default = "split::default_valid_fraction")]
-    pub valid_fraction: f64,
-}
-
-impl Default for DataOptions {
-    fn default() -> Self {
-        Self {
-            target: None,
-            encoding: tabular::Encoding::default(),
-            image_size: None,
-            channels: image_folder::Channels::default(),
-            valid_fraction: split::DEFAULT_VALID_FRACTION,
-        }
-    }
 }
 
 /// A dataset split into training, validation and test sets, ready to batch (see [`split`]
@@ -156,13 +140,19 @@ pub fn load_split(name: &str, seed: kiln_core::Seed) -> Result<SplitImageSet> {
 ///   absent, see [`download`]) and keep the published 60,000 / 10,000 train/test split.
 ///
 /// In every case 10% of the training images (stratified, by `seed`) are held out for
-/// validation ([`DataOptions::valid_fraction`] sets the share).
+/// validation ([`load_dataset`] takes another share).
 pub fn load_split_from(
     name: &str,
     seed: kiln_core::Seed,
     data_dir: &std::path::Path,
 ) -> Result<SplitImageSet> {
-    load_dataset(name, seed, data_dir, &DataOptions::default())
+    load_dataset(
+        name,
+        seed,
+        data_dir,
+        &DataOptions::default(),
+        split::DEFAULT_VALID_FRACTION,
+    )
 }
 
 /// Loads any classification dataset as train and test image sets:
@@ -175,13 +165,15 @@ pub fn load_split_from(
 /// - a path to an image folder ([`image_folder::load_split`]), resized to
 ///   `options.image_size`.
 ///
-/// The test split never depends on `seed`; `seed` draws the validation images out of the
-/// training part ([`split`]).
+/// The test split never depends on `seed`; `seed` draws `valid_fraction` of the training
+/// part as validation items (stratified, see [`split`]; ignored where the dataset has a
+/// validation part of its own, an image folder's `valid/` or `val/`).
 pub fn load_dataset(
     name: &str,
     seed: kiln_core::Seed,
     data_dir: &std::path::Path,
     options: &DataOptions,
+    valid_fraction: f64,
 ) -> Result<SplitImageSet> {
     let path = std::path::Path::new(name);
     let is_csv = name.ends_with(".csv") || name.ends_with(".csv.gz");
@@ -209,7 +201,7 @@ pub fn load_dataset(
             )));
         }
         let labels = table.class_labels(&target)?;
-        let h = split::holdout(&labels, options.valid_fraction, seed.derive("valid"))?;
+        let h = split::holdout(&labels, valid_fraction, seed.derive("valid"))?;
         let encoder = tabular::TableEncoder::fit(&table, &spec, &h.train)?;
         let classes = encoder.classes().unwrap_or_default().to_vec();
         let part = |rows: &[usize]| encoder.transform(&table, rows)?.to_image_set(&classes);
@@ -231,7 +223,7 @@ pub fn load_dataset(
             channels: options.channels,
             resize: image_folder::Resize::default(),
         };
-        return image_folder::load_split(path, &folder, options.valid_fraction, seed);
+        return image_folder::load_split(path, &folder, valid_fraction, seed);
     }
     match name {
         "mnist" | "fashion-mnist" => {
@@ -248,13 +240,13 @@ pub fn load_dataset(
                 name.to_string(),
                 idx::load_dir(name, &dir, idx::Split::Train, classes)?,
                 idx::load_dir(name, &dir, idx::Split::Test, classes)?,
-                options.valid_fraction,
+                valid_fraction,
                 seed,
             )
         }
         "digits" => {
             let all = digits::load_bundled()?;
-            let h = split::holdout(all.labels(), options.valid_fraction, seed.derive("valid"))?;
+            let h = split::holdout(all.labels(), valid_fraction, seed.derive("valid"))?;
             Ok(SplitImageSet {
                 name: name.to_string(),
                 train: all.subset(&h.train),

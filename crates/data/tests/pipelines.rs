@@ -355,9 +355,9 @@ fn an_image_folder_of_mnist_pngs_reads_back_the_idx_pixels() {
         &kiln_data::DataOptions {
             image_size: Some([28, 28]),
             channels: image_folder::Channels::Grey,
-            valid_fraction: 0.5,
             ..Default::default()
         },
+        0.5,
     )
     .unwrap();
     // 3 images a class: 1 for the fixed test split, then half of the other 2 for validation.

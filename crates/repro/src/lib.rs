@@ -145,7 +145,7 @@ impl Options {
 
     /// The README's budget, or the tiny mode's.
     fn scale(&self, cfg: &mut TrainConfig, epochs: usize) {
-        cfg.epochs = if self.tiny { 1 } else { epochs };
+        cfg.recipe.epochs = if self.tiny { 1 } else { epochs };
         if self.tiny {
             cfg.train_per_class = Some(20);
             cfg.test_per_class = Some(20);
@@ -262,7 +262,7 @@ fn model(recipe: &'static str, toml: &str) -> Result<ModelConfig> {
 
 fn preset_config(name: &str, seed: u64, epochs: usize, options: &Options) -> Result<TrainConfig> {
     let mut cfg = TrainConfig::for_preset(name)?;
-    cfg.seed = seed;
+    cfg.recipe.seed = seed;
     options.scale(&mut cfg, epochs);
     Ok(cfg)
 }
@@ -312,7 +312,7 @@ fn hinton(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
     let mut teacher = preset_config("mlp-mnist", seed, 15, options)?;
     teacher.model = model("hinton", HINTON_TEACHER)?;
     teacher.name = "hinton-teacher".into();
-    teacher.batch_size = 128;
+    teacher.recipe.batch_size = 128;
     teacher.augment = Some("translate=0.08".into());
     let teacher_dir = dir.join("teacher");
     let t = train(&teacher, &teacher_dir, options)?;
@@ -339,8 +339,8 @@ fn hinton(seed: u64, dir: &Path, options: &Options) -> Result<Metrics> {
         },
     )?;
     options.scale(&mut distilled, 12);
-    distilled.batch_size = 128;
-    distilled.seed = seed;
+    distilled.recipe.batch_size = 128;
+    distilled.recipe.seed = seed;
     let d = train(&distilled, &dir.join("distilled"), options)?;
     Ok(Metrics::from([
         ("teacher test errors".into(), errors(&t)),
@@ -357,7 +357,7 @@ fn hinton_student(seed: u64, options: &Options) -> Result<TrainConfig> {
     let mut student = preset_config("mlp-mnist", seed, 12, options)?;
     student.model = model("hinton", HINTON_STUDENT)?;
     student.name = "hinton-student".into();
-    student.batch_size = 128;
+    student.recipe.batch_size = 128;
     Ok(student)
 }
 
@@ -451,7 +451,7 @@ fn lenet5_distill(seed: u64, dir: &Path, teacher: &Path, options: &Options) -> R
             },
         )?;
         options.scale(&mut cfg, 3);
-        cfg.seed = seed;
+        cfg.recipe.seed = seed;
         let out = dir.join(if alpha > 0.0 {
             "distilled"
         } else {
@@ -479,7 +479,7 @@ fn fashion_transfer(
     let per_class = |cfg: &mut TrainConfig| {
         options.scale(cfg, 20);
         cfg.train_per_class = Some(if options.tiny { 20 } else { 100 });
-        cfg.seed = seed;
+        cfg.recipe.seed = seed;
     };
     let mut metrics = Metrics::new();
     for name in ["lenet5", "cnn-small"] {
@@ -501,13 +501,11 @@ fn fashion_transfer(
             new_head: true,
             freeze_backbone,
             backbone_lr_scale: 1.0,
-            keep_pruned: false,
-            qat_bits: None,
         };
         let mut cfg = TrainConfig::finetune_from(from, "fashion-mnist", spec)?;
         per_class(&mut cfg);
         if let (Some(rate), Some(ft)) = (backbone_lr, cfg.finetune.as_mut()) {
-            ft.backbone_lr_scale = rate / cfg.lr;
+            ft.backbone_lr_scale = rate / cfg.recipe.lr;
         }
         let r = train(&cfg, &dir.join(label.replace(' ', "-")), options)?;
         metrics.insert(format!("{label} test accuracy %"), percent(&r));

@@ -1,57 +1,31 @@
 use std::path::Path;
 
-use kiln_core::{DeviceSpec, Seed};
 use kiln_data::DataOptions;
 use kiln_data::augment::Augment;
 use kiln_models::ModelConfig;
-use kiln_optim::{OptimConfig, Plateau, Schedule};
+use kiln_optim::{OptimConfig, Schedule};
 use serde::{Deserialize, Serialize};
 
-use crate::recipe::{EarlyStopping, Monitor, check_schedule};
+use crate::recipe::NoOtherKeys;
 use crate::{Error, Result, error::io};
 
 /// Everything that defines a training run. Saved as `config.toml` in the run folder; training
 /// again with the same config gives bit-identical results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Preset name or a free label for the model.
     pub name: String,
     /// Dataset name (see `kiln_data::DATASETS`).
     pub dataset: String,
-    /// Number of epochs.
-    pub epochs: usize,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Base learning rate (the schedule scales it per epoch).
-    pub lr: f64,
-    /// Optimizer and gradient clipping (default: Adam with PyTorch's settings).
-    #[serde(default)]
-    pub optim: OptimConfig,
-    /// Learning-rate schedule (default: constant).
-    #[serde(default)]
-    pub schedule: Schedule,
-    /// Reduce-on-plateau on the [`TrainConfig::monitor`]ed value, composed with the schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plateau: Option<Plateau>,
-    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
-    #[serde(default)]
-    pub monitor: Monitor,
-    /// Stop when the monitored value stops improving.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<EarlyStopping>,
+    /// The loop's settings (epochs, batch size, learning rate, optimizer, schedule, plateau,
+    /// monitor, early stopping, seed, device, validation share, shards, QAT bits, pruned
+    /// fine-tuning), top-level keys of `config.toml`. The shard count is set to the resolved
+    /// one in the saved `config.toml` when the run starts, so the config reproduces the run.
+    #[serde(flatten)]
+    pub recipe: crate::Recipe,
     /// Label smoothing ε of the cross-entropy (targets `(1 − ε)·onehot + ε/K`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_smoothing: Option<f32>,
-    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
-    /// resolved count in the saved `config.toml` when the run starts, so the config
-    /// reproduces the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<usize>,
-    /// Master seed.
-    pub seed: u64,
-    /// Device name (`cpu`, `ndarray`, `wgpu`...).
-    pub device: DeviceSpec,
     /// Train on only the first N images of each class (few-label experiments, quick runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_per_class: Option<usize>,
@@ -77,6 +51,10 @@ pub struct TrainConfig {
     pub distill: Option<Distill>,
     /// The model.
     pub model: ModelConfig,
+    /// Rejects keys that are neither the config's nor the recipe's (serde's
+    /// `deny_unknown_fields` does not work beside a flattened field).
+    #[serde(flatten, skip_serializing)]
+    pub no_other_keys: NoOtherKeys,
 }
 
 /// Logit distillation (Hinton et al. 2015): the student's loss on each image is
@@ -128,7 +106,9 @@ impl Distill {
     }
 }
 
-/// How a run starts from pretrained weights.
+/// How a run starts from pretrained weights (pruned fine-tuning and quantization-aware
+/// training, which need them, are the recipe's [`crate::Recipe::keep_pruned`] and
+/// [`crate::Recipe::qat_bits`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FineTune {
@@ -147,15 +127,6 @@ pub struct FineTune {
     /// 0.1 for a backbone rate ten times below the head's).
     #[serde(default = "one")]
     pub backbone_lr_scale: f64,
-    /// The pretrained model is pruned: its zero weights get no gradient and stay zero
-    /// (fine-tuning after pruning).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub keep_pruned: bool,
-    /// Quantization-aware training: the forward pass uses the Linear and convolution weights
-    /// fake-quantized to this many bits (symmetric, per tensor), gradients pass straight
-    /// through the rounding; the float weights learn to sit well on the grid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qat_bits: Option<u8>,
 }
 
 fn yes() -> bool {
@@ -174,8 +145,6 @@ impl FineTune {
             new_head: true,
             freeze_backbone: true,
             backbone_lr_scale: 1.0,
-            keep_pruned: false,
-            qat_bits: None,
         }
     }
 
@@ -187,8 +156,6 @@ impl FineTune {
             new_head: true,
             freeze_backbone: false,
             backbone_lr_scale,
-            keep_pruned: false,
-            qat_bits: None,
         }
     }
 }
@@ -232,18 +199,14 @@ impl TrainConfig {
         Ok(Self {
             name: preset.name.to_string(),
             dataset: preset.dataset.to_string(),
-            epochs,
-            batch_size,
-            lr,
-            optim: OptimConfig::default(),
-            schedule,
-            plateau: None,
-            monitor: Monitor::default(),
-            early_stopping: None,
+            recipe: crate::Recipe {
+                epochs,
+                batch_size,
+                lr,
+                schedule,
+                ..crate::Recipe::default()
+            },
             label_smoothing: None,
-            shards: None,
-            seed: Seed::default().0,
-            device: DeviceSpec::default(),
             train_per_class: None,
             test_per_class: None,
             augment,
@@ -252,73 +215,43 @@ impl TrainConfig {
             finetune: None,
             distill: None,
             model: preset.config,
+            no_other_keys: NoOtherKeys,
         })
     }
 
     /// The loop's settings of this run (what [`crate::fit()`] takes).
     pub fn recipe(&self) -> crate::Recipe {
-        let finetune = self.finetune.as_ref();
-        crate::Recipe {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            optim: self.optim.clone(),
-            schedule: self.schedule.clone(),
-            plateau: self.plateau.clone(),
-            monitor: self.monitor,
-            early_stopping: self.early_stopping.clone(),
-            seed: self.seed,
-            device: self.device.clone(),
-            valid_fraction: self.data.valid_fraction,
-            shards: self.shards,
-            qat_bits: finetune.and_then(|f| f.qat_bits),
-            keep_pruned: finetune.is_some_and(|f| f.keep_pruned),
-        }
+        self.recipe.clone()
     }
 
     /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides applied); QAT
     /// and pruned fine-tuning need a fine-tuning source.
     pub fn set_recipe(&mut self, recipe: crate::Recipe) -> Result<()> {
-        if (recipe.qat_bits.is_some() || recipe.keep_pruned) && self.finetune.is_none() {
+        let previous = std::mem::replace(&mut self.recipe, recipe);
+        if let Err(e) = self.check_loop() {
+            self.recipe = previous;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The recipe's settings, and QAT or pruned fine-tuning only with a fine-tuning source.
+    fn check_loop(&self) -> Result<()> {
+        if (self.recipe.qat_bits.is_some() || self.recipe.keep_pruned) && self.finetune.is_none() {
             return Err(Error::InvalidSetting(
                 "quantization-aware training and pruned fine-tuning start from trained weights: give a fine-tuning source".into(),
             ));
         }
-        if let Some(f) = self.finetune.as_mut() {
-            f.qat_bits = recipe.qat_bits;
-            f.keep_pruned = recipe.keep_pruned;
-        }
-        self.shards = recipe.shards;
-        self.epochs = recipe.epochs;
-        self.batch_size = recipe.batch_size;
-        self.lr = recipe.lr;
-        self.optim = recipe.optim;
-        self.schedule = recipe.schedule;
-        self.plateau = recipe.plateau;
-        self.monitor = recipe.monitor;
-        self.early_stopping = recipe.early_stopping;
-        self.seed = recipe.seed;
-        self.device = recipe.device;
-        self.data.valid_fraction = recipe.valid_fraction;
-        Ok(())
+        self.recipe.validate()
     }
 
     /// Checks the hyper-parameters and the model config.
     pub fn validate(&self) -> Result<()> {
-        check_schedule(self.epochs, self.batch_size, self.lr)?;
-        kiln_data::split::check_valid_fraction(self.data.valid_fraction)?;
+        self.check_loop()?;
         if self.train_per_class == Some(0) || self.test_per_class == Some(0) {
             return Err(Error::InvalidSetting(
                 "images per class must be at least 1".into(),
             ));
-        }
-        self.optim.optimizer.validate()?;
-        self.schedule.validate()?;
-        if let Some(plateau) = &self.plateau {
-            plateau.validate()?;
-        }
-        if let Some(early) = &self.early_stopping {
-            early.validate()?;
         }
         if let Some(eps) = self.label_smoothing
             && !(0.0..1.0).contains(&eps)
@@ -327,18 +260,8 @@ impl TrainConfig {
                 "label smoothing must be in [0, 1), found {eps}"
             )));
         }
-        for rule in &self.optim.groups {
-            rule.validate()?;
-        }
         if let Some(d) = &self.distill {
             d.validate()?;
-        }
-        if let Some(bits) = self.finetune.as_ref().and_then(|f| f.qat_bits)
-            && !(2..=8).contains(&bits)
-        {
-            return Err(Error::InvalidSetting(format!(
-                "quantization-aware training takes 2 to 8 bits, found {bits}"
-            )));
         }
         if let Some(spec) = &self.augment {
             Augment::parse(spec)?;
@@ -361,9 +284,16 @@ impl TrainConfig {
     pub fn finetune_from(run_dir: &Path, dataset: &str, spec: FineTune) -> Result<Self> {
         let pretrained = Self::load(&run_dir.join("config.toml"))?;
         Ok(Self {
-            optim: OptimConfig {
-                groups: Vec::new(),
-                ..pretrained.optim.clone()
+            recipe: crate::Recipe {
+                optim: OptimConfig {
+                    groups: Vec::new(),
+                    ..pretrained.recipe.optim.clone()
+                },
+                early_stopping: None,
+                plateau: None,
+                qat_bits: None,
+                keep_pruned: false,
+                ..pretrained.recipe.clone()
             },
             name: format!("{}-finetuned", pretrained.name),
             dataset: dataset.to_string(),
@@ -372,8 +302,6 @@ impl TrainConfig {
                 from: run_dir.to_path_buf(),
                 ..spec
             }),
-            early_stopping: None,
-            plateau: None,
             distill: None,
             augment: None,
             train_per_class: None,
@@ -413,13 +341,18 @@ impl TrainConfig {
                 teacher: teacher_dir.to_path_buf(),
                 ..distill
             }),
-            optim: OptimConfig {
-                groups: Vec::new(),
-                ..teacher.optim.clone()
+            recipe: crate::Recipe {
+                optim: OptimConfig {
+                    groups: Vec::new(),
+                    ..teacher.recipe.optim.clone()
+                },
+                early_stopping: None,
+                plateau: None,
+                qat_bits: None,
+                keep_pruned: false,
+                ..teacher.recipe.clone()
             },
             finetune: None,
-            early_stopping: None,
-            plateau: None,
             augment: None,
             label_smoothing: None,
             ..teacher
@@ -429,12 +362,47 @@ impl TrainConfig {
     /// Reads a config written by [`TrainConfig::save`].
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let config: TrainConfig = toml::from_str(&text).map_err(|e| Error::BadRunFile {
+        let config = Self::from_toml(&text).map_err(|reason| Error::BadRunFile {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason,
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads a config from TOML (unchecked: [`TrainConfig::validate`] checks it). Configs
+    /// written before the loop settings were one recipe kept three of them elsewhere
+    /// (`data.valid_fraction`, `finetune.qat_bits`, `finetune.keep_pruned`); those are read
+    /// as the recipe's, so older run folders still resume and evaluate.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut moved = false;
+        for (section, key) in [
+            ("data", "valid_fraction"),
+            ("finetune", "qat_bits"),
+            ("finetune", "keep_pruned"),
+        ] {
+            let old = table
+                .get_mut(section)
+                .and_then(toml::Value::as_table_mut)
+                .and_then(|t| t.remove(key));
+            if let Some(value) = old {
+                if table.contains_key(key) {
+                    return Err(format!(
+                        "`{key}` is given twice, as `{section}.{key}` (the older place) and `{key}`"
+                    ));
+                }
+                table.insert(key.to_string(), value);
+                moved = true;
+            }
+        }
+        if moved {
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| e.to_string())
+        } else {
+            toml::from_str(text).map_err(|e| e.to_string())
+        }
     }
 
     /// Writes the config as TOML.
@@ -482,9 +450,47 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_are_refused_and_older_layouts_read() {
+        let config = TrainConfig::for_preset("mlp").unwrap();
+        let text = config.to_toml();
+        assert!(text.contains("\nepochs = 30\n"), "{text}");
+        let typo = TrainConfig::from_toml(&text.replace("epochs = 30", "epoch = 30"));
+        assert!(typo.unwrap_err().contains("epoch"));
+        let nested = TrainConfig::from_toml(&format!("{text}\n[data]\nbogus = 1\n"));
+        assert!(nested.unwrap_err().contains("bogus"));
+        // The layout of configs written before the recipe was one flattened type.
+        let mut finetuned = config.clone();
+        finetuned.finetune = Some(FineTune::full("runs/base", 0.1));
+        let old = finetuned
+            .to_toml()
+            .replace("valid_fraction = 0.1\n", "")
+            .replace(
+                "backbone_lr_scale = 0.1\n",
+                "backbone_lr_scale = 0.1\nqat_bits = 4\nkeep_pruned = true\n",
+            )
+            + "\n[data]\nvalid_fraction = 0.25\n";
+        let read = TrainConfig::from_toml(&old).unwrap();
+        assert_eq!(
+            (
+                read.recipe.valid_fraction,
+                read.recipe.qat_bits,
+                read.recipe.keep_pruned
+            ),
+            (0.25, Some(4), true)
+        );
+        assert_eq!(read.finetune, finetuned.finetune);
+        let twice = format!("{text}\n[data]\nvalid_fraction = 0.25\n");
+        assert!(
+            TrainConfig::from_toml(&twice)
+                .unwrap_err()
+                .contains("twice")
+        );
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let mut config = TrainConfig::for_preset("mlp").unwrap();
-        config.lr = f64::NAN;
+        config.recipe.lr = f64::NAN;
         assert!(
             config
                 .validate()
@@ -492,8 +498,8 @@ mod tests {
                 .to_string()
                 .contains("learning rate")
         );
-        config.lr = 1e-3;
-        config.batch_size = 0;
+        config.recipe.lr = 1e-3;
+        config.recipe.batch_size = 0;
         assert!(
             config
                 .validate()

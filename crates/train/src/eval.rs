@@ -298,9 +298,10 @@ pub fn load_data(
     let dir = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
     let mut data = kiln_data::load_dataset(
         &config.dataset,
-        kiln_core::Seed(config.seed),
+        kiln_core::Seed(config.recipe.seed),
         &dir,
         &config.data,
+        config.recipe.valid_fraction,
     )?;
     if let Some(n) = config.train_per_class {
         data.train = data.train.first_per_class(n);
@@ -381,7 +382,7 @@ pub fn evaluate_run_split(
     split: EvalSplit,
 ) -> Result<EvalReport> {
     check_run_dir(dir)?;
-    let spec = TrainConfig::load(&RunFiles::new(dir).config)?.device;
+    let spec = TrainConfig::load(&RunFiles::new(dir).config)?.recipe.device;
     let device = spec.device();
     let (config, normalizer, model) = load_run(dir, &device)?;
     check_split_era(dir, &config)?;
@@ -394,7 +395,7 @@ pub fn evaluate_run_split(
         &model,
         set,
         &normalizer,
-        config.batch_size.max(256),
+        config.recipe.batch_size.max(256),
         &device,
     )
 }

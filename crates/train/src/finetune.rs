@@ -12,7 +12,7 @@ pub use crate::pretrained::{backbone_rules, load_pretrained, pretrained_file};
 
 /// Gradual unfreezing in two chained runs: `frozen_epochs` epochs of linear probing (a new
 /// head on the frozen backbone, run folder `run_dir/frozen`), then the remaining
-/// `config.epochs - frozen_epochs` epochs with every layer training (the backbone at
+/// `config.recipe.epochs - frozen_epochs` epochs with every layer training (the backbone at
 /// `backbone_lr_scale` times the rate) from the probed model, its head kept, in `run_dir`.
 /// `config.finetune` names the pretrained weights. Returns both reports.
 pub fn train_gradual(
@@ -26,30 +26,28 @@ pub fn train_gradual(
             "gradual unfreezing needs pretrained weights (TrainConfig.finetune)".into(),
         ));
     };
-    if frozen_epochs == 0 || frozen_epochs >= config.epochs {
+    if frozen_epochs == 0 || frozen_epochs >= config.recipe.epochs {
         return Err(Error::InvalidSetting(format!(
             "unfreezing after {frozen_epochs} of {} epochs: it must be between 1 and {}",
-            config.epochs,
-            config.epochs.saturating_sub(1)
+            config.recipe.epochs,
+            config.recipe.epochs.saturating_sub(1)
         )));
     }
     let probe_dir = run_dir.join("frozen");
     let mut probe = config.clone();
-    probe.epochs = frozen_epochs;
+    probe.recipe.epochs = frozen_epochs;
     probe.finetune = Some(FineTune {
         freeze_backbone: true,
         ..spec.clone()
     });
     let first = crate::train(&probe, &probe_dir, options)?;
     let mut rest = config.clone();
-    rest.epochs = config.epochs - frozen_epochs;
+    rest.recipe.epochs = config.recipe.epochs - frozen_epochs;
     rest.finetune = Some(FineTune {
         from: probe_dir,
         new_head: false,
         freeze_backbone: false,
         backbone_lr_scale: spec.backbone_lr_scale,
-        keep_pruned: spec.keep_pruned,
-        qat_bits: spec.qat_bits,
     });
     let second = crate::train(&rest, run_dir, options)?;
     Ok((first, second))
@@ -164,7 +162,7 @@ pub fn plan(
         overrides.apply(&mut recipe)?;
         config.set_recipe(recipe)?;
         let lr_scale = match request.backbone_lr {
-            Some(rate) => rate / config.lr,
+            Some(rate) => rate / config.recipe.lr,
             // The recipe's encoder rate.
             None => config
                 .pretrained
@@ -190,18 +188,16 @@ pub fn plan(
         new_head: !request.keep_head,
         freeze_backbone,
         backbone_lr_scale: 1.0,
-        keep_pruned: false,
-        qat_bits: None,
     };
     let mut config = crate::TrainConfig::finetune_from(&request.from, &request.dataset, spec)?;
     for path in request.freeze.iter().filter(|f| *f != "backbone") {
-        config.optim.groups.push(GroupRule::frozen(path));
+        config.recipe.optim.groups.push(GroupRule::frozen(path));
     }
     let mut recipe = config.recipe();
     overrides.apply(&mut recipe)?;
     config.set_recipe(recipe)?;
     if let (Some(rate), Some(ft)) = (request.backbone_lr, config.finetune.as_mut()) {
-        ft.backbone_lr_scale = rate / config.lr;
+        ft.backbone_lr_scale = rate / config.recipe.lr;
     }
     config.train_per_class = request.train_per_class;
     config.augment = request.augment.clone();
@@ -209,9 +205,10 @@ pub fn plan(
         check_head(
             kiln_data::load_dataset(
                 &request.dataset,
-                kiln_core::Seed(config.seed),
+                kiln_core::Seed(config.recipe.seed),
                 data_dir,
                 &config.data,
+                config.recipe.valid_fraction,
             )?
             .train
             .num_classes(),

@@ -270,7 +270,7 @@ where
     let resume = if options.resume {
         let resume = prepare_resume(run_dir)?;
         if recipe_path.is_file() {
-            let saved: Recipe = crate::files::read_toml(&recipe_path)?;
+            let saved = crate::files::read_toml::<crate::recipe::RecipeFile>(&recipe_path)?.recipe;
             if recipe.shards.is_none() {
                 recipe.shards = saved.shards;
             }

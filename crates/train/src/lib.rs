@@ -82,7 +82,7 @@ pub use eval::{
 };
 pub use files::{EpochMetrics, save_module};
 pub use fit::{Loaders, Setup, TrainOptions, fit};
-pub use recipe::{EarlyStopping, Monitor, Recipe, RecipeOverrides};
+pub use recipe::{EarlyStopping, Monitor, NoOtherKeys, Recipe, RecipeOverrides};
 pub use run::{TrainReport, default_run_dir, resume, train};
 pub use runs::{RunKind, RunReport, dataset_reference, resume_run};
 pub use step::{

@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::train::ClassificationOutput;
-use kiln_core::{DeviceSpec, Seed};
+use kiln_core::Seed;
 use kiln_data::text::{CharCorpus, CharVocab, SequenceBatch, SequenceBatcher, SequenceDataset};
 use kiln_models::ModelConfig;
 use kiln_models::transformer::{CausalLm, CausalLmConfig, Sampling};
-use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io;
@@ -46,7 +45,6 @@ impl crate::Task for LanguageModelTask {
 
 /// Everything that defines a language-model run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LmTrainConfig {
     /// Preset name or label.
     pub name: String,
@@ -54,52 +52,27 @@ pub struct LmTrainConfig {
     pub corpus: String,
     /// Window length.
     pub seq_len: usize,
-    /// Epochs.
-    pub epochs: usize,
-    /// Windows per batch.
-    pub batch_size: usize,
-    /// Base learning rate (the schedule scales it per epoch).
-    pub lr: f64,
-    /// Optimizer, clipping and parameter groups (default: Adam with PyTorch's settings).
-    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
-    pub optim: OptimConfig,
-    /// Learning-rate schedule over the epochs.
-    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
-    pub schedule: Schedule,
-    /// Reduce-on-plateau on the monitored value, composed with the schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plateau: Option<Plateau>,
-    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
-    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
-    pub monitor: crate::Monitor,
-    /// Stop when the monitored value stops improving.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<crate::EarlyStopping>,
-    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
-    /// resolved count in the saved `config.toml` when the run starts, so the config
-    /// reproduces the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<usize>,
-    /// Master seed.
-    pub seed: u64,
-    /// Device.
-    pub device: DeviceSpec,
+    /// The loop's settings (epochs, batch size, learning rate, optimizer, schedule, plateau,
+    /// monitor, early stopping, seed, device, validation share, shards): top-level keys of
+    /// `config.toml`, the shard count resolved in the saved one when the run starts.
+    #[serde(flatten)]
+    pub recipe: crate::Recipe,
     /// Use at most this many training windows (evenly spaced over the text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_train_windows: Option<usize>,
     /// Use at most this many validation windows (and as many test windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_valid_windows: Option<usize>,
-    /// Share of the training text held out for validation (in blocks, seeded by the run;
-    /// see `kiln_data::text::CharCorpus::split_validation`).
-    #[serde(default = "kiln_data::split::default_valid_fraction")]
-    pub valid_fraction: f64,
     /// Size the model's vocabulary to the corpus's characters before training (a user's
     /// corpus); the saved config holds the sized model.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adapt_vocab: bool,
     /// The model.
     pub model: CausalLmConfig,
+    /// Rejects keys that are neither the config's nor the recipe's (serde's
+    /// `deny_unknown_fields` does not work beside a flattened field).
+    #[serde(flatten, skip_serializing)]
+    pub no_other_keys: crate::NoOtherKeys,
 }
 
 crate::recipe::loop_settings!(LmTrainConfig, "a language model run");
@@ -117,20 +90,15 @@ impl LmTrainConfig {
             name: name.to_string(),
             corpus: preset.dataset.to_string(),
             seq_len: model.encoder.max_len,
-            epochs: 2,
-            batch_size: 32,
-            lr: 1e-3,
-            optim: OptimConfig::default(),
-            schedule: Schedule::Constant,
-            plateau: None,
-            monitor: crate::Monitor::default(),
-            early_stopping: None,
-            shards: None,
-            seed: Seed::default().0,
-            device: DeviceSpec::default(),
+            recipe: crate::Recipe {
+                epochs: 2,
+                batch_size: 32,
+                lr: 1e-3,
+                ..crate::Recipe::default()
+            },
+            no_other_keys: crate::NoOtherKeys,
             max_train_windows: None,
             max_valid_windows: None,
-            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
             adapt_vocab: false,
             model,
         })
@@ -283,8 +251,7 @@ pub fn resume_lm(run_dir: &Path, options: &TrainOptions) -> Result<LmReport> {
 
 fn check_lm_config(config: &LmTrainConfig) -> Result<()> {
     config.model.validate()?;
-    crate::recipe::check_schedule(config.epochs, config.batch_size, config.lr)?;
-    kiln_data::split::check_valid_fraction(config.valid_fraction)?;
+    crate::recipe::plain_loop(&config.recipe, "a language model run")?;
     if config.seq_len == 0 {
         return Err(Error::InvalidSetting(
             "sequence length must be at least 1".into(),
@@ -303,11 +270,11 @@ fn run_lm(config: &LmTrainConfig, run_dir: &Path, options: &TrainOptions) -> Res
     check_lm_config(config)?;
     let mut config = config.clone();
     let _turn = kiln_core::seed::exclusive_rng();
-    let seed = Seed(config.seed);
+    let seed = Seed(config.recipe.seed);
     let corpus = load_corpus(
         &config.corpus,
         options.data_dir.as_deref(),
-        config.valid_fraction,
+        config.recipe.valid_fraction,
         seed,
     )?;
     if config.adapt_vocab {
@@ -325,7 +292,7 @@ fn run_lm(config: &LmTrainConfig, run_dir: &Path, options: &TrainOptions) -> Res
         if setup.resumed_from().is_none() {
             // The config records the resolved shard count, so it reproduces the run.
             let saved = LmTrainConfig {
-                shards: setup.recipe().shards,
+                recipe: setup.recipe().clone(),
                 ..config.clone()
             };
             crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;
@@ -357,7 +324,7 @@ fn run_lm(config: &LmTrainConfig, run_dir: &Path, options: &TrainOptions) -> Res
 
     // The test text, read once, by the reloaded run (what `kiln eval` computes).
     let test = evaluate_lm_run(run_dir, options.data_dir.as_deref())?;
-    let (_, vocab, model) = load_lm_run(run_dir, &config.device.device())?;
+    let (_, vocab, model) = load_lm_run(run_dir, &config.recipe.device.device())?;
     let prompt: Vec<usize> = corpus.test.iter().take(40).copied().collect();
     let generated = model.generate(
         &prompt,
@@ -403,13 +370,13 @@ pub fn load_lm_run(
 /// character, next-character accuracy), as `kiln eval` does.
 pub fn evaluate_lm_run(dir: &Path, data_dir: Option<&Path>) -> Result<LmEval> {
     let config: LmTrainConfig = crate::files::read_run_config(dir)?;
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let (config, vocab, model) = load_lm_run(dir, &device)?;
     let corpus = load_corpus(
         &config.corpus,
         data_dir,
-        config.valid_fraction,
-        Seed(config.seed),
+        config.recipe.valid_fraction,
+        Seed(config.recipe.seed),
     )?;
     if corpus.vocab != vocab {
         return Err(Error::BadRunFile {
@@ -425,7 +392,7 @@ pub fn evaluate_lm_run(dir: &Path, data_dir: Option<&Path>) -> Result<LmEval> {
         &corpus.test,
         config.seq_len,
         config.max_valid_windows,
-        config.batch_size,
+        config.recipe.batch_size,
         &device,
     )
 }

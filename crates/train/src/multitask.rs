@@ -31,10 +31,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::ClassificationOutput;
-use kiln_core::{DeviceSpec, Seed};
+use kiln_core::Seed;
 use kiln_data::{ImageBatch, ImageBatcher, ImageDataset, ImageSet, Normalizer};
 use kiln_models::{Mlp, MlpConfig};
-use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainOptions;
@@ -71,7 +70,6 @@ impl Head {
 
 /// Everything that defines a multi-task run (saved as `config.toml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MultiTaskConfig {
     /// An image dataset (`digits`, `mnist`, `fashion-mnist`).
     pub dataset: String,
@@ -79,40 +77,15 @@ pub struct MultiTaskConfig {
     pub heads: Vec<Head>,
     /// Hidden layer sizes of the shared MLP backbone; the last is the feature width.
     pub backbone: Vec<usize>,
-    /// Number of epochs.
-    pub epochs: usize,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Base learning rate.
-    pub lr: f64,
-    /// Optimizer.
-    #[serde(default)]
-    pub optim: OptimConfig,
-    /// Learning-rate schedule.
-    #[serde(default)]
-    pub schedule: Schedule,
-    /// Reduce-on-plateau on the monitored value, composed with the schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plateau: Option<Plateau>,
-    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
-    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
-    pub monitor: crate::Monitor,
-    /// Stop when the monitored value stops improving.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<crate::EarlyStopping>,
-    /// Share of the training images held out for validation (the per-epoch "valid"
-    /// columns); the test split is the dataset's own.
-    #[serde(default = "kiln_data::split::default_valid_fraction")]
-    pub valid_fraction: f64,
-    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
-    /// resolved count in the saved `config.toml` when the run starts, so the config
-    /// reproduces the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<usize>,
-    /// Master seed.
-    pub seed: u64,
-    /// Device.
-    pub device: DeviceSpec,
+    /// The loop's settings (epochs, batch size, learning rate, optimizer, schedule, plateau,
+    /// monitor, early stopping, seed, device, validation share, shards): top-level keys of
+    /// `config.toml`, the shard count resolved in the saved one when the run starts.
+    #[serde(flatten)]
+    pub recipe: crate::Recipe,
+    /// Rejects keys that are neither the config's nor the recipe's (serde's
+    /// `deny_unknown_fields` does not work beside a flattened field).
+    #[serde(flatten, skip_serializing)]
+    pub no_other_keys: crate::NoOtherKeys,
 }
 
 crate::recipe::loop_settings!(MultiTaskConfig, "a multi-task run");
@@ -124,24 +97,19 @@ impl MultiTaskConfig {
             dataset: dataset.to_string(),
             heads,
             backbone: vec![256, 128],
-            epochs: 3,
-            batch_size: 64,
-            lr: 1e-3,
-            optim: OptimConfig::default(),
-            schedule: Schedule::Constant,
-            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
-            plateau: None,
-            monitor: crate::Monitor::default(),
-            early_stopping: None,
-            shards: None,
-            seed: Seed::default().0,
-            device: DeviceSpec::default(),
+            recipe: crate::Recipe {
+                epochs: 3,
+                batch_size: 64,
+                lr: 1e-3,
+                ..crate::Recipe::default()
+            },
+            no_other_keys: crate::NoOtherKeys,
         }
     }
 
     /// Checks the settings against a dataset with `num_labels` labels.
     pub fn validate(&self, num_labels: usize) -> Result<()> {
-        crate::recipe::check_schedule(self.epochs, self.batch_size, self.lr)?;
+        crate::recipe::plain_loop(&self.recipe, "a multi-task run")?;
         if self.heads.is_empty() || self.backbone.is_empty() {
             return Err(Error::InvalidSetting(
                 "a multi-task model needs at least one head and one backbone layer".into(),
@@ -169,8 +137,7 @@ impl MultiTaskConfig {
                 )));
             }
         }
-        self.optim.optimizer.validate()?;
-        Ok(self.schedule.validate()?)
+        Ok(())
     }
 }
 
@@ -301,15 +268,13 @@ pub fn train_multitask(
     options: &TrainOptions,
 ) -> Result<MultiTaskReport> {
     let _turn = kiln_core::seed::exclusive_rng();
-    let seed = Seed(config.seed);
+    let seed = Seed(config.recipe.seed);
     let data = kiln_data::load_dataset(
         &config.dataset,
         seed,
         &options.data_dir(),
-        &kiln_data::DataOptions {
-            valid_fraction: config.valid_fraction,
-            ..kiln_data::DataOptions::default()
-        },
+        &kiln_data::DataOptions::default(),
+        config.recipe.valid_fraction,
     )?;
     config.validate(data.train.num_classes())?;
     let normalizer = Normalizer::fit(&data.train);
@@ -317,7 +282,7 @@ pub fn train_multitask(
         if setup.resumed_from().is_none() {
             // The config records the resolved shard count, so it reproduces the run.
             let saved = MultiTaskConfig {
-                shards: setup.recipe().shards,
+                recipe: setup.recipe().clone(),
                 ..config.clone()
             };
             crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;
@@ -366,7 +331,7 @@ pub fn train_multitask(
                 &|images| single.forward(images),
                 &test,
                 &normalizer,
-                config.batch_size,
+                config.recipe.batch_size,
                 &model.devices()[0],
             )?,
         });

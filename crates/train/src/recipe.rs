@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The loop's settings, shared by every kind of run.
+/// The loop's settings, shared by every kind of run: one type flattened into each kind's
+/// config (`#[serde(flatten)] recipe`), so every kind takes every setting under the same
+/// TOML keys. It accepts keys of its own only; a config that flattens it rejects unknown keys
+/// with [`NoOtherKeys`] (serde cannot combine `flatten` with `deny_unknown_fields`), and
+/// [`Recipe::from_toml`] does so for a `recipe.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Recipe {
     /// Number of epochs.
     pub epochs: usize,
@@ -165,61 +168,81 @@ impl RecipeOverrides {
     }
 }
 
-/// `recipe()` and `set_recipe()` for a run config whose loop settings are its own fields of
-/// the recipe's names (`epochs` ... `device`, `valid_fraction`); shards, QAT and pruned
-/// fine-tuning are refused by such a kind.
+/// The keys of a config left after its fields and its flattened [`Recipe`] took theirs: any
+/// left is an error naming it (a typo such as `epoch = 3` must not train with a default).
+/// The last field of every config, `#[serde(flatten, skip_serializing)]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoOtherKeys;
+
+impl<'de> Deserialize<'de> for NoOtherKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let keys =
+            std::collections::BTreeMap::<String, serde::de::IgnoredAny>::deserialize(deserializer)?;
+        match keys.keys().next() {
+            None => Ok(Self),
+            Some(key) => Err(serde::de::Error::custom(format!(
+                "unknown setting `{key}`{}",
+                if keys.len() > 1 {
+                    format!(
+                        " (and {})",
+                        keys.keys()
+                            .skip(1)
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    String::new()
+                }
+            ))),
+        }
+    }
+}
+
+/// A `recipe.toml`: a recipe and no other key.
+#[derive(Deserialize)]
+pub(crate) struct RecipeFile {
+    #[serde(flatten)]
+    pub(crate) recipe: Recipe,
+    #[serde(flatten)]
+    _rest: NoOtherKeys,
+}
+
+/// `recipe()` and `set_recipe()` for a run config whose `recipe` field is its flattened
+/// [`Recipe`], for kinds that take neither QAT nor pruned fine-tuning (`validate_loop` checks
+/// that, for the kind's `validate`).
 macro_rules! loop_settings {
     ($config:ty, $kind:literal) => {
         impl $config {
             /// The loop's settings of this run (what [`crate::fit()`] takes).
             pub fn recipe(&self) -> $crate::Recipe {
-                $crate::Recipe {
-                    epochs: self.epochs,
-                    batch_size: self.batch_size,
-                    lr: self.lr,
-                    optim: self.optim.clone(),
-                    schedule: self.schedule.clone(),
-                    plateau: self.plateau.clone(),
-                    monitor: self.monitor,
-                    early_stopping: self.early_stopping.clone(),
-                    seed: self.seed,
-                    device: self.device.clone(),
-                    valid_fraction: self.valid_fraction,
-                    shards: self.shards,
-                    ..$crate::Recipe::default()
-                }
+                self.recipe.clone()
             }
 
             /// Takes `recipe`'s settings (e.g. a recipe with command-line overrides
             /// applied).
             pub fn set_recipe(&mut self, recipe: $crate::Recipe) -> $crate::Result<()> {
-                if recipe.qat_bits.is_some() || recipe.keep_pruned {
-                    return Err($crate::Error::InvalidSetting(
-                        concat!(
-                            "QAT bits and pruned fine-tuning are not settings of ",
-                            $kind
-                        )
-                        .into(),
-                    ));
-                }
-                self.shards = recipe.shards;
-                self.epochs = recipe.epochs;
-                self.batch_size = recipe.batch_size;
-                self.lr = recipe.lr;
-                self.optim = recipe.optim;
-                self.schedule = recipe.schedule;
-                self.plateau = recipe.plateau;
-                self.monitor = recipe.monitor;
-                self.early_stopping = recipe.early_stopping;
-                self.seed = recipe.seed;
-                self.device = recipe.device;
-                self.valid_fraction = recipe.valid_fraction;
+                $crate::recipe::plain_loop(&recipe, $kind)?;
+                self.recipe = recipe;
                 Ok(())
             }
         }
     };
 }
 pub(crate) use loop_settings;
+
+/// Checks `recipe` for a kind of run that takes neither QAT nor pruned fine-tuning (`kind`
+/// names it in the error), then every setting.
+pub(crate) fn plain_loop(recipe: &Recipe, kind: &str) -> Result<()> {
+    if recipe.qat_bits.is_some() || recipe.keep_pruned {
+        return Err(Error::InvalidSetting(format!(
+            "QAT bits and pruned fine-tuning are not settings of {kind}"
+        )));
+    }
+    recipe.validate()
+}
 
 /// Whether `value` is its type's default (configs leave such settings out of their TOML).
 pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -287,6 +310,11 @@ impl Recipe {
     pub fn resolved_shards(&self) -> usize {
         self.shards
             .unwrap_or_else(|| kiln_core::parallel::shards_for(self.batch_size))
+    }
+
+    /// Reads a recipe from TOML, rejecting keys that are not settings.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, toml::de::Error> {
+        toml::from_str::<RecipeFile>(text).map(|file| file.recipe)
     }
 
     /// The recipe as TOML.
@@ -450,7 +478,7 @@ mod tests {
         };
         let back: Recipe = toml::from_str(&recipe.to_toml()).unwrap();
         assert_eq!(back, recipe);
-        let minimal: Recipe = toml::from_str("epochs = 3\nbatch_size = 8\nlr = 0.01").unwrap();
+        let minimal = Recipe::from_toml("epochs = 3\nbatch_size = 8\nlr = 0.01").unwrap();
         assert_eq!((minimal.seed, minimal.valid_fraction), (42, 0.1));
         for (bad, needle) in [
             (
@@ -485,8 +513,11 @@ mod tests {
             let e = bad.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{needle}: {e}");
         }
+        let typo = Recipe::from_toml("epochs = 3\nbatch_size = 8\nlr = 0.01\nepoch = 2");
         assert!(
-            toml::from_str::<Recipe>("epochs = 3\nbatch_size = 8\nlr = 0.01\nepoch = 2").is_err()
+            typo.unwrap_err()
+                .to_string()
+                .contains("unknown setting `epoch`")
         );
     }
 }

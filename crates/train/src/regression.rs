@@ -15,18 +15,17 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::train::RegressionOutput;
-use kiln_core::{DeviceSpec, Seed};
+use kiln_core::Seed;
 use kiln_data::tabular::{
     RegressionBatch, RegressionBatcher, TableDataset, TableEncoder, TableSpec, TableTask,
     TabularSet, Targets,
 };
 use kiln_models::{Mlp, MlpConfig};
-use kiln_optim::{OptimConfig, Plateau, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainOptions;
 use crate::files::write_json;
-use crate::{EarlyStopping, EpochMetrics, Error, Result};
+use crate::{EpochMetrics, Error, Result};
 
 /// The training loss.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +53,6 @@ impl RegressionLoss {
 
 /// Everything that defines a regression run (saved as `config.toml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegressionConfig {
     /// A named table (`ames-housing`, `boston-housing`, `concrete`, `diabetes`) or a `.csv`.
     pub dataset: String,
@@ -72,40 +70,15 @@ pub struct RegressionConfig {
     /// Held-out test fraction of the rows: a fixed split of the table
     /// (`kiln_data::split::TEST_SPLIT_SEED`), the same for every run.
     pub test_fraction: f64,
-    /// Share of the training rows held out for validation (seeded by the run): the
-    /// per-epoch validation loss and early stopping watch them.
-    #[serde(default = "kiln_data::split::default_valid_fraction")]
-    pub valid_fraction: f64,
-    /// Number of epochs.
-    pub epochs: usize,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Base learning rate.
-    pub lr: f64,
-    /// Optimizer (default Adam) and clipping.
-    #[serde(default)]
-    pub optim: OptimConfig,
-    /// Learning-rate schedule.
-    #[serde(default)]
-    pub schedule: Schedule,
-    /// Early stopping on the validation loss.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<EarlyStopping>,
-    /// Reduce-on-plateau on the monitored value, composed with the schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plateau: Option<Plateau>,
-    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
-    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
-    pub monitor: crate::Monitor,
-    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
-    /// resolved count in the saved `config.toml` when the run starts, so the config
-    /// reproduces the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<usize>,
-    /// Master seed.
-    pub seed: u64,
-    /// Device.
-    pub device: DeviceSpec,
+    /// The loop's settings (epochs, batch size, learning rate, optimizer, schedule, plateau,
+    /// monitor, early stopping, seed, device, validation share, shards): top-level keys of
+    /// `config.toml`, the shard count resolved in the saved one when the run starts.
+    #[serde(flatten)]
+    pub recipe: crate::Recipe,
+    /// Rejects keys that are neither the config's nor the recipe's (serde's
+    /// `deny_unknown_fields` does not work beside a flattened field).
+    #[serde(flatten, skip_serializing)]
+    pub no_other_keys: crate::NoOtherKeys,
 }
 
 crate::recipe::loop_settings!(RegressionConfig, "a regression run");
@@ -120,41 +93,30 @@ impl RegressionConfig {
             dropout: 0.1,
             loss: RegressionLoss::Mse,
             test_fraction: 0.2,
-            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
-            epochs: 60,
-            batch_size: 64,
-            lr: 1e-3,
-            optim: OptimConfig::default(),
-            schedule: Schedule::Constant,
-            early_stopping: None,
-            plateau: None,
-            monitor: crate::Monitor::default(),
-            shards: None,
-            seed: Seed::default().0,
-            device: DeviceSpec::default(),
+            recipe: crate::Recipe {
+                epochs: 60,
+                batch_size: 64,
+                lr: 1e-3,
+                ..crate::Recipe::default()
+            },
+            no_other_keys: crate::NoOtherKeys,
         }
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        crate::recipe::check_schedule(self.epochs, self.batch_size, self.lr)?;
+        crate::recipe::plain_loop(&self.recipe, "a regression run")?;
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
             return Err(Error::InvalidSetting(format!(
                 "the test fraction must be in (0, 1), found {}",
                 self.test_fraction
             )));
         }
-        kiln_data::split::check_valid_fraction(self.valid_fraction)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::InvalidSetting(format!(
                 "dropout must be in [0, 1), found {}",
                 self.dropout
             )));
-        }
-        self.optim.optimizer.validate()?;
-        self.schedule.validate()?;
-        if let Some(early) = &self.early_stopping {
-            early.validate()?;
         }
         Ok(())
     }
@@ -313,7 +275,7 @@ pub fn evaluate_regression_run(dir: &Path, data_dir: Option<&Path>) -> Result<Re
     )?;
     let (_, test_rows) = table.split(config.test_fraction, kiln_data::split::TEST_SPLIT_SEED);
     let test_set = encoder.transform(&table, &test_rows)?;
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let model = MlpConfig::new(encoder.width(), &config.hidden, 1)
         .with_dropout(config.dropout)
         .init(&device)?;
@@ -361,7 +323,7 @@ pub fn train_regression(
 ) -> Result<RegressionReport> {
     config.validate()?;
     let _turn = kiln_core::seed::exclusive_rng();
-    let seed = Seed(config.seed);
+    let seed = Seed(config.recipe.seed);
     let (table, target) = load_table(config, &options.data_dir())?;
     let spec = TableSpec {
         task: Some(TableTask::Regression),
@@ -370,7 +332,7 @@ pub fn train_regression(
     let (rest, test_rows) = table.split(config.test_fraction, kiln_data::split::TEST_SPLIT_SEED);
     let (fit_rows, valid_rows) = kiln_data::split::validation_split(
         &vec![0; rest.len()],
-        config.valid_fraction,
+        config.recipe.valid_fraction,
         seed.derive("valid"),
     )?;
     let train_rows: Vec<usize> = fit_rows.iter().map(|&i| rest[i]).collect();
@@ -384,7 +346,7 @@ pub fn train_regression(
         if setup.resumed_from().is_none() {
             // The config records the resolved shard count, so it reproduces the run.
             let saved = RegressionConfig {
-                shards: setup.recipe().shards,
+                recipe: setup.recipe().clone(),
                 ..config.clone()
             };
             crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;

@@ -83,7 +83,7 @@ fn run(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<T
     // One turn at the backend RNG for the whole run: data, training and the test evaluation.
     let _turn = kiln_core::seed::exclusive_rng();
     let mut config = config.clone();
-    let seed = Seed(config.seed);
+    let seed = Seed(config.recipe.seed);
     let data = crate::eval::load_data(&config, options.data_dir.as_deref())?;
     if config.adapt_model {
         config
@@ -109,7 +109,7 @@ fn run(config: &TrainConfig, run_dir: &Path, options: &TrainOptions) -> Result<T
         if setup.resumed_from().is_none() {
             // The config records the resolved shard count, so it reproduces the run.
             TrainConfig {
-                shards: setup.recipe().shards,
+                recipe: setup.recipe().clone(),
                 ..config.clone()
             }
             .save(&files.config)?;

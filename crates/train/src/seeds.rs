@@ -9,7 +9,7 @@
 //! let report = SeedSweep::new("mlp on digits", vec![1, 2, 3], "runs/mlp-seeds")
 //!     .run(|seed, dir| {
 //!         let mut config = TrainConfig::for_preset("mlp")?;
-//!         config.seed = seed;
+//!         config.recipe.seed = seed;
 //!         let report = train(&config, &dir.join("run"), &TrainOptions::quiet())?;
 //!         let accuracy = 100.0 * report.test.accuracy;
 //!         Ok::<_, kiln_train::Error>(Metrics::from([("test accuracy %".to_string(), accuracy)]))

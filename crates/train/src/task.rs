@@ -218,7 +218,7 @@ pub(crate) fn load_teacher(
     student: &kiln_models::ModelConfig,
 ) -> crate::Result<Teacher> {
     let spec = crate::TrainConfig::load(&distill.teacher.join("config.toml"))?;
-    let device = spec.device.device();
+    let device = spec.recipe.device.device();
     let (teacher_config, teacher_norm, model) = crate::load_run(&distill.teacher, &device)?;
     if teacher_config.model.num_classes() != student.num_classes() {
         return Err(crate::Error::InvalidSetting(format!(

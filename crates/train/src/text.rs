@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Bool, Int, Tensor};
 use burn::train::ClassificationOutput;
-use kiln_core::{DeviceSpec, Seed};
+use kiln_core::Seed;
 use kiln_data::text::{LabelledTexts, TextTokenizer, TokenBatch, TokenBatcher, TokenDataset};
 use kiln_models::ModelConfig;
 use kiln_models::bert::BertClassifier;
 use kiln_models::transformer::{TransformerClassifier, TransformerClassifierConfig};
-use kiln_optim::{GroupRule, OptimConfig, Plateau, Schedule};
+use kiln_optim::{GroupRule, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::{EpochMetrics, Error, Result, TrainOptions};
@@ -65,7 +65,6 @@ impl crate::Task for TextClassificationTask {
 
 /// Everything that defines a text-classification run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TextTrainConfig {
     /// Preset name or label.
     pub name: String,
@@ -83,46 +82,17 @@ pub struct TextTrainConfig {
     pub tokenizer: PathBuf,
     /// Tokens per text (truncate / pad).
     pub max_len: usize,
-    /// Epochs.
-    pub epochs: usize,
-    /// Texts per batch.
-    pub batch_size: usize,
-    /// Base learning rate (the schedule scales it per epoch).
-    pub lr: f64,
-    /// Optimizer, clipping and parameter groups (default: Adam with PyTorch's settings).
-    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
-    pub optim: OptimConfig,
-    /// Reduce-on-plateau on the monitored value, composed with the schedule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plateau: Option<Plateau>,
-    /// The validation value that decides the best epoch, early stopping and reduce-on-plateau.
-    #[serde(default, skip_serializing_if = "crate::recipe::is_default")]
-    pub monitor: crate::Monitor,
-    /// Stop when the monitored value stops improving.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub early_stopping: Option<crate::EarlyStopping>,
-    /// Parts of a data-parallel training step (see [`crate::Recipe::shards`]); set to the
-    /// resolved count in the saved `config.toml` when the run starts, so the config
-    /// reproduces the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<usize>,
-    /// Master seed.
-    pub seed: u64,
-    /// Device.
-    pub device: DeviceSpec,
+    /// The loop's settings (epochs, batch size, learning rate, optimizer, schedule, plateau,
+    /// monitor, early stopping, seed, device, validation share, shards): top-level keys of
+    /// `config.toml`, the shard count resolved in the saved one when the run starts.
+    #[serde(flatten)]
+    pub recipe: crate::Recipe,
     /// Use only the first N training texts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_train: Option<usize>,
     /// Use only the first N test texts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_test: Option<usize>,
-    /// Share of the training texts held out for validation (stratified, seeded by the run):
-    /// the per-epoch "valid" columns watch them; the test file is read once, at the end.
-    #[serde(default = "kiln_data::split::default_valid_fraction")]
-    pub valid_fraction: f64,
-    /// Learning-rate schedule over the epochs.
-    #[serde(default)]
-    pub schedule: Schedule,
     /// Fine-tune a pretrained sentence encoder instead of training `model` from scratch (its
     /// own `tokenizer.json` then replaces `tokenizer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +103,10 @@ pub struct TextTrainConfig {
     pub adapt_model: bool,
     /// The model trained from scratch (unused with `pretrained`).
     pub model: TransformerClassifierConfig,
+    /// Rejects keys that are neither the config's nor the recipe's (serde's
+    /// `deny_unknown_fields` does not work beside a flattened field).
+    #[serde(flatten, skip_serializing)]
+    pub no_other_keys: crate::NoOtherKeys,
 }
 
 /// A pretrained BERT sentence encoder to fine-tune with a new classification head.
@@ -197,23 +171,18 @@ impl TextTrainConfig {
             dataset: preset.dataset.to_string(),
             tokenizer: PathBuf::from("models/all-MiniLM-L6-v2/tokenizer.json"),
             max_len: model.encoder.max_len,
-            epochs: 3,
-            batch_size: 32,
-            lr: 5e-4,
-            optim: OptimConfig::default(),
-            plateau: None,
-            monitor: crate::Monitor::default(),
-            early_stopping: None,
-            shards: None,
-            seed: Seed::default().0,
-            device: DeviceSpec::default(),
+            recipe: crate::Recipe {
+                epochs: 3,
+                batch_size: 32,
+                lr: 5e-4,
+                ..crate::Recipe::default()
+            },
+            no_other_keys: crate::NoOtherKeys,
             max_train: None,
             max_test: None,
             text_column: None,
             target: None,
             adapt_model: false,
-            valid_fraction: kiln_data::split::DEFAULT_VALID_FRACTION,
-            schedule: Schedule::Constant,
             pretrained: None,
             model,
         })
@@ -227,10 +196,10 @@ impl TextTrainConfig {
         config.name = "all-minilm-l6-v2-finetuned".into();
         config.tokenizer = PathBuf::from("models/all-MiniLM-L6-v2/tokenizer.json");
         config.max_len = 128;
-        config.epochs = 2;
-        config.batch_size = 16;
-        config.lr = 1e-4;
-        config.schedule = Schedule::Cosine { min_lr: 0.0 };
+        config.recipe.epochs = 2;
+        config.recipe.batch_size = 16;
+        config.recipe.lr = 1e-4;
+        config.recipe.schedule = Schedule::Cosine { min_lr: 0.0 };
         config.pretrained = Some(PretrainedText::full("models/all-MiniLM-L6-v2", 0.5));
         config
     }
@@ -395,9 +364,7 @@ pub fn resume_text(run_dir: &Path, options: &TrainOptions) -> Result<TextReport>
 
 fn check_text_config(config: &TextTrainConfig) -> Result<()> {
     config.model.validate()?;
-    crate::recipe::check_schedule(config.epochs, config.batch_size, config.lr)?;
-    config.schedule.validate()?;
-    kiln_data::split::check_valid_fraction(config.valid_fraction)?;
+    crate::recipe::plain_loop(&config.recipe, "a text classifier run")?;
     if config.max_len == 0 {
         return Err(Error::InvalidSetting("max_len must be at least 1".into()));
     }
@@ -427,8 +394,10 @@ fn run_texts(
             set.labels.truncate(n);
         }
     }
-    let (train, valid) =
-        train.split_validation(config.valid_fraction, Seed(config.seed).derive("valid"))?;
+    let (train, valid) = train.split_validation(
+        config.recipe.valid_fraction,
+        Seed(config.recipe.seed).derive("valid"),
+    )?;
     Ok((train, valid, test))
 }
 
@@ -484,7 +453,7 @@ fn run_text(
         if setup.resumed_from().is_none() {
             // The config records the resolved shard count, so it reproduces the run.
             let saved = TextTrainConfig {
-                shards: setup.recipe().shards,
+                recipe: setup.recipe().clone(),
                 ..config.clone()
             };
             crate::files::write_toml(&run_dir.join("config.toml"), &saved)?;
@@ -535,7 +504,7 @@ pub fn load_text_run(
 /// (accuracy, loss, per-class precision/recall/F1, confusion matrix), as `kiln eval` does.
 pub fn evaluate_text_run(dir: &Path, data_dir: Option<&Path>) -> Result<crate::EvalReport> {
     let config: TextTrainConfig = crate::files::read_run_config(dir)?;
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let (config, tokenizer, model) = load_text_run(dir, data_dir, &device)?;
     let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
     let (train, _, test) = run_texts(&config, &data)?;
@@ -543,7 +512,7 @@ pub fn evaluate_text_run(dir: &Path, data_dir: Option<&Path>) -> Result<crate::E
         &model,
         &TokenDataset::new(&test, &tokenizer, config.max_len)?,
         &train.classes,
-        config.batch_size,
+        config.recipe.batch_size,
         &device,
     )
 }

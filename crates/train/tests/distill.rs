@@ -49,7 +49,7 @@ fn the_distillation_loss_is_hintons() {
 fn a_small_student_learns_from_its_teacher() {
     let teacher = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 8;
+    config.recipe.epochs = 8;
     let t_report = train(&config, teacher.path(), &TrainOptions::quiet()).unwrap();
 
     let mut student = config.clone();
@@ -97,7 +97,7 @@ fn a_small_student_learns_from_its_teacher() {
     let mut other = TrainConfig::for_preset("mlp").unwrap();
     other.dataset = "iris".into();
     other.adapt_model = true;
-    other.epochs = 1;
+    other.recipe.epochs = 1;
     train(&other, iris.path(), &TrainOptions::quiet()).unwrap();
     let mut wrong = student.clone();
     wrong.distill = Some(Distill {
@@ -161,11 +161,11 @@ fn fake_quantization_puts_weights_on_the_grid_and_passes_gradients() {
 fn a_student_inherits_the_teachers_data_and_budget_but_not_its_groups() {
     let teacher = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 7;
-    config.seed = 9;
+    config.recipe.epochs = 7;
+    config.recipe.seed = 9;
     config.augment = Some("rotate=10".into());
-    config.early_stopping = Some(kiln_train::EarlyStopping::new(2, 0.0));
-    config.optim.groups = vec![kiln_optim::GroupRule::frozen("model.Mlp.hidden.0")];
+    config.recipe.early_stopping = Some(kiln_train::EarlyStopping::new(2, 0.0));
+    config.recipe.optim.groups = vec![kiln_optim::GroupRule::frozen("model.Mlp.hidden.0")];
     config.save(&teacher.path().join("config.toml")).unwrap();
     let distill = Distill {
         teacher: "ignored".into(),
@@ -175,19 +175,26 @@ fn a_student_inherits_the_teachers_data_and_budget_but_not_its_groups() {
     };
     let student = TrainConfig::distill_from(teacher.path(), "lenet5", distill.clone()).unwrap();
     assert!(
-        student.optim.groups.is_empty(),
+        student.recipe.optim.groups.is_empty(),
         "{:?}",
-        student.optim.groups
+        student.recipe.optim.groups
     );
-    assert_eq!(student.optim.optimizer, config.optim.optimizer);
     assert_eq!(
-        (student.dataset.as_str(), student.seed, student.epochs),
+        student.recipe.optim.optimizer,
+        config.recipe.optim.optimizer
+    );
+    assert_eq!(
+        (
+            student.dataset.as_str(),
+            student.recipe.seed,
+            student.recipe.epochs
+        ),
         ("digits", 9, 7)
     );
     assert_eq!(student.data, config.data);
     assert_eq!(student.name, "lenet5-distilled");
     assert!(student.adapt_model);
-    assert!(student.augment.is_none() && student.early_stopping.is_none());
+    assert!(student.augment.is_none() && student.recipe.early_stopping.is_none());
     let d = student.distill.as_ref().unwrap();
     assert_eq!(d.teacher, teacher.path());
     assert_eq!((d.temperature, d.alpha), (4.0, 0.9));

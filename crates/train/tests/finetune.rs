@@ -20,7 +20,7 @@ fn linear_probing_keeps_the_backbone_and_trains_a_new_head() {
     let pretrained = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp-mnist").unwrap();
     config.dataset = "mnist".into();
-    config.epochs = 2;
+    config.recipe.epochs = 2;
     config.train_per_class = Some(300);
     config.test_per_class = Some(50);
     let report = train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
@@ -33,14 +33,14 @@ fn linear_probing_keeps_the_backbone_and_trains_a_new_head() {
         FineTune::linear_probe(pretrained.path()),
     )
     .unwrap();
-    ft.epochs = 8;
+    ft.recipe.epochs = 8;
     ft.train_per_class = Some(100);
     ft.test_per_class = Some(100);
     let report = train(&ft, probe.path(), &TrainOptions::quiet()).unwrap();
     // MNIST features, a new head, 1,000 Fashion-MNIST labels: far above chance (10%).
     assert!(report.test.accuracy > 0.5, "{}", report.test.accuracy);
 
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let (_, _, before) = load_run(pretrained.path(), &device).unwrap();
     let (saved, _, after) = load_run(probe.path(), &device).unwrap();
     assert!(saved.finetune.as_ref().is_some_and(|f| f.freeze_backbone));
@@ -56,7 +56,7 @@ fn linear_probing_keeps_the_backbone_and_trains_a_new_head() {
 fn gradual_unfreezing_probes_then_trains_everything() {
     let pretrained = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 2;
+    config.recipe.epochs = 2;
     train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut ft = TrainConfig::finetune_from(
@@ -65,12 +65,12 @@ fn gradual_unfreezing_probes_then_trains_everything() {
         FineTune::full(pretrained.path(), 0.5),
     )
     .unwrap();
-    ft.epochs = 4;
+    ft.recipe.epochs = 4;
     let (probe, last) =
         kiln_train::finetune::train_gradual(&ft, out.path(), 2, &TrainOptions::quiet()).unwrap();
     assert_eq!((probe.epochs.len(), last.epochs.len()), (2, 2));
     assert!(last.test.accuracy > 0.9, "{}", last.test.accuracy);
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let (_, _, original) = load_run(pretrained.path(), &device).unwrap();
     let (_, _, probed) = load_run(&out.path().join("frozen"), &device).unwrap();
     let (_, _, done) = load_run(out.path(), &device).unwrap();
@@ -94,9 +94,9 @@ fn gradual_unfreezing_probes_then_trains_everything() {
 fn layers_freeze_by_index_keras_style() {
     let pretrained = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 1;
+    config.recipe.epochs = 1;
     train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let (_, _, original) = load_run(pretrained.path(), &device).unwrap();
     let layers = kiln_optim::layers(&original);
     assert_eq!(layers.len(), mlp_weights(&original).len(), "{layers:?}");
@@ -113,8 +113,8 @@ fn layers_freeze_by_index_keras_style() {
         },
     )
     .unwrap();
-    ft.epochs = 1;
-    ft.optim.groups = vec![kiln_optim::GroupRule::parse("@..-1=frozen").unwrap()];
+    ft.recipe.epochs = 1;
+    ft.recipe.optim.groups = vec![kiln_optim::GroupRule::parse("@..-1=frozen").unwrap()];
     train(&ft, out.path(), &TrainOptions::quiet()).unwrap();
     let (_, _, tuned) = load_run(out.path(), &device).unwrap();
     let (before, after) = (mlp_weights(&original), mlp_weights(&tuned));
@@ -123,7 +123,7 @@ fn layers_freeze_by_index_keras_style() {
     assert!(before[n - 1] != after[n - 1], "the last layer trains");
 
     // An index beyond the model names the rule and the layer count.
-    ft.optim.groups = vec![kiln_optim::GroupRule::parse("@7=frozen").unwrap()];
+    ft.recipe.optim.groups = vec![kiln_optim::GroupRule::parse("@7=frozen").unwrap()];
     let err = train(&ft, out.path(), &TrainOptions::quiet()).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -136,7 +136,7 @@ fn layers_freeze_by_index_keras_style() {
 fn weights_of_another_architecture_are_named() {
     let pretrained = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 1;
+    config.recipe.epochs = 1;
     train(&config, pretrained.path(), &TrainOptions::quiet()).unwrap();
 
     // An MLP 64-128-64 backbone cannot start an MLP 64-256-128.
@@ -166,11 +166,11 @@ fn a_loaded_run_does_not_read_its_weights_file_again() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.epochs = 1;
+    config.recipe.epochs = 1;
     train(&config, a.path(), &TrainOptions::quiet()).unwrap();
-    config.seed += 1;
+    config.recipe.seed += 1;
     train(&config, b.path(), &TrainOptions::quiet()).unwrap();
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let x = burn::tensor::Tensor::<4>::ones([2, 1, 8, 8], &device);
     let original = std::fs::read(a.path().join("model.bpk")).unwrap();
 

@@ -160,8 +160,8 @@ fn digits_mlp_over_three_seeds_varies_but_stays_accurate() {
     let report = SeedSweep::new("mlp on digits, 10 epochs", vec![1, 2, 3], dir.path())
         .run(|seed, folder| {
             let mut config = kiln_train::TrainConfig::for_preset("mlp")?;
-            config.seed = seed;
-            config.epochs = 10;
+            config.recipe.seed = seed;
+            config.recipe.epochs = 10;
             let report = kiln_train::train(
                 &config,
                 &folder.join("run"),
@@ -186,7 +186,7 @@ fn test_metrics_read_a_regression_run_and_refuse_an_unfinished_one() {
     use kiln_train::regression::{RegressionConfig, train_regression};
     let dir = tempfile::tempdir().unwrap();
     let mut config = RegressionConfig::new("ames-housing");
-    config.epochs = 3;
+    config.recipe.epochs = 3;
     let report = train_regression(&config, dir.path(), &kiln_train::TrainOptions::quiet()).unwrap();
     let m = kiln_train::seeds::test_metrics(dir.path()).unwrap();
     assert_eq!(m["test R²"], report.test.r2);

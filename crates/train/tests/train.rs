@@ -4,8 +4,8 @@ use kiln_train::{TrainConfig, TrainOptions, evaluate_run, train};
 
 fn quick(seed: u64, epochs: usize) -> TrainConfig {
     let mut config = TrainConfig::for_preset("mlp").unwrap();
-    config.seed = seed;
-    config.epochs = epochs;
+    config.recipe.seed = seed;
+    config.recipe.epochs = epochs;
     config
 }
 
@@ -21,7 +21,7 @@ fn default_recipe_reaches_95_percent_and_reloads_identically() {
     );
     // 20% of each class, rounded: 359 of the 1,797 digits.
     assert_eq!(report.test.total, 359);
-    assert_eq!(report.epochs.len(), config.epochs);
+    assert_eq!(report.epochs.len(), config.recipe.epochs);
     // Training loss goes down.
     assert!(report.epochs.last().unwrap().train_loss < report.epochs[0].train_loss / 3.0);
     // Classification metrics agree with each other.
@@ -58,7 +58,7 @@ fn default_recipe_reaches_95_percent_and_reloads_identically() {
         );
     }
     let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
-    assert_eq!(csv.lines().count(), config.epochs + 1);
+    assert_eq!(csv.lines().count(), config.recipe.epochs + 1);
 }
 
 #[test]
@@ -113,7 +113,7 @@ fn mismatched_model_and_data_is_an_error_not_a_panic() {
 fn divergence_is_reported_with_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(1, 1);
-    config.lr = 1e30;
+    config.recipe.lr = 1e30;
     match train(&config, dir.path(), &TrainOptions::quiet()) {
         Err(kiln_train::Error::Diverged { epoch, .. }) => assert_eq!(epoch, 1),
         other => panic!("expected a divergence error, got {other:?}"),
@@ -133,10 +133,10 @@ fn every_image_preset_learns_on_real_data() {
         "vit-lite",
     ] {
         let mut config = TrainConfig::for_preset(name).unwrap();
-        config.epochs = 3;
-        config.batch_size = 32;
+        config.recipe.epochs = 3;
+        config.recipe.batch_size = 32;
         // The models, not the full-length recipes: no warm-up or augmentation in 3 epochs.
-        config.schedule = kiln_optim::Schedule::Constant;
+        config.recipe.schedule = kiln_optim::Schedule::Constant;
         config.augment = None;
         config.train_per_class = Some(if config.dataset == "digits" { 40 } else { 60 });
         config.test_per_class = Some(10);
@@ -157,8 +157,8 @@ fn char_lm_beats_the_unigram_baseline_and_generates_reproducibly() {
     // A brief run of the char-lm preset on Jane Austen (Persuasion held out).
     let mut config = LmTrainConfig::for_preset("char-lm").unwrap();
     config.seq_len = 64;
-    config.epochs = 1;
-    config.lr = 3e-3;
+    config.recipe.epochs = 1;
+    config.recipe.lr = 3e-3;
     config.max_train_windows = Some(640);
     config.max_valid_windows = Some(64);
     let dir = tempfile::tempdir().unwrap();
@@ -200,10 +200,10 @@ fn transformer_classifier_learns_on_reviews() {
     // The transformer-classifier preset, WordPiece-tokenized reviews, a few short epochs.
     let mut config = TextTrainConfig::for_preset("transformer-classifier").unwrap();
     config.max_len = 64;
-    config.epochs = 3;
+    config.recipe.epochs = 3;
     config.max_train = Some(256);
     config.max_test = Some(64);
-    config.lr = 1e-3;
+    config.recipe.lr = 1e-3;
     let dir = tempfile::tempdir().unwrap();
     let report = train_text_classifier(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     assert_eq!(report.classes, vec!["great", "other"]);
@@ -240,10 +240,10 @@ fn minilm_fine_tunes_with_a_new_head_frozen_or_not() {
     let trained = |freeze: bool| {
         let mut config = TextTrainConfig::minilm_finetune();
         config.max_len = 24;
-        config.epochs = 1;
+        config.recipe.epochs = 1;
         config.max_train = Some(32);
         config.max_test = Some(16);
-        config.lr = 1e-3;
+        config.recipe.lr = 1e-3;
         config.pretrained = Some(if freeze {
             PretrainedText::linear_probe("models/all-MiniLM-L6-v2")
         } else {
@@ -378,8 +378,8 @@ fn a_table_trains_an_mlp_sized_to_its_columns() {
     let mut config = TrainConfig::for_preset("mlp").unwrap();
     config.dataset = "iris".into();
     config.adapt_model = true;
-    config.epochs = 40;
-    config.batch_size = 16;
+    config.recipe.epochs = 40;
+    config.recipe.batch_size = 16;
     let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     assert_eq!(report.test.total, 30);
     assert!(
@@ -408,10 +408,10 @@ fn a_table_trains_an_mlp_sized_to_its_columns() {
 fn optimizer_and_schedule_come_from_the_config_and_are_logged() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(3, 6);
-    config.lr = 0.05;
-    config.optim.optimizer = kiln_optim::OptimizerConfig::sgd_momentum(0.9, true);
-    config.optim.clip = Some(kiln_optim::Clip::Norm(5.0));
-    config.schedule = kiln_optim::Schedule::parse("warmup-cosine:1").unwrap();
+    config.recipe.lr = 0.05;
+    config.recipe.optim.optimizer = kiln_optim::OptimizerConfig::sgd_momentum(0.9, true);
+    config.recipe.optim.clip = Some(kiln_optim::Clip::Norm(5.0));
+    config.recipe.schedule = kiln_optim::Schedule::parse("warmup-cosine:1").unwrap();
     let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     let lrs: Vec<f64> = report.epochs.iter().map(|m| m.lr).collect();
     assert_eq!(lrs[0], 0.025, "warm-up epoch: base / 2");
@@ -427,8 +427,8 @@ fn optimizer_and_schedule_come_from_the_config_and_are_logged() {
     assert!(csv.lines().nth(1).unwrap().starts_with("1,0.025,"), "{csv}");
     // The run folder's config reproduces the optimizer and the schedule.
     let saved = TrainConfig::load(&dir.path().join("config.toml")).unwrap();
-    assert_eq!(saved.optim, config.optim);
-    assert_eq!(saved.schedule, config.schedule);
+    assert_eq!(saved.recipe.optim, config.recipe.optim);
+    assert_eq!(saved.recipe.schedule, config.recipe.schedule);
 }
 
 /// Per-epoch numbers without the wall-clock seconds, bit for bit.
@@ -454,9 +454,9 @@ fn a_paused_and_resumed_run_ends_exactly_like_an_uninterrupted_one() {
     let mut config = quick(11, 5);
     config.augment = Some("rotate=10,noise=0.02".into());
     config.label_smoothing = Some(0.1);
-    config.optim.optimizer = kiln_optim::OptimizerConfig::sgd_momentum(0.9, false);
-    config.lr = 0.02;
-    config.schedule = kiln_optim::Schedule::parse("step:2:0.5").unwrap();
+    config.recipe.optim.optimizer = kiln_optim::OptimizerConfig::sgd_momentum(0.9, false);
+    config.recipe.lr = 0.02;
+    config.recipe.schedule = kiln_optim::Schedule::parse("step:2:0.5").unwrap();
     let full_dir = tempfile::tempdir().unwrap();
     let full = train(&config, full_dir.path(), &TrainOptions::quiet()).unwrap();
 
@@ -517,7 +517,7 @@ fn a_corrupt_checkpoint_is_an_error_naming_the_file() {
 fn early_stopping_stops_on_a_plateau_and_restores_the_best_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(4, 40);
-    config.early_stopping = Some(kiln_train::EarlyStopping::new(2, 0.01));
+    config.recipe.early_stopping = Some(kiln_train::EarlyStopping::new(2, 0.01));
     let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     let stopped = report.stopped_early_at.expect("the run should stop early");
     assert!(stopped < 40 && report.epochs.len() == stopped);
@@ -597,8 +597,8 @@ fn early_stopping_restores_by_validation_when_validation_and_test_disagree() {
     config.data.image_size = Some([8, 8]);
     config.data.channels = kiln_data::image_folder::Channels::Grey;
     config.adapt_model = true;
-    config.lr = 3e-3;
-    config.early_stopping = Some(kiln_train::EarlyStopping::new(3, 0.0));
+    config.recipe.lr = 3e-3;
+    config.recipe.early_stopping = Some(kiln_train::EarlyStopping::new(3, 0.0));
     let dir = tempfile::tempdir().unwrap();
     let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     let losses: Vec<f64> = report.epochs.iter().map(|m| m.valid_loss).collect();
@@ -631,9 +631,9 @@ fn early_stopping_restores_by_validation_when_validation_and_test_disagree() {
 fn reduce_on_plateau_follows_pytorchs_rule() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(6, 12);
-    config.lr = 0.01;
-    config.monitor = kiln_train::Monitor::ValidAccuracy;
-    config.plateau = Some(kiln_optim::Plateau::parse("0.5:1").unwrap());
+    config.recipe.lr = 0.01;
+    config.recipe.monitor = kiln_train::Monitor::ValidAccuracy;
+    config.recipe.plateau = Some(kiln_optim::Plateau::parse("0.5:1").unwrap());
     let report = train(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     // Replay ReduceLROnPlateau(mode="max", factor=0.5, patience=1, threshold=1e-4, rel).
     let (mut best, mut bad, mut lr) = (f64::NEG_INFINITY, 0, 0.01);
@@ -659,10 +659,10 @@ fn reduce_on_plateau_follows_pytorchs_rule() {
 fn divergence_mid_run_names_epoch_and_step_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(1, 3);
-    config.optim.optimizer = kiln_optim::OptimizerConfig::sgd();
-    config.lr = 0.05;
+    config.recipe.optim.optimizer = kiln_optim::OptimizerConfig::sgd();
+    config.recipe.lr = 0.05;
     // Epoch 2 runs at 0.05 × 1e30: the weights blow up within a few steps.
-    config.schedule = kiln_optim::Schedule::parse("step:1:1e30").unwrap();
+    config.recipe.schedule = kiln_optim::Schedule::parse("step:1:1e30").unwrap();
     match train(&config, dir.path(), &TrainOptions::quiet()) {
         Err(err @ kiln_train::Error::Diverged { .. }) => {
             let kiln_train::Error::Diverged {
@@ -695,7 +695,7 @@ fn divergence_mid_run_names_epoch_and_step_and_keeps_the_last_good_checkpoint() 
 fn parameter_groups_freeze_and_scale_layers() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = quick(8, 2);
-    config.optim.groups = vec![
+    config.recipe.optim.groups = vec![
         kiln_optim::GroupRule::frozen("model.Mlp.hidden.0"),
         kiln_optim::GroupRule::scaled("model.Mlp.hidden.1", 0.0),
     ];
@@ -705,9 +705,9 @@ fn parameter_groups_freeze_and_scale_layers() {
     // The initial weights: the same run with every learning rate × 0.
     let init_dir = tempfile::tempdir().unwrap();
     let mut frozen_all = config.clone();
-    frozen_all.optim.groups = vec![kiln_optim::GroupRule::scaled("model", 0.0)];
+    frozen_all.recipe.optim.groups = vec![kiln_optim::GroupRule::scaled("model", 0.0)];
     train(&frozen_all, init_dir.path(), &TrainOptions::quiet()).unwrap();
-    let device = config.device.device();
+    let device = config.recipe.device.device();
     let (_, _, initial) = kiln_train::load_run(init_dir.path(), &device).unwrap();
     let (_, _, trained) = kiln_train::load_run(dir.path(), &device).unwrap();
     let weights = |m: &kiln_models::ImageModel| -> Vec<Vec<f32>> {
@@ -728,7 +728,7 @@ fn parameter_groups_freeze_and_scale_layers() {
     );
     assert!(before[2] != after[2], "the output layer trains");
     // An unknown path is an error naming it.
-    config.optim.groups = vec![kiln_optim::GroupRule::frozen("model.backbone")];
+    config.recipe.optim.groups = vec![kiln_optim::GroupRule::frozen("model.backbone")];
     let err = train(&config, dir.path(), &TrainOptions::quiet()).unwrap_err();
     assert!(err.to_string().contains("model.backbone"), "{err}");
 }
@@ -738,7 +738,7 @@ fn an_mlp_regressor_predicts_ames_house_prices() {
     use kiln_train::regression::{RegressionConfig, RegressionLoss, train_regression};
     let dir = tempfile::tempdir().unwrap();
     let mut config = RegressionConfig::new("ames-housing");
-    config.epochs = 40;
+    config.recipe.epochs = 40;
     let report = train_regression(&config, dir.path(), &TrainOptions::quiet()).unwrap();
     eprintln!(
         "ames MLP: R² {:.4}, RMSE {:.0}, MAE {:.0}; baseline RMSE {:.0}",
@@ -778,7 +778,7 @@ fn a_paused_regression_run_resumes_exactly_through_resume_run() {
     use kiln_train::regression::{RegressionConfig, train_regression};
     let tmp = tempfile::tempdir().unwrap();
     let mut config = RegressionConfig::new("concrete");
-    config.epochs = 6;
+    config.recipe.epochs = 6;
     // No dropout: the steps are split across two shards, as recipe.toml records.
     config.dropout = 0.0;
     let whole =
@@ -811,7 +811,7 @@ fn a_paused_regression_run_resumes_exactly_through_resume_run() {
     // The run's config records the shard count too, so a new run from it is the same run.
     let saved: RegressionConfig =
         toml::from_str(&std::fs::read_to_string(paused_dir.join("config.toml")).unwrap()).unwrap();
-    assert_eq!(saved.shards, Some(2));
+    assert_eq!(saved.recipe.shards, Some(2));
 }
 
 #[test]
@@ -1050,8 +1050,8 @@ fn an_lm_run_on_a_users_corpus_pauses_resumes_exactly_reloads_and_generates() {
         .to_string();
     config.adapt_vocab = true;
     config.seq_len = 64;
-    config.epochs = 2;
-    config.lr = 3e-3;
+    config.recipe.epochs = 2;
+    config.recipe.lr = 3e-3;
     let full_dir = tempfile::tempdir().unwrap();
     let full = train_lm(&config, full_dir.path(), &TrainOptions::quiet()).unwrap();
     // The saved config holds the corpus-sized vocabulary.
@@ -1148,7 +1148,7 @@ fn a_text_classifier_on_a_users_csv_resumes_exactly_and_reloads() {
     config.target = Some("stars".into());
     config.adapt_model = true;
     config.max_len = 48;
-    config.epochs = 2;
+    config.recipe.epochs = 2;
     let full_dir = tempfile::tempdir().unwrap();
     let full = train_text_classifier(&config, full_dir.path(), &TrainOptions::quiet()).unwrap();
     assert_eq!(full.classes, ["great", "other", "unsure"]);

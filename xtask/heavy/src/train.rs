@@ -12,10 +12,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let mut config = TrainConfig::for_preset(&model)?;
     if let Some(epochs) = args.epochs {
-        config.epochs = epochs;
+        config.recipe.epochs = epochs;
     }
     if let Some(seed) = args.seed {
-        config.seed = seed;
+        config.recipe.seed = seed;
     }
     if let Some(dataset) = args.dataset {
         config.adapt_model = dataset != config.dataset;
@@ -41,11 +41,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(|a| format!(" with augmentation {a}"))
             .unwrap_or_default(),
-        config.epochs,
-        config.batch_size,
-        config.lr,
-        config.seed,
-        config.device,
+        config.recipe.epochs,
+        config.recipe.batch_size,
+        config.recipe.lr,
+        config.recipe.seed,
+        config.recipe.device,
         out.display()
     );
     let report = kiln_train::train(

@@ -31,7 +31,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             ..
         } => {
             let spec = TrainConfig::load(&run.join("config.toml"))?;
-            let device = spec.device.autodiff_device();
+            let device = spec.recipe.device.autodiff_device();
             let (cfg, normalizer, model) = kiln_train::load_run(&run, &device)?;
             let input = kiln_train::run_input_shape(&cfg, &normalizer)?;
             let summary = kiln_compress::pruned_summary(&model, &cfg.name, input)?;

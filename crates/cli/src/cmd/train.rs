@@ -196,11 +196,11 @@ pub(crate) fn run(args: Args) -> Result<()> {
                     "training {} on {} for {} epochs (batch {}, lr {}, seed {}, device {}) -> {}",
                     cfg.name,
                     cfg.dataset,
-                    cfg.epochs,
-                    cfg.batch_size,
-                    cfg.lr,
-                    cfg.seed,
-                    cfg.device,
+                    cfg.recipe.epochs,
+                    cfg.recipe.batch_size,
+                    cfg.recipe.lr,
+                    cfg.recipe.seed,
+                    cfg.recipe.device,
                     out.display()
                 );
             }

@@ -6,17 +6,18 @@
 //! in, per-sample losses out) with a [`Recipe`] (optimizer, clipping, parameter groups,
 //! schedule, plateau, early stopping, seed, device, validation share, shards, QAT, pruned
 //! fine-tuning), atomic checkpoints, exact resume and a run folder; see the [`fit`](mod@fit)
-//! module. Every run kind below is a [`Task`] on that loop, and each kind's config turns
-//! into a [`Recipe`] (`recipe()`) and back (`set_recipe`), so [`RecipeOverrides`] (what the
-//! command line gives) apply to all of them; [`resume_run`] continues a run of any kind.
+//! module. Every run kind below is a [`Task`] on that loop, and each kind's config holds its
+//! [`Recipe`] flattened (the `recipe` field; same TOML keys in every kind, unknown keys
+//! refused by [`NoOtherKeys`]), so [`RecipeOverrides`] (what the command line gives) apply
+//! to all of them; [`resume_run`] continues a run of any kind.
 //!
-//! - [`TrainConfig`]: everything that defines a run (model, dataset, epochs, batch size,
-//!   learning rate, seed, device), saved as `config.toml` in the run folder.
+//! - [`TrainConfig`]: everything that defines a run (model, dataset, the recipe's epochs,
+//!   batch size, learning rate, seed, device...), saved as `config.toml` in the run folder.
 //! - [`train`]: trains a zoo classifier with cross-entropy (soft targets under mixup/cutmix),
 //!   the configured `kiln-optim` optimizer and learning-rate schedule, and seeded augmentation;
 //!   prints per-epoch learning rate and train/validation loss and accuracy, and writes a run
 //!   folder with checkpoints after every epoch. Validation images are held out from the
-//!   training data (10% by default, `data.valid_fraction`; the test split is the dataset's
+//!   training data (10% by default, `recipe.valid_fraction`; the test split is the dataset's
 //!   fixed one, read once at the end by the reloaded run). Early stopping ([`EarlyStopping`]), the
 //!   [`Monitor`]ed value, reduce-on-plateau, label smoothing and parameter groups are config
 //!   fields; a NaN/inf training loss stops the run naming the epoch and step.

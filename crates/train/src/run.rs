@@ -53,7 +53,7 @@ pub struct TrainReport {
 
 /// Trains `config` and writes the run folder `run_dir` (created if needed).
 ///
-/// Validation images are held out from the training data (`config.data.valid_fraction`, by
+/// Validation images are held out from the training data (`config.recipe.valid_fraction`, by
 /// the run's seed); they decide early stopping, reduce-on-plateau and the best epoch. The
 /// test split is read once, at the end: the final test metrics are measured by reloading the
 /// saved run with [`evaluate_run`](crate::evaluate_run), exactly as `kiln eval` does.

@@ -865,6 +865,27 @@ fn every_run_kind_takes_every_loop_setting() {
     ] {
         assert_eq!(back, recipe);
     }
+    // Every kind's config.toml has the recipe's keys at the top level, reads back equal, and
+    // refuses a key that is no setting (the recipe is flattened, so serde's own
+    // deny_unknown_fields cannot do it).
+    fn strict<T>(config: &T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let text = toml::to_string(config).unwrap();
+        assert!(text.contains("\nepochs = 3\n") && text.contains("\nvalid_fraction = 0.2\n"));
+        assert_eq!(&toml::from_str::<T>(&text).unwrap(), config);
+        let typo = toml::from_str::<T>(&format!("epoch = 3\n{text}")).unwrap_err();
+        assert!(
+            typo.to_string().contains("unknown setting `epoch`"),
+            "{typo}"
+        );
+    }
+    strict(&lm);
+    strict(&text);
+    strict(&reg);
+    strict(&multi);
+    strict(&image);
     // A setting that does not parse, or that a kind cannot take, is an error naming it.
     for (bad, needle) in [
         (

@@ -431,32 +431,109 @@ pub fn run_input_shape(config: &TrainConfig, normalizer: &Normalizer) -> Result<
     }
 }
 
-/// Classifies image files (PNG/JPEG, resized and centre-cropped like image folders) with a
-/// run's model: for each image the `k` most probable classes as `(class index, probability)`.
-pub fn predict_images(dir: &Path, images: &[PathBuf], k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
-    use burn::tensor::{Tensor, TensorData, activation::softmax};
-    use kiln_data::image_folder::{Channels, FolderOptions, Resize, load_image};
-    let device = Device::flex();
-    let (config, normalizer, model) = load_run(dir, &device)?;
-    let shape = run_input_shape(&config, &normalizer)?;
-    let options = FolderOptions {
-        size: [shape[1], shape[2]],
-        channels: if shape[0] == 1 {
-            Channels::Grey
-        } else {
-            Channels::Rgb
-        },
-        resize: Resize::default(),
-    };
-    let mut out = Vec::with_capacity(images.len());
-    for path in images {
-        let mut pixels = load_image(path, &options)?;
-        normalizer.apply(&mut pixels);
-        let x: Tensor<4> = Tensor::from_data(
-            TensorData::new(pixels, [1, shape[0], shape[1], shape[2]]),
-            &device,
-        );
-        let logits = model.forward(x);
+/// A run folder's image classifier, ready to serve: its model, input normalisation, input
+/// shape and class names (from `report.json` when the run wrote one, else the class
+/// indices). Images are decoded and resized like image folders (shorter side, centre crop).
+pub struct ImageClassifier {
+    model: ImageModel,
+    normalizer: Normalizer,
+    shape: [usize; 3],
+    classes: Vec<String>,
+    device: Device,
+}
+
+impl std::fmt::Debug for ImageClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageClassifier")
+            .field("shape", &self.shape)
+            .field("classes", &self.classes.len())
+            .finish()
+    }
+}
+
+impl ImageClassifier {
+    /// Loads the run folder `dir` (trained, fine-tuned, pruned or quantized) on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let (config, normalizer, model) = load_run(dir, device)?;
+        let shape = run_input_shape(&config, &normalizer)?;
+        let num_classes = config.model.num_classes();
+        let report = RunFiles::new(dir).report;
+        let named = std::fs::read_to_string(&report)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| {
+                serde_json::from_value::<Vec<String>>(v.get("test")?.get("classes")?.clone()).ok()
+            })
+            .filter(|names| names.len() == num_classes);
+        let classes = named.unwrap_or_else(|| (0..num_classes).map(|i| i.to_string()).collect());
+        Ok(Self {
+            model,
+            normalizer,
+            shape,
+            classes,
+            device: device.clone(),
+        })
+    }
+
+    /// `[channels, height, width]` of the model's input.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.shape
+    }
+
+    /// The class names, by index.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    fn folder_options(&self) -> kiln_data::image_folder::FolderOptions {
+        use kiln_data::image_folder::{Channels, FolderOptions, Resize};
+        FolderOptions {
+            size: [self.shape[1], self.shape[2]],
+            channels: if self.shape[0] == 1 {
+                Channels::Grey
+            } else {
+                Channels::Rgb
+            },
+            resize: Resize::default(),
+        }
+    }
+
+    /// Decodes an encoded image (PNG, JPEG...) into the model's normalised input pixels;
+    /// `what` names it in the error.
+    pub fn decode(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>> {
+        let image = image::load_from_memory(bytes).map_err(|e| {
+            Error::InvalidSetting(format!("{what} is not an image this build decodes: {e}"))
+        })?;
+        let mut pixels = kiln_data::image_folder::to_pixels(&image, &self.folder_options());
+        self.normalizer.apply(&mut pixels);
+        Ok(pixels)
+    }
+
+    /// Decodes an image file like [`ImageClassifier::decode`].
+    pub fn decode_file(&self, path: &Path) -> Result<Vec<f32>> {
+        let mut pixels = kiln_data::image_folder::load_image(path, &self.folder_options())?;
+        self.normalizer.apply(&mut pixels);
+        Ok(pixels)
+    }
+
+    /// The `k` most probable classes `(index, probability)` of each image (pixels from
+    /// [`ImageClassifier::decode`]), computed as one batch.
+    pub fn top_k(&self, images: &[Vec<f32>], k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+        use burn::tensor::{Tensor, TensorData, activation::softmax};
+        let [c, h, w] = self.shape;
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(bad) = images.iter().find(|p| p.len() != c * h * w) {
+            return Err(Error::InvalidSetting(format!(
+                "an image of {} values for a model that takes {c}x{h}x{w}",
+                bad.len()
+            )));
+        }
+        let n = images.len();
+        let x: Tensor<4> =
+            Tensor::from_data(TensorData::new(images.concat(), [n, c, h, w]), &self.device);
+        let logits = self.model.forward(x);
         let k = k.clamp(1, logits.dims()[1]);
         let (probs, indices) = softmax(logits, 1).topk_with_indices(k, 1);
         let read = |e| Error::InvalidSetting(format!("reading probabilities: {e:?}"));
@@ -466,7 +543,27 @@ pub fn predict_images(dir: &Path, images: &[PathBuf], k: usize) -> Result<Vec<Ve
             .convert::<i64>()
             .try_to_vec()
             .map_err(read)?;
-        out.push(indices.into_iter().map(|i| i as usize).zip(probs).collect());
+        Ok(indices
+            .chunks(k)
+            .zip(probs.chunks(k))
+            .map(|(i, p)| {
+                i.iter()
+                    .map(|&i| i as usize)
+                    .zip(p.iter().copied())
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// Classifies image files (PNG/JPEG, resized and centre-cropped like image folders) with a
+/// run's model: for each image the `k` most probable classes as `(class index, probability)`.
+pub fn predict_images(dir: &Path, images: &[PathBuf], k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+    let classifier = ImageClassifier::load(dir, &Device::flex())?;
+    let mut out = Vec::with_capacity(images.len());
+    for path in images {
+        let pixels = classifier.decode_file(path)?;
+        out.extend(classifier.top_k(&[pixels], k)?);
     }
     Ok(out)
 }

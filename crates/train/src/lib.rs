@@ -77,9 +77,9 @@ pub use config::{Distill, FineTune, TrainConfig, offline_preset};
 pub use engine::Fitted;
 pub use error::{Error, Result};
 pub use eval::{
-    ClassMetrics, EvalReport, EvalSplit, class_metrics, evaluate, evaluate_run, evaluate_run_in,
-    evaluate_run_split, evaluate_with, load_data, load_run, predict_images, run_input_shape,
-    save_run,
+    ClassMetrics, EvalReport, EvalSplit, ImageClassifier, class_metrics, evaluate, evaluate_run,
+    evaluate_run_in, evaluate_run_split, evaluate_with, load_data, load_run, predict_images,
+    run_input_shape, save_run,
 };
 pub use files::{EpochMetrics, save_module};
 pub use fit::{Loaders, Setup, TrainOptions, fit};

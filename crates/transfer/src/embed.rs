@@ -222,6 +222,15 @@ impl SentenceEmbedder {
         Ok(Tensor::cat(parts, 0))
     }
 
+    /// The number of tokens of each text as the model sees it (with `[CLS]`/`[SEP]`,
+    /// truncated to [`SentenceEmbedder::max_len`]).
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        texts
+            .iter()
+            .map(|t| Ok(self.tokenizer.encode(t)?.len().min(self.max_len)))
+            .collect()
+    }
+
     /// The embeddings of `texts` as one vector per text.
     pub fn embed_vectors(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         rows(self.embed(texts)?)

@@ -72,6 +72,10 @@ enum Command {
     /// Reload a run folder and evaluate it on its dataset's test split (classifiers: accuracy
     /// and per-class metrics; language models: loss, perplexity and bits per character).
     Eval(cmd::eval::Args),
+    /// Serve chat LLMs, sentence embeddings and image classifiers over an OpenAI-compatible
+    /// HTTP API (chat and text completions with streaming, embeddings, classification,
+    /// models, health, readiness, Prometheus metrics, OpenAPI document).
+    Serve(cmd::serve::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -143,5 +147,6 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Seeds(args) => cmd::seeds::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod prune;
 pub(crate) mod quantize;
 pub(crate) mod regress;
 pub(crate) mod seeds;
+pub(crate) mod serve;
 pub(crate) mod summary;
 pub(crate) mod train;
 

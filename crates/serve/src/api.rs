@@ -128,6 +128,28 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     Ok(value)
 }
 
+/// Parses a completion request: [`parse_json`], with the sampling settings checked first
+/// (serde loses the field path inside a flattened struct, so they are read on their own).
+pub fn parse_completion<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = parse_json(bytes)?;
+    from_value::<SamplingParams>(&value)?;
+    from_value::<T>(&value)
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = e.into_inner();
+        let message = if path.is_empty() {
+            format!("the body: {inner}")
+        } else {
+            format!("`{path}`: {inner}")
+        };
+        ApiError::invalid(path, message)
+    })
+}
+
 /// A string or a list of strings (`stop`, `input`, `prompt`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -559,7 +581,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.param.as_deref(), Some("messages[0].role"));
-        let e = parse_json::<ChatCompletionRequest>(
+        let e = parse_completion::<ChatCompletionRequest>(
             br#"{"model":"m","messages":[],"temperature":"hot"}"#,
         )
         .unwrap_err();

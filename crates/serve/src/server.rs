@@ -493,7 +493,7 @@ async fn chat_completions(
     State(state): State<Arc<AppState>>,
     raw: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<Response, ApiError> {
-    let req: ChatCompletionRequest = parse_json(&body(raw)?)?;
+    let req: ChatCompletionRequest = parse_completion(&body(raw)?)?;
     check_messages(&req.messages)?;
     let messages = req
         .messages
@@ -516,7 +516,7 @@ async fn completions(
     State(state): State<Arc<AppState>>,
     raw: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<Response, ApiError> {
-    let req: CompletionRequest = parse_json(&body(raw)?)?;
+    let req: CompletionRequest = parse_completion(&body(raw)?)?;
     let mut prompts = req.prompt.into_vec();
     if prompts.len() != 1 {
         return Err(ApiError::invalid(

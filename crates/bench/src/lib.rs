@@ -24,6 +24,7 @@
 //! case per process to attribute it (`cargo xtask bench` does).
 
 pub mod llm;
+pub mod serve;
 
 use std::fmt;
 use std::str::FromStr;

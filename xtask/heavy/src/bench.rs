@@ -48,6 +48,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.suite == "llm" && args.case.is_some() {
         return crate::bench_llm::run_case(&args);
     }
+    if let (Some(case), "serve") = (&args.case, args.suite.as_str()) {
+        return crate::bench_serve::run_case(case, &args);
+    }
     if let Some(case) = &args.case {
         return crate::bench_models::run_one(case, &args);
     }
@@ -55,7 +58,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "models" => crate::bench_models::run(args),
         "data" => run_data(args),
         "llm" => crate::bench_llm::run(args),
-        other => anyhow::bail!("unknown benchmark suite `{other}`; available: models, data, llm"),
+        "serve" => crate::bench_serve::run(args),
+        other => {
+            anyhow::bail!("unknown benchmark suite `{other}`; available: models, data, llm, serve")
+        }
     }
 }
 

@@ -69,7 +69,9 @@ pub struct CompressReportArgs {
 pub struct BenchArgs {
     /// Suite to run: `models` (training and inference steps of the zoo presets on each CPU
     /// device, optionally against PyTorch), `data` (MNIST batching against a training step) or
-    /// `llm` (SmolLM2 generation speed, optionally against Hugging Face transformers).
+    /// `llm` (SmolLM2 generation speed, optionally against Hugging Face transformers) or
+    /// `serve` (`kiln serve` under load on loopback beside the same models in-process;
+    /// `--smoke` for a few requests).
     #[arg(default_value = "models")]
     pub suite: String,
     /// Measured rounds (models: each case once per round, alternating with PyTorch; data:

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_llm;
 mod bench_models;
+mod bench_serve;
 mod compress_report;
 mod flags;
 mod seeds;

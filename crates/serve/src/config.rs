@@ -100,7 +100,9 @@ pub struct ServeConfig {
     /// How long the first input of a batch waits for others, in milliseconds (0: no
     /// waiting, only what is already queued is batched).
     pub max_batch_delay_ms: u64,
-    /// Compute threads of the tensor backend (0: one per core).
+    /// Compute threads of the tensor backend (0: one per core). The thread pool is the
+    /// process's: `kiln serve` sets it before loading the models; a Rust caller of
+    /// [`crate::start`] sets its own (rayon's global pool).
     pub threads: usize,
     /// Where datasets and models are (for model names such as `smollm2` and `minilm`).
     #[serde(skip_serializing_if = "Option::is_none")]

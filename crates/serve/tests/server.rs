@@ -46,6 +46,19 @@ fn start(models: &[(ModelKind, &str)], tune: impl FnOnce(&mut ServeConfig)) -> S
     server
 }
 
+/// SmolLM2 as `smollm2`, MiniLM as `minilm` and the digits run as `digits`.
+fn start_all(tune: impl FnOnce(&mut ServeConfig)) -> Server {
+    let run = digits_run().to_string_lossy().into_owned();
+    start(
+        &[
+            (ModelKind::Chat, "smollm2=smollm2"),
+            (ModelKind::Embedding, "minilm=minilm"),
+            (ModelKind::Classifier, &format!("digits={run}")),
+        ],
+        tune,
+    )
+}
+
 fn digits_png(pixels: &[f32]) -> Vec<u8> {
     let grey: Vec<u8> = pixels.iter().map(|p| (p * 255.0).round() as u8).collect();
     let image = image::GrayImage::from_raw(8, 8, grey).unwrap();
@@ -114,18 +127,10 @@ fn greedy(bundle: &kiln_transfer::llama::LlmBundle, prompt: &str, max: usize) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_like_the_models_in_process() {
-    let run = digits_run().to_string_lossy().into_owned();
-    let server = start(
-        &[
-            (ModelKind::Chat, "smollm2=smollm2"),
-            (ModelKind::Embedding, "minilm=minilm"),
-            (ModelKind::Classifier, &format!("digits={run}")),
-        ],
-        |c| {
-            c.max_batch_delay_ms = 20;
-            c.max_concurrent_requests = 256;
-        },
-    );
+    let server = start_all(|c| {
+        c.max_batch_delay_ms = 20;
+        c.max_concurrent_requests = 256;
+    });
     let url = server.url();
     let client = reqwest::Client::new();
 
@@ -578,6 +583,80 @@ async fn bad_requests_get_the_right_status_and_name_the_field() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_and_quantized_run_folders_are_served_like_they_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = kiln_train::TrainOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let pruned = dir.path().join("pruned");
+    let quantized = dir.path().join("int8");
+    kiln_compress::prune_run(
+        digits_run(),
+        &pruned,
+        &kiln_compress::PruneConfig::one_shot(0.5, kiln_compress::Scope::Global),
+        &options,
+    )
+    .unwrap();
+    kiln_compress::quantize_run(
+        digits_run(),
+        &quantized,
+        &kiln_compress::QuantizeConfig::default(),
+        &options,
+    )
+    .unwrap();
+    let specs: Vec<String> = [("pruned", &pruned), ("int8", &quantized)]
+        .iter()
+        .map(|(name, path)| format!("{name}={}", path.display()))
+        .collect();
+    let server = start(
+        &[
+            (ModelKind::Classifier, &specs[0]),
+            (ModelKind::Classifier, &specs[1]),
+        ],
+        |_| {},
+    );
+    let (url, client) = (server.url(), reqwest::Client::new());
+    let data = kiln_data::load_split("digits", kiln_core::Seed(42)).unwrap();
+    for (name, path) in [("pruned", &pruned), ("int8", &quantized)] {
+        let local = kiln_train::ImageClassifier::load(path, &burn::tensor::Device::flex()).unwrap();
+        let mut correct = 0;
+        for i in 0..60 {
+            let png = digits_png(data.test.image(i));
+            let image = base64::engine::general_purpose::STANDARD.encode(&png);
+            let (status, v) = post(
+                &client,
+                &format!("{url}/v1/classify"),
+                &json!({"model": name, "image": image, "top_k": 1}),
+            )
+            .await;
+            assert_eq!(status, 200, "{name}: {v}");
+            let expected = local
+                .top_k(&[local.decode(&png, "png").unwrap()], 1)
+                .unwrap()[0][0];
+            assert_eq!(
+                v["predictions"][0]["index"].as_u64().unwrap() as usize,
+                expected.0,
+                "{name}"
+            );
+            assert!(
+                (v["predictions"][0]["probability"].as_f64().unwrap() - expected.1 as f64).abs()
+                    < 1e-6
+            );
+            correct += usize::from(expected.0 == data.test.labels()[i]);
+        }
+        assert!(
+            correct >= 51,
+            "{name}: {correct}/60 test digits right through the server"
+        );
+    }
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// A small seeded generator (xorshift) for the random-request run.
 struct Rng(u64);
 
@@ -689,19 +768,11 @@ fn mutate(rng: &mut Rng, valid: &Value) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_random_requests_get_no_5xx() {
-    let run = digits_run().to_string_lossy().into_owned();
-    let server = start(
-        &[
-            (ModelKind::Chat, "smollm2=smollm2"),
-            (ModelKind::Embedding, "minilm=minilm"),
-            (ModelKind::Classifier, &format!("digits={run}")),
-        ],
-        |c| {
-            c.default_max_tokens = 2;
-            c.context = 64;
-            c.max_body_bytes = 64 << 10;
-        },
-    );
+    let server = start_all(|c| {
+        c.default_max_tokens = 2;
+        c.context = 64;
+        c.max_body_bytes = 64 << 10;
+    });
     let url = server.url();
     let client = reqwest::Client::new();
     let png = base64::engine::general_purpose::STANDARD.encode(digits_png(&[0.25; 64]));

@@ -48,6 +48,9 @@ pub(crate) struct Args {
     /// Milliseconds the first input of a batch waits for others [default: 5].
     #[arg(long)]
     max_batch_delay_ms: Option<u64>,
+    /// Compute threads of the tensor backend, shared by every model [default: one per core].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Where the datasets and models are.
     #[command(flatten)]
     data: DataDirArgs,
@@ -81,7 +84,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
         context = args.context,
         request_timeout_secs = args.request_timeout,
         max_batch_size = args.max_batch_size,
-        max_batch_delay_ms = args.max_batch_delay_ms
+        max_batch_delay_ms = args.max_batch_delay_ms,
+        threads = args.threads
     );
     if args.data.data_dir.is_some() {
         config.data_dir = args.data.data_dir;
@@ -96,6 +100,14 @@ pub(crate) fn run(args: Args) -> Result<()> {
         .iter()
         .map(|m| format!("{} ({})", m.name, m.kind.name()))
         .collect();
+    if config.threads > 0 {
+        // The process's compute pool (burn-flex and gemm run on rayon's global pool): the
+        // binary's choice, made before any model is loaded.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .build_global()
+            .context("setting the compute threads")?;
+    }
     eprintln!("loading {}", names.join(", "));
     kiln_serve::run(config, |addr| {
         // The address on stdout (one line), for scripts that start the server on port 0.

@@ -174,6 +174,7 @@ impl OneOrMany {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
+    #[schema(pattern = "^(system|user|assistant)$")]
     pub role: String,
     /// The text.
     pub content: String,
@@ -184,15 +185,19 @@ pub struct ChatMessage {
 pub struct SamplingParams {
     /// Softmax temperature in [0, 2]; 0 picks the most likely token (default 1).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass in (0, 1] (default 1: off).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f64>,
     /// The most tokens to generate (default: the server's `default_max_tokens`).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     /// The same as `max_tokens` (OpenAI's newer name for chat).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     /// Up to 4 strings that end the text (not included in it).
     #[serde(default)]
@@ -202,6 +207,7 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Number of choices; only 1 is supported.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<u32>,
     /// Send the text as server-sent events, piece by piece, ending with `data: [DONE]`.
     #[serde(default)]
@@ -429,6 +435,7 @@ pub struct ClassifyRequest {
     pub image: String,
     /// How many classes to return (default 5, at most the model's classes).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub top_k: Option<usize>,
 }
 

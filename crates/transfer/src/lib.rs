@@ -30,6 +30,7 @@ pub mod fetch;
 /// The GGUF reader (the kiln-gguf crate).
 pub use kiln_gguf as gguf;
 pub mod import;
+pub mod instruct;
 pub mod llama;
 pub mod onnx;
 pub mod vision;

@@ -49,6 +49,41 @@ pub fn load(path: &Path, device: &Device) -> Result<LlmBundle> {
 pub fn load_gguf(gguf: &GgufFile, device: &Device) -> Result<LlmBundle> {
     let config = config_from_gguf(gguf)?;
     let model = model_from_gguf(gguf, &config, device)?;
+    let ChatParts {
+        tokenizer,
+        template,
+        stop_tokens,
+    } = chat_parts_from_gguf(gguf)?;
+    let mut types: Vec<&str> = gguf.tensors.iter().map(|t| t.ty.name()).collect();
+    types.sort_unstable();
+    types.dedup();
+    Ok(LlmBundle {
+        model,
+        tokenizer,
+        template,
+        stop_tokens,
+        source: gguf.source.clone(),
+        format: format!(
+            "GGUF v{}, {} dequantized to f32",
+            gguf.version,
+            types.join("/")
+        ),
+    })
+}
+
+/// What talking to a model needs besides its weights.
+pub struct ChatParts {
+    /// The tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// The chat template, when the file has one.
+    pub template: Option<ChatTemplate>,
+    /// Token ids that end a reply.
+    pub stop_tokens: Vec<u32>,
+}
+
+/// The tokenizer, chat template and stop tokens of a `.gguf` file, without building the
+/// model (what preparing instruction data needs).
+pub fn chat_parts_from_gguf(gguf: &GgufFile) -> Result<ChatParts> {
     let tokenizer = tokenizer_from_gguf(gguf)?;
     let token = |key: &str| -> Result<Option<String>> {
         match gguf.get(key).and_then(|v| v.as_u64()) {
@@ -79,20 +114,10 @@ pub fn load_gguf(gguf: &GgufFile, device: &Device) -> Result<LlmBundle> {
             stop_tokens.push(id);
         }
     }
-    let mut types: Vec<&str> = gguf.tensors.iter().map(|t| t.ty.name()).collect();
-    types.sort_unstable();
-    types.dedup();
-    Ok(LlmBundle {
-        model,
+    Ok(ChatParts {
         tokenizer,
         template,
         stop_tokens,
-        source: gguf.source.clone(),
-        format: format!(
-            "GGUF v{}, {} dequantized to f32",
-            gguf.version,
-            types.join("/")
-        ),
     })
 }
 

@@ -3,6 +3,7 @@
 //! first use), whose answers must be what `kiln generate`, `kiln chat` and `kiln embed` give
 //! for the same inputs; then SIGTERM with a stream in flight, which must finish.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,42 +15,64 @@ fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
-/// A Python with the pinned `openai` package: `target/tmp/openai-venv`, made when missing.
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-venv");
-    let python = venv.join("bin").join("python");
-    let has = |p: &Path| {
-        Command::new(p)
+/// A Python with the pinned `openai` package, and the `PYTHONPATH` it needs: a venv in
+/// `target/tmp/openai-venv`, made when missing; where `python3 -m venv` is unavailable (a
+/// Debian Python without python3-venv), `pip install --target target/tmp/openai-packages`.
+/// `KILN_PYTHON` names another interpreter, as for `kiln fetch`.
+fn python() -> (PathBuf, Option<PathBuf>) {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let system = PathBuf::from(std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into()));
+    let check = format!(
+        "import openai; assert openai.__version__ == '{}'",
+        &OPENAI[8..]
+    );
+    let has = |p: &Path, path: Option<&Path>| {
+        let mut cmd = Command::new(p);
+        cmd.args(["-c", &check]).stderr(Stdio::null());
+        if let Some(dir) = path {
+            cmd.env("PYTHONPATH", dir);
+        }
+        cmd.status().is_ok_and(|s| s.success())
+    };
+    let venv = tmp.join("openai-venv");
+    let in_venv = venv.join("bin").join("python");
+    let packages = tmp.join("openai-packages");
+    if has(&in_venv, None) {
+        return (in_venv, None);
+    }
+    if has(&system, Some(&packages)) {
+        return (system, Some(packages));
+    }
+    let pip = |python: &Path, extra: &[&OsStr]| {
+        Command::new(python)
             .args([
-                "-c",
-                &format!(
-                    "import openai; assert openai.__version__ == '{}'",
-                    &OPENAI[8..]
-                ),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
             ])
+            .args(extra)
+            .arg(OPENAI)
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !has(&python) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status();
-        assert!(
-            made.is_ok_and(|s| s.success()),
-            "python3 -m venv {} failed",
-            venv.display()
-        );
-        let pip = Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", OPENAI])
-            .status();
-        assert!(
-            pip.is_ok_and(|s| s.success()) && has(&python),
-            "installing {OPENAI} from PyPI into {} failed (offline?)",
-            venv.display()
-        );
+    let made = Command::new(&system)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if made && pip(&in_venv, &[]) && has(&in_venv, None) {
+        return (in_venv, None);
     }
-    python
+    let target = [OsStr::new("--target"), packages.as_os_str()];
+    assert!(
+        pip(&system, &target) && has(&system, Some(&packages)),
+        "installing {OPENAI} from PyPI (into a venv, or with pip --target {}) failed (offline?)",
+        packages.display()
+    );
+    (system, Some(packages))
 }
 
 /// `kiln serve ARGS --port 0`, and the URL it printed.
@@ -98,7 +121,7 @@ fn stdout(cmd: &mut Command, stdin: Option<&str>) -> String {
 
 #[test]
 fn the_openai_client_gets_what_kiln_generate_chat_and_embed_give() {
-    let python = python();
+    let (python, python_path) = python();
     let (mut server, url) = serve(&["--chat", "smollm2=smollm2", "--embedding", "minilm=minilm"]);
     let prompt = "The capital of France is";
     let question = "What is the capital of France?";
@@ -106,7 +129,11 @@ fn the_openai_client_gets_what_kiln_generate_chat_and_embed_give() {
         "A man is eating food.",
         "A cheetah chases its prey across a field.",
     ];
-    let out = Command::new(&python)
+    let mut client = Command::new(&python);
+    if let Some(dir) = &python_path {
+        client.env("PYTHONPATH", dir);
+    }
+    let out = client
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/openai/client.py"

@@ -109,31 +109,20 @@ impl IntoResponse for ApiError {
 
 /// Parses a JSON body as `T`, naming the field at fault (`messages[0].role`) on error.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let path = if path == "." { String::new() } else { path };
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("the body is not valid JSON: {inner}")
-        } else if path.is_empty() {
-            format!("the body: {inner}")
-        } else {
-            format!("`{path}`: {inner}")
-        };
-        ApiError::invalid(path, message)
-    })?;
-    de.end()
-        .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))?;
-    Ok(value)
+    from_value(&json_value(bytes)?)
 }
 
-/// Parses a completion request: [`parse_json`], with the sampling settings checked first
+/// Parses a completion request like [`parse_json`], the sampling settings checked first
 /// (serde loses the field path inside a flattened struct, so they are read on their own).
 pub fn parse_completion<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = parse_json(bytes)?;
+    let value = json_value(bytes)?;
     from_value::<SamplingParams>(&value)?;
     from_value::<T>(&value)
+}
+
+fn json_value(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("", format!("the body is not valid JSON: {e}")))
 }
 
 fn from_value<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {

@@ -643,8 +643,8 @@ async fn classify(
     let raw_image =
         content_type.starts_with("image/") || content_type.starts_with("application/octet-stream");
     let (model, image, top_k) = if raw_image {
-        let Query(q) = query
-            .map_err(|e| ApiError::invalid("model", format!("the query: {}", e.body_text())))?;
+        let Query(q) =
+            query.map_err(|e| ApiError::invalid("", format!("the query: {}", e.body_text())))?;
         (q.model, bytes.to_vec(), q.top_k)
     } else {
         let req: ClassifyRequest = parse_json(&bytes)?;
@@ -743,7 +743,7 @@ fn router(state: Arc<AppState>) -> Router {
 /// Loads every model (each on its own worker threads) and records the outcome.
 fn load_models(state: Arc<AppState>) {
     let config = &state.config;
-    let data_dir = kiln_data_dir(config);
+    let data_dir = kiln_data::data_dir::resolve(config.data_dir.clone());
     let settings = BatchSettings {
         max_batch_size: config.max_batch_size,
         max_delay: Duration::from_millis(config.max_batch_delay_ms),
@@ -835,10 +835,6 @@ fn load_models(state: Arc<AppState>) {
         None => Ok(models),
         Some(e) => Err(e),
     });
-}
-
-fn kiln_data_dir(config: &ServeConfig) -> std::path::PathBuf {
-    kiln_data::data_dir::resolve(config.data_dir.clone())
 }
 
 fn embed_batch(

@@ -67,6 +67,11 @@ fn digits_png(pixels: &[f32]) -> Vec<u8> {
     out.into_inner()
 }
 
+/// The body of a GET as text.
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
     let r = client.post(url).json(body).send().await.unwrap();
     let status = r.status().as_u16();
@@ -138,14 +143,8 @@ async fn every_endpoint_answers_like_the_models_in_process() {
         let r = client.get(format!("{url}{route}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{route}");
     }
-    let models: Value = client
-        .get(format!("{url}/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value =
+        serde_json::from_str(&get_text(&client, &format!("{url}/v1/models")).await).unwrap();
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -153,14 +152,8 @@ async fn every_endpoint_answers_like_the_models_in_process() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["smollm2", "minilm", "digits"]);
-    let doc: Value = client
-        .get(format!("{url}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value =
+        serde_json::from_str(&get_text(&client, &format!("{url}/openapi.json")).await).unwrap();
     for path in [
         "/v1/chat/completions",
         "/v1/completions",
@@ -392,14 +385,7 @@ async fn every_endpoint_answers_like_the_models_in_process() {
     );
 
     // Metrics counted all of it.
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&client, &format!("{url}/metrics")).await;
     assert!(
         text.contains("kiln_requests_total{route=\"/v1/classify\",status=\"200\"} 101"),
         "{text}"
@@ -429,14 +415,7 @@ async fn every_endpoint_answers_like_the_models_in_process() {
 }
 
 async fn metric(client: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(client, &format!("{url}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))

@@ -91,10 +91,10 @@ pub fn fetch(name: &str, python: Option<&str>) -> Result<()> {
 /// Loads `--model SPEC`, saying what it loaded on stderr.
 pub fn load(spec: &str, data_dir: Option<PathBuf>) -> Result<LlmBundle> {
     let data_dir = kiln_data::data_dir::resolve(data_dir);
-    let path = kiln_transfer::llama::resolve_model(spec, &data_dir)?;
     let started = std::time::Instant::now();
-    let bundle = kiln_transfer::llama::load(&path, &DeviceSpec::Flex.device())
-        .with_context(|| format!("loading {}", path.display()))?;
+    let bundle = kiln_train::llm::load_chat_model(spec, &data_dir, &DeviceSpec::Flex.device())
+        .with_context(|| format!("loading {spec}"))?;
+    let path = bundle.source.clone();
     let c = bundle.model.config();
     eprintln!(
         "{}: {} parameters, {} layers, {} ({:.1}s)",

@@ -37,8 +37,12 @@ enum Command {
     Embed(cmd::embed::Args),
     /// Fine-tune the model of a run folder on another image dataset, or a pretrained sentence
     /// encoder (e.g. models/all-MiniLM-L6-v2) on a text dataset: a new head, the backbone
-    /// frozen (linear probing) or trained at its own rate; writes a normal run folder.
+    /// frozen (linear probing) or trained at its own rate; or a chat LLM (--from MODEL.gguf,
+    /// --lora-rank R) on instruction data with LoRA adapters; writes a normal run folder.
     Finetune(cmd::finetune::Args),
+    /// Write a chat LLM (a fine-tuned run with its adapters merged, or any model --model
+    /// takes) as a GGUF file (f16 or q8_0) or a Hugging Face safetensors folder.
+    Export(cmd::export::Args),
     /// Classify images and print the top classes: with a run folder's model (--run), or a
     /// pretrained ImageNet model (--model, default efficientnet-lite0).
     Predict(cmd::predict::Args),
@@ -138,6 +142,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Regress(args) => cmd::regress::run(args),
         Command::Embed(args) => cmd::embed::run(args),
         Command::Finetune(args) => cmd::finetune::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Prune(args) => cmd::prune::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),

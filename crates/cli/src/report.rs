@@ -77,6 +77,63 @@ pub(crate) fn print_run_report(report: &kiln_train::RunReport, run_dir: &Path) {
                 run_dir.display()
             );
         }
+        kiln_train::RunReport::LlmFinetune(r) => {
+            print_llm_report(r);
+            println!("run folder {}", run_dir.display());
+        }
+    }
+}
+
+/// What an LLM fine-tuning run measured.
+pub(crate) fn print_llm_report(report: &kiln_train::llm::LlmReport) {
+    use kiln_train::llm::LlmTest;
+    if let Some(last) = report.epochs.last() {
+        println!(
+            "valid loss {:.4} (next-token accuracy {:.2}%) after {} epochs on {} items; {} trainable of {} parameters; trained in {:.1}s",
+            last.valid_loss,
+            100.0 * last.valid_accuracy,
+            report.epochs.len(),
+            report.train_size,
+            report.trainable_params,
+            report.base_params,
+            report.train_seconds
+        );
+    }
+    match &report.test {
+        Some(LlmTest::Choices { n, base, tuned, .. }) => {
+            if let Some(b) = base {
+                println!(
+                    "test accuracy before fine-tuning (zero-shot): {:.2}% ± {:.2} ({}/{n})",
+                    100.0 * b.accuracy,
+                    100.0 * b.standard_error,
+                    b.correct
+                );
+            }
+            println!(
+                "test accuracy after: {:.2}% ± {:.2} ({}/{n})",
+                100.0 * tuned.accuracy,
+                100.0 * tuned.standard_error,
+                tuned.correct
+            );
+        }
+        Some(LlmTest::Text {
+            tokens,
+            chars,
+            base,
+            tuned,
+        }) => {
+            if let Some(b) = base {
+                println!(
+                    "held-out text before fine-tuning: perplexity {:.3} per token, {:.4} bits per character",
+                    b.perplexity, b.bits_per_char
+                );
+            }
+            println!(
+                "held-out text after: perplexity {:.3} per token, {:.4} bits per character ({tokens} tokens, {chars} characters)",
+                tuned.perplexity, tuned.bits_per_char
+            );
+        }
+        None => {}
     }
 }
 

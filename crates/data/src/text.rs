@@ -501,6 +501,13 @@ impl TextTokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The tokenizer as `tokenizer.json` text (what Hugging Face's `tokenizers` reads).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| Error::Invalid(format!("serialising {}: {e}", self.path.display())))
+    }
+
     /// The padding id (from the file's padding settings; 0 when it has none).
     pub fn pad_id(&self) -> u32 {
         self.pad_id

@@ -11,17 +11,21 @@
 //! and offset against the file before allocating, and keeps each tensor's raw blocks so a
 //! quantized kernel can use them without dequantizing.
 //!
+//! [`GgufWriter`] writes v3 files (F32, F16 and Q8_0 tensors) for exporting models.
+//!
 //! Every failure is an [`Error::Invalid`] naming the file, the byte offset and what was
 //! wrong; nothing panics on bad input (`fuzz/fuzz_targets/gguf.rs` checks it).
 
 mod error;
 mod quant;
+mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use quant::{GgmlType, QK_K, dequantize};
+pub use write::{GgufWriter, quantize_q8_0};
 
 /// `GGUF` as a little-endian u32.
 pub const MAGIC: u32 = 0x4655_4747;

@@ -88,6 +88,13 @@ impl GgmlType {
         })
     }
 
+    /// The type's GGUF id (the inverse of [`GgmlType::from_id`]).
+    pub fn id(self) -> u32 {
+        (0..64)
+            .find(|&id| GgmlType::from_id(id) == Some(self))
+            .expect("every type has an id")
+    }
+
     /// ggml's name of the type (`Q4_K`, `BF16`...).
     pub fn name(self) -> &'static str {
         use GgmlType::*;

@@ -313,6 +313,7 @@ impl LlamaConfig {
             lm_head: linear(d, self.vocab_size),
             config: self.clone(),
             inv_freq: self.inv_freq(),
+            lora_dropout: 0.0,
         })
     }
 
@@ -417,6 +418,9 @@ pub struct Llama {
     config: LlamaConfig,
     #[module(skip)]
     inv_freq: Vec<f64>,
+    /// Dropout on the input of LoRA adapters while training (PEFT's `lora_dropout`).
+    #[module(skip)]
+    lora_dropout: f64,
 }
 
 /// The keys and values of every block for the tokens seen so far, in buffers allocated once
@@ -478,6 +482,66 @@ fn rotate_half(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     x * cos.clone() + rotated * sin.clone()
 }
 
+/// `x · W` of a projection. A weight carrying a LoRA adapter (burn's `Module::apply_lora`)
+/// is computed unmerged, `x · W₀ + s · (drop(x) · A) · B`, as PEFT does: the frozen base gets
+/// no weight-sized gradient (burn's composed `W₀ + s·A·B` would compute one per step and
+/// layer), and the adapter's input can take dropout while training.
+fn project(linear: &Linear, x: Tensor<3>, dropout: f64) -> Tensor<3> {
+    let Some(adapter) = linear.weight.adapter() else {
+        return linear.forward(x);
+    };
+    let [b, t, d] = x.dims();
+    let base = linear.weight.base();
+    let d_out = base.dims()[1];
+    let flat = x.reshape([b * t, d]);
+    let low_in = if dropout > 0.0 && flat.device().is_autodiff() {
+        let keep = 1.0 - dropout;
+        flat.clone() * flat.random_like(burn::tensor::Distribution::Bernoulli(keep)) / keep
+    } else {
+        flat.clone()
+    };
+    let low = low_in
+        .matmul(adapter.a.val())
+        .matmul(adapter.b.val())
+        .mul_scalar(adapter.scale);
+    let mut y = flat.matmul(base) + low;
+    if let Some(bias) = &linear.bias {
+        y = y + bias.val().unsqueeze_dim(0);
+    }
+    y.reshape([b, t, d_out])
+}
+
+/// The projections LoRA can adapt, by their parameter names in a block (Hugging Face's and
+/// PEFT's `target_modules` names).
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// The parameter group of the `targets` projections' weights in every block
+/// (`layers.N.<target>.weight`), for `burn::module::Lora::set_param_group`.
+pub fn lora_param_group(targets: &[String]) -> Result<burn::module::ParamGroup> {
+    if targets.is_empty() {
+        return Err(invalid(MODEL, "LoRA needs at least one target projection"));
+    }
+    if let Some(bad) = targets.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
+        return Err(invalid(
+            MODEL,
+            format!(
+                "unknown LoRA target `{bad}`: expected some of {}",
+                LORA_TARGETS.join(", ")
+            ),
+        ));
+    }
+    let pattern = format!(r"^layers\.\d+\.({})\.weight$", targets.join("|"));
+    burn::module::ParamGroup::from_regex(&pattern).map_err(|e| invalid(MODEL, format!("{e:?}")))
+}
+
 impl LlamaBlock {
     #[allow(clippy::too_many_arguments)]
     fn forward(
@@ -488,24 +552,19 @@ impl LlamaBlock {
         sin: &Tensor<4>,
         cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, usize)>,
         mask: Option<&Tensor<4, Bool>>,
+        dropout: f64,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (config.num_heads, config.num_kv_heads, config.head_dim);
         let g = h / kv;
         let normed = self.input_norm.forward(x.clone());
-        let q = self
-            .q_proj
-            .forward(normed.clone())
+        let q = project(&self.q_proj, normed.clone(), dropout)
             .reshape([b, t, h, hd])
             .swap_dims(1, 2);
-        let k = self
-            .k_proj
-            .forward(normed.clone())
+        let k = project(&self.k_proj, normed.clone(), dropout)
             .reshape([b, t, kv, hd])
             .swap_dims(1, 2);
-        let v = self
-            .v_proj
-            .forward(normed)
+        let v = project(&self.v_proj, normed, dropout)
             .reshape([b, t, kv, hd])
             .swap_dims(1, 2);
         let q = rotate_half(q, cos, sin);
@@ -539,10 +598,11 @@ impl LlamaBlock {
         .reshape([b, h, t, hd])
         .swap_dims(1, 2)
         .reshape([b, t, h * hd]);
-        let x = x + self.o_proj.forward(out);
+        let x = x + project(&self.o_proj, out, dropout);
         let normed = self.post_attention_norm.forward(x.clone());
-        let gate = activation::silu(self.gate_proj.forward(normed.clone()));
-        x + self.down_proj.forward(gate * self.up_proj.forward(normed))
+        let gate = activation::silu(project(&self.gate_proj, normed.clone(), dropout));
+        let up = project(&self.up_proj, normed, dropout);
+        x + project(&self.down_proj, gate * up, dropout)
     }
 }
 
@@ -616,12 +676,38 @@ impl Llama {
             lm_head,
             config,
             inv_freq,
+            lora_dropout: 0.0,
         })
     }
 
     /// Its config.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// Attaches LoRA adapters (burn's [`burn::module::Lora`]: `A ~ N(0, 1/rank)`, `B = 0`, so
+    /// the output is unchanged until training moves them) to the `targets` projections of every
+    /// block, freezing every other parameter; `dropout` applies to the adapters' input while
+    /// training. Merge them with `Module::materialize`.
+    pub fn with_lora(self, rank: usize, alpha: f64, dropout: f64, targets: &[String]) -> Result<Self> {
+        if rank == 0 || !alpha.is_finite() || alpha <= 0.0 || !(0.0..1.0).contains(&dropout) {
+            return Err(invalid(
+                MODEL,
+                format!(
+                    "LoRA needs rank ≥ 1, alpha > 0 and dropout in [0, 1), found {rank}, {alpha} and {dropout}"
+                ),
+            ));
+        }
+        let group = lora_param_group(targets)?;
+        let lora = burn::module::Lora::new(rank, alpha).set_param_group(group);
+        let mut model = self.apply_lora(lora);
+        model.lora_dropout = dropout;
+        Ok(model)
+    }
+
+    /// The adapter dropout set by [`Llama::with_lora`].
+    pub fn lora_dropout(&self) -> f64 {
+        self.lora_dropout
     }
 
     fn device(&self) -> Device {
@@ -702,7 +788,15 @@ impl Llama {
         let mut x = self.embed_tokens.forward(tokens);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| (&mut c.layers[i], start));
-            x = layer.forward(x, &self.config, &cos, &sin, slot, mask.as_ref());
+            x = layer.forward(
+                x,
+                &self.config,
+                &cos,
+                &sin,
+                slot,
+                mask.as_ref(),
+                self.lora_dropout,
+            );
         }
         if let Some(c) = cache {
             c.len = end;

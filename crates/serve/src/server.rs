@@ -758,8 +758,10 @@ fn load_models(state: Arc<AppState>) {
         match spec.kind {
             ModelKind::Chat => {
                 let device = burn::tensor::Device::flex();
-                let found = kiln_transfer::llama::resolve_model(&path.to_string_lossy(), &data_dir)
-                    .and_then(|p| kiln_transfer::llama::load(&p, &device));
+                // A .gguf file, a Hugging Face folder, a fetched model's name or a fine-tuned
+                // LLM run folder (adapters merged).
+                let found =
+                    kiln_train::llm::load_chat_model(&path.to_string_lossy(), &data_dir, &device);
                 match found {
                     Ok(bundle) => {
                         let pool = GenerationPool::spawn(

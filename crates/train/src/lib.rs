@@ -59,6 +59,7 @@ mod eval;
 mod files;
 pub mod finetune;
 pub mod fit;
+pub mod llm;
 pub mod lm;
 pub mod multitask;
 pub mod plot;

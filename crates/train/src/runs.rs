@@ -24,6 +24,8 @@ pub enum RunKind {
     LanguageModel,
     /// A text classifier ([`crate::text::train_text_classifier`]).
     TextClassifier,
+    /// A fine-tuned chat LLM ([`crate::llm::finetune_llm`]).
+    LlmFinetune,
 }
 
 /// What a run of any kind reports when it finishes ([`resume_run`]).
@@ -40,6 +42,8 @@ pub enum RunReport {
     LanguageModel(crate::lm::LmReport),
     /// [`crate::text::train_text_classifier`].
     TextClassifier(crate::text::TextReport),
+    /// [`crate::llm::finetune_llm`].
+    LlmFinetune(crate::llm::LlmReport),
 }
 
 /// Continues the run in `run_dir`, whatever its kind, from its last complete checkpoint
@@ -57,6 +61,7 @@ pub fn resume_run(run_dir: &Path, options: &crate::TrainOptions) -> Result<RunRe
         RunKind::TextClassifier => {
             RunReport::TextClassifier(crate::text::resume_text(run_dir, options)?)
         }
+        RunKind::LlmFinetune => RunReport::LlmFinetune(crate::llm::resume_llm(run_dir, options)?),
     })
 }
 
@@ -92,7 +97,9 @@ impl RunKind {
             reason: e.to_string(),
         })?;
         let has = |key: &str| table.contains_key(key);
-        Ok(if has("corpus") {
+        Ok(if has("base_model") {
+            Self::LlmFinetune
+        } else if has("corpus") {
             Self::LanguageModel
         } else if has("tokenizer") {
             Self::TextClassifier

@@ -498,5 +498,23 @@ pub fn test_metrics(run_dir: &Path) -> Result<Metrics> {
                 )
             })
             .collect(),
+        crate::RunKind::LlmFinetune => {
+            let r = read::<crate::llm::LlmReport>(&path)?;
+            let mut m = Metrics::from([(
+                "valid loss".into(),
+                r.epochs.last().map_or(f64::NAN, |e| e.valid_loss),
+            )]);
+            match r.test {
+                Some(crate::llm::LlmTest::Choices { tuned, .. }) => {
+                    m.insert("test accuracy %".into(), 100.0 * tuned.accuracy);
+                }
+                Some(crate::llm::LlmTest::Text { tuned, .. }) => {
+                    m.insert("test perplexity".into(), tuned.perplexity);
+                    m.insert("test bits per char".into(), tuned.bits_per_char);
+                }
+                None => {}
+            }
+            m
+        }
     })
 }

@@ -38,6 +38,7 @@ impl Message {
 /// A model's Jinja chat template.
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
+    source: String,
     bos: String,
     eos: String,
 }
@@ -75,9 +76,25 @@ impl ChatTemplate {
             .map_err(|e| Error::Invalid(format!("the chat template does not compile: {e}")))?;
         Ok(Self {
             env,
+            source: source.to_string(),
             bos: bos.into(),
             eos: eos.into(),
         })
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The `bos_token` it renders (may be empty).
+    pub fn bos(&self) -> &str {
+        &self.bos
+    }
+
+    /// The `eos_token` it renders (may be empty).
+    pub fn eos(&self) -> &str {
+        &self.eos
     }
 
     /// The prompt for `messages`, ending with the assistant's turn header when

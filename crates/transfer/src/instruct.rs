@@ -250,3 +250,164 @@ pub fn split(
     let pick = |idx: &[usize]| idx.iter().map(|&i| conversations[i].clone()).collect();
     Ok((pick(&train), pick(&valid)))
 }
+
+/// A padded batch as tensors on `device`: the input ids `[rows, len]`, the flat positions
+/// (`row · len + t`) that have a target, and those targets.
+pub fn batch_tensors(
+    batch: &PaddedBatch,
+    device: &burn::tensor::Device,
+) -> (
+    burn::tensor::Tensor<2, burn::tensor::Int>,
+    burn::tensor::Tensor<1, burn::tensor::Int>,
+    burn::tensor::Tensor<1, burn::tensor::Int>,
+) {
+    use burn::tensor::{Tensor, TensorData};
+    let ids: Vec<i64> = batch.ids.iter().map(|&i| i64::from(i)).collect();
+    let (positions, targets): (Vec<i64>, Vec<i64>) = batch
+        .targets
+        .iter()
+        .enumerate()
+        .filter_map(|(p, t)| t.map(|t| (p as i64, i64::from(t))))
+        .unzip();
+    let n = positions.len();
+    (
+        Tensor::from_data(TensorData::new(ids, batch.shape), device),
+        Tensor::from_data(TensorData::new(positions, [n]), device),
+        Tensor::from_data(TensorData::new(targets, [n]), device),
+    )
+}
+
+/// The next-token logits `[n, vocab]` at the flat `positions` of `tokens` `[rows, len]`
+/// (right-padded: the causal mask keeps padding out of every real position). The output
+/// projection runs on those positions only.
+pub fn logits_at(
+    model: &kiln_models::llama::Llama,
+    tokens: burn::tensor::Tensor<2, burn::tensor::Int>,
+    positions: burn::tensor::Tensor<1, burn::tensor::Int>,
+) -> Result<burn::tensor::Tensor<2>> {
+    let hidden = model.forward_hidden(tokens, None)?;
+    let [b, t, d] = hidden.dims();
+    let rows = hidden.reshape([b * t, d]).select(0, positions);
+    Ok(model.lm_head.forward(rows))
+}
+
+/// Total negative log-likelihood (nats) and number of target tokens of `chats` under
+/// `model`, in batches of `batch_size` (inference: no gradients are kept).
+pub fn total_nll(
+    model: &kiln_models::llama::Llama,
+    chats: &[TokenizedChat],
+    pad_id: u32,
+    batch_size: usize,
+) -> Result<(f64, usize)> {
+    use burn::tensor::activation::log_softmax;
+    let device = model.embed_tokens.weight.device();
+    let (mut nll, mut count) = (0.0, 0);
+    let mut order: Vec<usize> = (0..chats.len()).collect();
+    order.sort_by_key(|&i| chats[i].ids.len());
+    for group in order.chunks(batch_size.max(1)) {
+        let picked: Vec<TokenizedChat> = group.iter().map(|&i| chats[i].clone()).collect();
+        let batch = pad(&picked, pad_id);
+        let (tokens, positions, targets) = batch_tensors(&batch, &device);
+        let n = targets.dims()[0];
+        if n == 0 {
+            continue;
+        }
+        let logits = logits_at(model, tokens, positions)?;
+        let picked = log_softmax(logits, 1).gather(1, targets.reshape([n, 1]));
+        let sum: f64 = picked
+            .sum()
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .map_err(|e| Error::Invalid(format!("reading a loss: {e:?}")))?[0];
+        nll -= sum;
+        count += n;
+    }
+    Ok((nll, count))
+}
+
+/// For each prompt (a conversation without its answer), the log-probability of each of
+/// `choices` as the assistant's reply, summed over the choice's tokens: what scoring a
+/// multiple-choice question by likelihood computes (as lm-evaluation-harness does). Rows are
+/// batched by length, right-padded.
+pub fn choice_logprobs(
+    model: &kiln_models::llama::Llama,
+    template: &ChatTemplate,
+    tokenizer: &kiln_data::text::TextTokenizer,
+    prompts: &[Vec<Message>],
+    choices: &[&str],
+    batch_size: usize,
+) -> Result<Vec<Vec<f64>>> {
+    use burn::tensor::activation::log_softmax;
+    let device = model.embed_tokens.weight.device();
+    let choice_ids: Vec<Vec<u32>> = choices
+        .iter()
+        .map(|c| Ok(tokenizer.encode_plain(c)?))
+        .collect::<Result<_>>()?;
+    if choice_ids.iter().any(|c| c.is_empty()) {
+        return Err(Error::Invalid("a choice tokenizes to no token".into()));
+    }
+    let prompt_ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|m| Ok(tokenizer.encode_plain(&template.render(m, true)?)?))
+        .collect::<Result<_>>()?;
+    // Each (prompt, choice) row: the prompt then the choice, the choice's tokens targets.
+    let mut rows: Vec<(usize, usize, TokenizedChat)> = Vec::new();
+    let single = choice_ids.iter().all(|c| c.len() == 1);
+    for (p, ids) in prompt_ids.iter().enumerate() {
+        if single {
+            // One row per prompt: the next-token distribution after it scores every choice.
+            let mut mask = vec![false; ids.len()];
+            mask.push(true);
+            let mut row = ids.clone();
+            row.push(choice_ids[0][0]);
+            rows.push((p, usize::MAX, TokenizedChat { ids: row, loss_mask: mask }));
+        } else {
+            for (c, choice) in choice_ids.iter().enumerate() {
+                let mut row = ids.clone();
+                row.extend(choice);
+                let mut mask = vec![false; ids.len()];
+                mask.extend(std::iter::repeat_n(true, choice.len()));
+                rows.push((p, c, TokenizedChat { ids: row, loss_mask: mask }));
+            }
+        }
+    }
+    let mut out = vec![vec![0.0; choices.len()]; prompts.len()];
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].2.ids.len());
+    let pad_id = tokenizer.pad_id();
+    let read = |t: burn::tensor::Tensor<2>| -> Result<Vec<f64>> {
+        t.into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .map_err(|e| Error::Invalid(format!("reading log-probabilities: {e:?}")))
+    };
+    for group in order.chunks(batch_size.max(1)) {
+        let picked: Vec<TokenizedChat> = group.iter().map(|&i| rows[i].2.clone()).collect();
+        let batch = pad(&picked, pad_id);
+        let (tokens, positions, targets) = batch_tensors(&batch, &device);
+        let logp = log_softmax(logits_at(model, tokens, positions)?, 1);
+        if single {
+            let vocab = logp.dims()[1];
+            let values = read(logp)?;
+            for (k, &i) in group.iter().enumerate() {
+                let p = rows[i].0;
+                for (c, ids) in choice_ids.iter().enumerate() {
+                    out[p][c] = values[k * vocab + ids[0] as usize];
+                }
+            }
+        } else {
+            let n = targets.dims()[0];
+            let values = read(logp.gather(1, targets.reshape([n, 1])))?;
+            // The targets come row by row, each row's choice tokens in order.
+            let mut at = 0;
+            for &i in group {
+                let (p, c, chat) = &rows[i];
+                let k = chat.targets();
+                out[*p][*c] = values[at..at + k].iter().sum();
+                at += k;
+            }
+        }
+    }
+    Ok(out)
+}

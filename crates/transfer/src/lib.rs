@@ -23,8 +23,10 @@
 // The code burn-onnx generates (`onnx::ppocr_mobile_cls`) names `alloc::vec::Vec`.
 extern crate alloc;
 
+pub mod adapter;
 pub mod chat;
 pub mod embed;
+pub mod export;
 mod error;
 pub mod fetch;
 /// The GGUF reader (the kiln-gguf crate).

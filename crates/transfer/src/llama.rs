@@ -329,7 +329,7 @@ pub fn model_from_weights(
 }
 
 /// The GGUF name of a Hugging Face parameter name (without `model.`).
-fn gguf_name(hf: &str) -> String {
+pub(crate) fn gguf_name(hf: &str) -> String {
     if let Some(rest) = hf.strip_prefix("layers.") {
         let (i, part) = rest.split_once('.').unwrap_or((rest, ""));
         let part = match part {

@@ -53,6 +53,20 @@ pub(crate) fn run(args: Args) -> Result<()> {
             }
             return Ok(());
         }
+        kiln_train::RunKind::LlmFinetune => {
+            let t = kiln_train::llm::evaluate_llm_run(&run_dir, data_dir)?;
+            match format {
+                Format::Text => match &t {
+                    Some(t) => println!("{}", serde_json::to_string_pretty(t)?),
+                    None => println!(
+                        "{} was fine-tuned on a user's file, which has no test split: its report.json has the validation loss",
+                        run_dir.display()
+                    ),
+                },
+                Format::Json => println!("{}", serde_json::to_string_pretty(&t)?),
+            }
+            return Ok(());
+        }
         other => bail!(
             "{} holds a {other:?} run; its report.json has its held-out metrics",
             run_dir.display()

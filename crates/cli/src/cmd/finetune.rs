@@ -37,6 +37,9 @@ pub(crate) struct Args {
     /// Augmentation of training images.
     #[arg(long)]
     augment: Option<String>,
+    /// The LLM options (with --from MODEL.gguf, a Hugging Face Llama folder or `smollm2`).
+    #[command(flatten)]
+    llm: LlmArgs,
     /// The training loop's settings.
     #[command(flatten)]
     recipe: RecipeArgs,
@@ -51,7 +54,97 @@ pub(crate) struct Args {
     quiet: bool,
 }
 
+/// Fine-tuning a chat LLM: `kiln finetune --from MODEL.gguf --dataset FILE --lora-rank R`.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct LlmArgs {
+    /// (LLM) LoRA rank (default 8).
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// (LLM) LoRA alpha: the update is scaled by alpha / rank (default 2 × rank).
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// (LLM) Dropout on the adapters' input (default 0.05).
+    #[arg(long)]
+    lora_dropout: Option<f64>,
+    /// (LLM) Adapted projections, comma-separated: q_proj,k_proj,v_proj,o_proj,gate_proj,
+    /// up_proj,down_proj (default all).
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    /// (LLM) Fine-tune every weight instead of LoRA adapters.
+    #[arg(long)]
+    full: bool,
+    /// (LLM) Tokens per training sequence (default 256).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// (LLM) Prompt column of a CSV dataset (default prompt).
+    #[arg(long)]
+    prompt_column: Option<String>,
+    /// (LLM) Response column of a CSV dataset (default response).
+    #[arg(long)]
+    response_column: Option<String>,
+    /// (LLM) Use only N training items.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// (LLM) Use at most N validation items.
+    #[arg(long)]
+    max_valid: Option<usize>,
+    /// (LLM) Use only the first N test items.
+    #[arg(long)]
+    max_test: Option<usize>,
+    /// (LLM) Do not measure the base model on the test split.
+    #[arg(long)]
+    skip_base: bool,
+}
+
+fn run_llm(args: Args) -> Result<()> {
+    let Args {
+        from,
+        dataset,
+        llm,
+        recipe,
+        data: DataDirArgs { data_dir },
+        out,
+        quiet,
+        ..
+    } = args;
+    let request = kiln_train::llm::LlmRequest {
+        base_model: from.to_string_lossy().into_owned(),
+        dataset: dataset.clone(),
+        lora_rank: llm.lora_rank,
+        lora_alpha: llm.lora_alpha,
+        lora_dropout: llm.lora_dropout,
+        targets: llm.targets,
+        full: llm.full,
+        max_len: llm.max_len,
+        prompt_column: llm.prompt_column,
+        response_column: llm.response_column,
+        max_train: llm.max_train,
+        max_valid: llm.max_valid,
+        max_test: llm.max_test,
+        skip_base: llm.skip_base,
+    };
+    let context = || format!("fine-tuning {} on {dataset}", from.display());
+    let config = kiln_train::llm::plan(&request, &recipe.overrides()).with_context(context)?;
+    let options = TrainOptions {
+        quiet,
+        data_dir,
+        ..TrainOptions::default()
+    };
+    let out = out.unwrap_or_else(|| kiln_train::default_run_dir("finetune"));
+    let report = kiln_train::llm::finetune_llm(&config, &out, &options).with_context(context)?;
+    print_llm_report(&report);
+    println!("run folder {}", out.display());
+    Ok(())
+}
+
 pub(crate) fn run(args: Args) -> Result<()> {
+    let llm_flags = args.llm.lora_rank.is_some()
+        || args.llm.lora_alpha.is_some()
+        || args.llm.full
+        || !args.llm.targets.is_empty();
+    if llm_flags || kiln_train::llm::is_llm_source(&args.from) {
+        return run_llm(args);
+    }
     let Args {
         from,
         dataset,
@@ -66,6 +159,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         data: DataDirArgs { data_dir },
         out,
         quiet,
+        llm: _,
     } = args;
     let request = kiln_train::finetune::Request {
         from: from.clone(),

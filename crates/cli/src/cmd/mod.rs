@@ -5,6 +5,7 @@ pub(crate) mod chat;
 pub(crate) mod distill;
 pub(crate) mod embed;
 pub(crate) mod eval;
+pub(crate) mod export;
 pub(crate) mod fetch;
 pub(crate) mod finetune;
 pub(crate) mod generate;

@@ -99,6 +99,9 @@ pub(crate) fn print_llm_report(report: &kiln_train::llm::LlmReport) {
             report.train_seconds
         );
     }
+    if let Some(base) = report.base_valid_loss {
+        println!("valid loss of the base model before fine-tuning: {base:.4}");
+    }
     match &report.test {
         Some(LlmTest::Choices { n, base, tuned, .. }) => {
             if let Some(b) = base {

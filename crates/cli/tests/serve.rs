@@ -9,70 +9,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const OPENAI: &str = "openai==3.51.0";
 
 fn kiln() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
 }
 
-/// A Python with the pinned `openai` package, and the `PYTHONPATH` it needs: a venv in
-/// `target/tmp/openai-venv`, made when missing; where `python3 -m venv` is unavailable (a
-/// Debian Python without python3-venv), `pip install --target target/tmp/openai-packages`.
-/// `KILN_PYTHON` names another interpreter, as for `kiln fetch`.
+/// A Python with the pinned `openai` package (see [`common::python_with`]).
 fn python() -> (PathBuf, Option<PathBuf>) {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let system = PathBuf::from(std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into()));
-    let check = format!(
-        "import openai; assert openai.__version__ == '{}'",
-        &OPENAI[8..]
-    );
-    let has = |p: &Path, path: Option<&Path>| {
-        let mut cmd = Command::new(p);
-        cmd.args(["-c", &check]).stderr(Stdio::null());
-        if let Some(dir) = path {
-            cmd.env("PYTHONPATH", dir);
-        }
-        cmd.status().is_ok_and(|s| s.success())
-    };
-    let venv = tmp.join("openai-venv");
-    let in_venv = venv.join("bin").join("python");
-    let packages = tmp.join("openai-packages");
-    if has(&in_venv, None) {
-        return (in_venv, None);
-    }
-    if has(&system, Some(&packages)) {
-        return (system, Some(packages));
-    }
-    let pip = |python: &Path, extra: &[&OsStr]| {
-        Command::new(python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(extra)
-            .arg(OPENAI)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let made = Command::new(&system)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if made && pip(&in_venv, &[]) && has(&in_venv, None) {
-        return (in_venv, None);
-    }
-    let target = [OsStr::new("--target"), packages.as_os_str()];
-    assert!(
-        pip(&system, &target) && has(&system, Some(&packages)),
-        "installing {OPENAI} from PyPI (into a venv, or with pip --target {}) failed (offline?)",
-        packages.display()
-    );
-    (system, Some(packages))
+    common::python_with(
+        OPENAI,
+        "import openai; assert openai.__version__ == '3.51.0'",
+        "openai",
+    )
 }
 
 /// `kiln serve ARGS --port 0`, and the URL it printed.

@@ -689,7 +689,13 @@ impl Llama {
     /// the output is unchanged until training moves them) to the `targets` projections of every
     /// block, freezing every other parameter; `dropout` applies to the adapters' input while
     /// training. Merge them with `Module::materialize`.
-    pub fn with_lora(self, rank: usize, alpha: f64, dropout: f64, targets: &[String]) -> Result<Self> {
+    pub fn with_lora(
+        self,
+        rank: usize,
+        alpha: f64,
+        dropout: f64,
+        targets: &[String],
+    ) -> Result<Self> {
         if rank == 0 || !alpha.is_finite() || alpha <= 0.0 || !(0.0..1.0).contains(&dropout) {
             return Err(invalid(
                 MODEL,

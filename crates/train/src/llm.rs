@@ -370,9 +370,8 @@ fn tokenize_all(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            instruct::tokenize(template, tokenizer, c, max_len).map_err(|e| {
-                Error::InvalidSetting(format!("{what}, conversation {}: {e}", i + 1))
-            })
+            instruct::tokenize(template, tokenizer, c, max_len)
+                .map_err(|e| Error::InvalidSetting(format!("{what}, conversation {}: {e}", i + 1)))
         })
         .collect()
 }
@@ -401,22 +400,22 @@ fn load_data(
                 .iter()
                 .map(|(text, label)| {
                     Ok(Conversation {
-                        messages: fitted_review(
-                            text,
-                            Some(label),
-                            template,
-                            tokenizer,
-                            max_len,
-                        )?,
+                        messages: fitted_review(text, Some(label), template, tokenizer, max_len)?,
                     })
                 })
                 .collect::<Result<_>>()?;
             let items = tokenize_all(&conversations, template, tokenizer, max_len, "reviews")?;
-            let (train_items, valid) = split_items(items, &LlmFinetuneConfig {
-                max_train: None,
-                ..config.clone()
-            })?;
-            let n = config.max_test.unwrap_or(test.texts.len()).min(test.texts.len());
+            let (train_items, valid) = split_items(
+                items,
+                &LlmFinetuneConfig {
+                    max_train: None,
+                    ..config.clone()
+                },
+            )?;
+            let n = config
+                .max_test
+                .unwrap_or(test.texts.len())
+                .min(test.texts.len());
             let prompts = test.texts[..n]
                 .iter()
                 .map(|t| fitted_review(t, None, template, tokenizer, max_len))
@@ -573,6 +572,10 @@ pub struct LlmReport {
     pub valid_size: usize,
     /// Target tokens per training epoch.
     pub train_target_tokens: usize,
+    /// The base model's loss on the validation items, before fine-tuning (with
+    /// `evaluate_base`): the epochs' `valid_loss` starts from here.
+    #[serde(default)]
+    pub base_valid_loss: Option<f64>,
     /// The test split's measures (none for a user's file).
     pub test: Option<LlmTest>,
     /// Wall-clock seconds of training.
@@ -639,6 +642,14 @@ pub fn finetune_llm(
     let train_target_tokens = data.train.iter().map(TokenizedChat::targets).sum();
     let (train_size, valid_size) = (data.train.len(), data.valid.len());
     let pad_id = parts.tokenizer.pad_id();
+    let base_valid_loss = if config.evaluate_base {
+        let device = config.recipe.device.device();
+        let model = kiln_transfer::llama::load(&base, &device)?.model;
+        let (nll, n) = instruct::total_nll(&model, &data.valid, pad_id, EVAL_BATCH)?;
+        Some(nll / n.max(1) as f64)
+    } else {
+        None
+    };
     let mut trainable = 0;
     let mut base_params = 0;
     let fitted = crate::fit(&config.recipe(), run_dir, options, |setup| {
@@ -646,7 +657,11 @@ pub fn finetune_llm(
         // The tied output projection is a copy of the embedding, not a parameter of its own.
         let head = bundle.model.lm_head.num_params();
         base_params = bundle.model.num_params()
-            - if bundle.model.config().tie_word_embeddings { head } else { 0 };
+            - if bundle.model.config().tie_word_embeddings {
+                head
+            } else {
+                0
+            };
         let model = match &config.lora {
             Some(l) => bundle
                 .model
@@ -682,6 +697,7 @@ pub fn finetune_llm(
         train_size,
         valid_size,
         train_target_tokens,
+        base_valid_loss,
         test,
         train_seconds: fitted.seconds,
         test_seconds: started.elapsed().as_secs_f64(),
@@ -707,7 +723,11 @@ pub fn resume_llm(run_dir: &Path, options: &TrainOptions) -> Result<LlmReport> {
 fn save_tuned(model: &Llama, config: &LlmFinetuneConfig, run_dir: &Path) -> Result<()> {
     match &config.lora {
         Some(_) => {
-            kiln_transfer::adapter::save_adapter(model, &run_dir.join("adapter"), &config.base_model)?;
+            kiln_transfer::adapter::save_adapter(
+                model,
+                &run_dir.join("adapter"),
+                &config.base_model,
+            )?;
         }
         None => {
             let base = base_path(config, &kiln_data::data_dir::resolve(None))?;
@@ -740,7 +760,8 @@ pub fn load_llm_run(dir: &Path, data_dir: Option<&Path>, device: &Device) -> Res
         Some(l) => {
             let base = base_path(&config, &data)?;
             let mut bundle = kiln_transfer::llama::load(&base, device)?;
-            bundle.model = kiln_transfer::adapter::merge_adapter(bundle.model, &dir.join("adapter"))?;
+            bundle.model =
+                kiln_transfer::adapter::merge_adapter(bundle.model, &dir.join("adapter"))?;
             bundle.format = format!("{} + LoRA r{} merged", bundle.format, l.rank);
             bundle
         }
@@ -777,8 +798,7 @@ fn score_choices(
     choices: &[String],
 ) -> Result<ChoiceScore> {
     let names: Vec<&str> = choices.iter().map(String::as_str).collect();
-    let scores =
-        instruct::choice_logprobs(model, parts.0, parts.1, prompts, &names, EVAL_BATCH)?;
+    let scores = instruct::choice_logprobs(model, parts.0, parts.1, prompts, &names, EVAL_BATCH)?;
     let correct = scores
         .iter()
         .zip(answers)
@@ -800,7 +820,12 @@ fn score_choices(
     })
 }
 
-fn score_text(model: &Llama, windows: &[TokenizedChat], chars: usize, pad_id: u32) -> Result<(TextScore, usize)> {
+fn score_text(
+    model: &Llama,
+    windows: &[TokenizedChat],
+    chars: usize,
+    pad_id: u32,
+) -> Result<(TextScore, usize)> {
     let (nll, tokens) = instruct::total_nll(model, windows, pad_id, EVAL_BATCH)?;
     let loss = nll / tokens.max(1) as f64;
     Ok((
@@ -823,7 +848,10 @@ fn evaluate_llm_run_with(
     let tuned = load_llm_run(run_dir, data_dir, &device)?;
     let base = || -> Result<LlmBundle> {
         let dir = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
-        Ok(kiln_transfer::llama::load(&base_path(config, &dir)?, &device)?)
+        Ok(kiln_transfer::llama::load(
+            &base_path(config, &dir)?,
+            &device,
+        )?)
     };
     Ok(match &data.test {
         TestData::None => None,
@@ -832,9 +860,10 @@ fn evaluate_llm_run_with(
             answers,
             choices,
         } => {
-            let template = tuned.template.as_ref().ok_or_else(|| {
-                Error::InvalidSetting("the model has no chat template".into())
-            })?;
+            let template = tuned
+                .template
+                .as_ref()
+                .ok_or_else(|| Error::InvalidSetting("the model has no chat template".into()))?;
             let score = score_choices(
                 &tuned.model,
                 (template, &tuned.tokenizer),
@@ -949,9 +978,13 @@ pub fn plan(request: &LlmRequest, overrides: &crate::RecipeOverrides) -> Result<
     };
     let mut config = LlmFinetuneConfig::lora(&base, &dataset);
     if request.full {
-        if request.lora_rank.is_some() || request.lora_alpha.is_some() || !request.targets.is_empty() {
+        if request.lora_rank.is_some()
+            || request.lora_alpha.is_some()
+            || !request.targets.is_empty()
+        {
             return Err(Error::InvalidSetting(
-                "full fine-tuning trains every weight: give it no LoRA rank, alpha or targets".into(),
+                "full fine-tuning trains every weight: give it no LoRA rank, alpha or targets"
+                    .into(),
             ));
         }
         config.lora = None;

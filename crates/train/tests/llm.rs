@@ -31,14 +31,20 @@ fn logits(model: &kiln_models::llama::Llama, ids: &[u32]) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn adapters_start_at_the_base_model_and_are_all_that_trains() {
     let device = Device::flex().autodiff();
     let bundle = kiln_transfer::llama::load(&smollm2(), &device).unwrap();
-    let ids = bundle.tokenizer.encode_plain("The weather today is").unwrap();
+    let ids = bundle
+        .tokenizer
+        .encode_plain("The weather today is")
+        .unwrap();
     let before = logits(&bundle.model, &ids);
     let total = bundle.model.num_params();
     let all: Vec<String> = LoraSettings::default().targets;
@@ -56,9 +62,133 @@ fn adapters_start_at_the_base_model_and_are_all_that_trains() {
         .clone()
         .with_lora(4, 8.0, 0.0, &["q_proj".into(), "v_proj".into()])
         .unwrap();
-    assert_eq!(kiln_train::llm::trainable_params(&qv), 30 * 4 * (1152 + 768));
+    assert_eq!(
+        kiln_train::llm::trainable_params(&qv),
+        30 * 4 * (1152 + 768)
+    );
     let bad = bundle.model.with_lora(8, 16.0, 0.0, &["qkv".into()]);
-    assert!(bad.unwrap_err().to_string().contains("unknown LoRA target `qkv`"));
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("unknown LoRA target `qkv`")
+    );
+}
+
+/// A model whose adapters moved: one AdamW step at a high rate on real reviews.
+fn stepped(device: &Device) -> (kiln_transfer::llama::LlmBundle, kiln_models::llama::Llama) {
+    use burn::data::dataloader::batcher::Batcher;
+    use kiln_train::Task;
+    let bundle = kiln_transfer::llama::load(&smollm2(), device).unwrap();
+    let model = bundle
+        .model
+        .clone()
+        .with_lora(4, 8.0, 0.0, &LoraSettings::default().targets)
+        .unwrap();
+    let template = bundle.template.as_ref().unwrap();
+    let data_dir = kiln_data::data_dir::resolve(None);
+    let (train, _) = kiln_data::text::LabelledTexts::fine_food_reviews(&data_dir).unwrap();
+    let first = train.subset(&[0, 1, 2, 3]);
+    let chats: Vec<_> = kiln_transfer::instruct::reviews_instructions(&first)
+        .iter()
+        .map(|c| kiln_transfer::instruct::tokenize(template, &bundle.tokenizer, c, 4096).unwrap())
+        .collect();
+    let batch = kiln_train::llm::LlmBatcher {
+        pad_id: bundle.tokenizer.pad_id(),
+    }
+    .batch(chats, device);
+    let task = kiln_train::llm::LlmTask { model };
+    let grads = task.forward(batch).loss.mean().backward();
+    let grads = burn::optim::GradientsParams::from_grads(grads, &task);
+    let mut optim = burn::optim::AdamWConfig::new().init();
+    let task = optim.step(1e-2, task, grads);
+    (bundle, task.model)
+}
+
+#[test]
+fn merged_saved_and_exported_models_compute_what_the_adapted_one_does() {
+    let device = Device::flex().autodiff();
+    let (bundle, adapted) = stepped(&device);
+    let ids = bundle
+        .tokenizer
+        .encode_plain("Is this review great or other?")
+        .unwrap();
+    let base = logits(&bundle.model.valid(), &ids);
+    let unmerged = logits(&adapted.valid(), &ids);
+    // The step moved the model (else every comparison below is vacuous).
+    assert!(
+        max_diff(&base, &unmerged) > 1e-2,
+        "{}",
+        max_diff(&base, &unmerged)
+    );
+    // burn's merge: W₀ + s·A·B as one weight.
+    let merged = adapted.valid().materialize();
+    let d = max_diff(&unmerged, &logits(&merged, &ids));
+    // (f32 rounding: one merged weight against two products, ~1e-5 relative to logits of ~20.)
+    assert!(d < 1e-3, "merged: {d}");
+    // The PEFT adapter folder, merged into a freshly loaded base.
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        kiln_transfer::adapter::save_adapter(&adapted, &dir.path().join("a"), "smollm2").unwrap();
+    assert_eq!((config.r, config.lora_alpha), (4, 8.0));
+    assert_eq!(config.target_modules.len(), 7);
+    let fresh = kiln_transfer::llama::load(&smollm2(), &Device::flex())
+        .unwrap()
+        .model;
+    let loaded = kiln_transfer::adapter::merge_adapter(fresh, &dir.path().join("a")).unwrap();
+    assert!(max_diff(&unmerged, &logits(&loaded, &ids)) < 1e-3);
+    // Exports in f32 reload to the same logits; in Q8_0 to nearly the same.
+    let out = kiln_transfer::llama::LlmBundle {
+        model: merged,
+        ..kiln_transfer::llama::load(&smollm2(), &Device::flex()).unwrap()
+    };
+    use kiln_transfer::export::{WeightType, save_gguf, save_hf_folder};
+    save_gguf(&out, &dir.path().join("m.gguf"), WeightType::F32, "test").unwrap();
+    save_gguf(&out, &dir.path().join("q.gguf"), WeightType::Q8_0, "test").unwrap();
+    save_hf_folder(&out, &dir.path().join("hf"), WeightType::F32).unwrap();
+    for name in ["m.gguf", "hf", "q.gguf"] {
+        let back = kiln_transfer::llama::load(&dir.path().join(name), &Device::flex()).unwrap();
+        let got = logits(&back.model, &ids);
+        if name == "q.gguf" {
+            // 8-bit blocks (an error of at most max|x|/254 per weight): every position's
+            // most likely token, and the logits to within 5% (relative L2).
+            let vocab = bundle.model.config().vocab_size;
+            let argmax = |l: &[f32]| -> Vec<usize> {
+                l.chunks(vocab)
+                    .map(|row| {
+                        (0..vocab)
+                            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                            .unwrap()
+                    })
+                    .collect()
+            };
+            assert_eq!(argmax(&got), argmax(&unmerged));
+            let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            let diff: Vec<f32> = got.iter().zip(&unmerged).map(|(a, b)| a - b).collect();
+            let rel = norm(&diff) / norm(&unmerged);
+            assert!(rel < 0.05, "q8_0: relative error {rel}");
+        } else {
+            let d = max_diff(&unmerged, &got);
+            assert!(d < 1e-3, "{name}: logits differ by {d}");
+        }
+        // The tokenizer and template come back too.
+        assert_eq!(
+            back.tokenizer
+                .encode_plain("Is this review great or other?")
+                .unwrap(),
+            ids
+        );
+        assert_eq!(back.stop_tokens, bundle.stop_tokens);
+    }
+    // A wrong adapter folder is refused, naming the tensor.
+    std::fs::write(dir.path().join("a/adapter_model.safetensors"), b"garbage").unwrap();
+    let fresh = kiln_transfer::llama::load(&smollm2(), &Device::flex())
+        .unwrap()
+        .model;
+    let err = kiln_transfer::adapter::merge_adapter(fresh, &dir.path().join("a")).unwrap_err();
+    assert!(
+        err.to_string().contains("adapter_model.safetensors"),
+        "{err}"
+    );
 }
 
 fn tiny_config(dataset: &str) -> LlmFinetuneConfig {
@@ -73,10 +203,48 @@ fn tiny_config(dataset: &str) -> LlmFinetuneConfig {
 }
 
 #[test]
-fn a_short_lora_run_on_the_reviews_learns_the_answer_and_reloads() {
+fn a_paused_lora_run_resumes_and_learns_the_answer() {
     let run = tempfile::tempdir().unwrap();
-    let config = tiny_config("fine-foods-reviews");
-    let started = std::time::Instant::now();
-    let report = finetune_llm(&config, run.path(), &TrainOptions::quiet()).unwrap();
-    eprintln!("{:#?} in {:?}", report, started.elapsed());
+    let mut config = tiny_config("fine-foods-reviews");
+    config.max_test = Some(8);
+    config.recipe.valid_fraction = 0.3;
+    config.recipe.lr = 2e-3;
+    config.recipe.schedule = kiln_optim::Schedule::Constant;
+    let paused = TrainOptions {
+        pause_after: Some(1),
+        ..TrainOptions::quiet()
+    };
+    let err = finetune_llm(&config, run.path(), &paused).unwrap_err();
+    assert!(matches!(err, kiln_train::Error::Paused { .. }), "{err}");
+    assert!(!run.path().join("adapter").exists());
+    let report = match kiln_train::resume_run(run.path(), &TrainOptions::quiet()).unwrap() {
+        kiln_train::RunReport::LlmFinetune(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.epochs.len(), 2);
+    assert_eq!((report.train_size, report.valid_size), (24, 8));
+    // The answer tokens: the base model does not answer in one word, the tuned one does.
+    let base = report.base_valid_loss.unwrap();
+    let tuned = report.epochs[1].valid_loss;
+    assert!(
+        tuned < 0.5 * base,
+        "valid loss {tuned} against the base model's {base}: {:#?}",
+        report.epochs
+    );
+    let Some(LlmTest::Choices { n, base, tuned, .. }) = &report.test else {
+        panic!("{:?}", report.test)
+    };
+    assert_eq!(*n, 8);
+    assert!(base.is_some() && tuned.correct <= 8);
+    // The run reloads merged; its adapter is a few MB beside the 540 MB base.
+    let bundle = load_llm_run(run.path(), None, &Device::flex()).unwrap();
+    assert!(
+        bundle.format.contains("LoRA r8 merged"),
+        "{}",
+        bundle.format
+    );
+    let size = std::fs::metadata(run.path().join("adapter/adapter_model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(size < 10_000_000, "{size}");
 }

@@ -447,8 +447,13 @@ pub fn save_gguf(bundle: &LlmBundle, path: &Path, ty: WeightType, name: &str) ->
                 .zip(config.inv_freq())
                 .map(|(p, s)| (p / s) as f32)
                 .collect();
-            w.add_tensor("rope_freqs.weight", &[factors.len()], &factors, GgmlType::F32)
-                .map_err(gguf_err)?;
+            w.add_tensor(
+                "rope_freqs.weight",
+                &[factors.len()],
+                &factors,
+                GgmlType::F32,
+            )
+            .map_err(gguf_err)?;
         }
     }
     tokenizer_metadata(bundle, &mut w)?;
@@ -464,7 +469,11 @@ pub fn save_gguf(bundle: &LlmBundle, path: &Path, ty: WeightType, name: &str) ->
             Some(h) => permute_rows(&t.values, t.shape[0], t.shape[1], h),
             None => t.values,
         };
-        let tensor_ty = if t.shape.len() == 1 { GgmlType::F32 } else { ggml };
+        let tensor_ty = if t.shape.len() == 1 {
+            GgmlType::F32
+        } else {
+            ggml
+        };
         w.add_tensor(&gguf_tensor_name(&t.name), &t.shape, &values, tensor_ty)
             .map_err(gguf_err)?;
     }

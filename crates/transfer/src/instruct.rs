@@ -361,14 +361,28 @@ pub fn choice_logprobs(
             mask.push(true);
             let mut row = ids.clone();
             row.push(choice_ids[0][0]);
-            rows.push((p, usize::MAX, TokenizedChat { ids: row, loss_mask: mask }));
+            rows.push((
+                p,
+                usize::MAX,
+                TokenizedChat {
+                    ids: row,
+                    loss_mask: mask,
+                },
+            ));
         } else {
             for (c, choice) in choice_ids.iter().enumerate() {
                 let mut row = ids.clone();
                 row.extend(choice);
                 let mut mask = vec![false; ids.len()];
                 mask.extend(std::iter::repeat_n(true, choice.len()));
-                rows.push((p, c, TokenizedChat { ids: row, loss_mask: mask }));
+                rows.push((
+                    p,
+                    c,
+                    TokenizedChat {
+                        ids: row,
+                        loss_mask: mask,
+                    },
+                ));
             }
         }
     }

@@ -26,8 +26,8 @@ extern crate alloc;
 pub mod adapter;
 pub mod chat;
 pub mod embed;
-pub mod export;
 mod error;
+pub mod export;
 pub mod fetch;
 /// The GGUF reader (the kiln-gguf crate).
 pub use kiln_gguf as gguf;

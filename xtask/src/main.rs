@@ -12,7 +12,7 @@ cargo xtask: Kiln's project automation
 
   cargo xtask ci [--tests-only]     what CI runs: fmt check, clippy with warnings denied, the tests
   cargo xtask train PRESET [..]     train a zoo preset with its default recipe
-  cargo xtask bench [models|data|llm] [..]
+  cargo xtask bench [models|data|llm|serve|lora] [..]
                                     benchmarks (optionally --vs-torch PYTHON)
   cargo xtask compress-report RUN.. the compression table of run folders
   cargo xtask seeds RECIPE --seeds 1-3

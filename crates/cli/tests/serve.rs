@@ -3,9 +3,8 @@
 //! first use), whose answers must be what `kiln generate`, `kiln chat` and `kiln embed` give
 //! for the same inputs; then SIGTERM with a stream in flight, which must finish.
 
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

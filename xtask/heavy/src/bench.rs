@@ -48,6 +48,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.suite == "llm" && args.case.is_some() {
         return crate::bench_llm::run_case(&args);
     }
+    if let (Some(case), "lora") = (&args.case, args.suite.as_str()) {
+        return crate::bench_lora::run_case(case, &args);
+    }
     if let (Some(case), "serve") = (&args.case, args.suite.as_str()) {
         return crate::bench_serve::run_case(case, &args);
     }
@@ -59,8 +62,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "data" => run_data(args),
         "llm" => crate::bench_llm::run(args),
         "serve" => crate::bench_serve::run(args),
+        "lora" => crate::bench_lora::run(args),
         other => {
-            anyhow::bail!("unknown benchmark suite `{other}`; available: models, data, llm, serve")
+            anyhow::bail!(
+                "unknown benchmark suite `{other}`; available: models, data, llm, serve, lora"
+            )
         }
     }
 }

@@ -71,7 +71,8 @@ pub struct BenchArgs {
     /// device, optionally against PyTorch), `data` (MNIST batching against a training step) or
     /// `llm` (SmolLM2 generation speed, optionally against Hugging Face transformers) or
     /// `serve` (`kiln serve` under load on loopback beside the same models in-process;
-    /// `--smoke` for a few requests).
+    /// `--smoke` for a few requests) or `lora` (LoRA against full fine-tuning of SmolLM2:
+    /// trainable parameters, peak memory, step time).
     #[arg(default_value = "models")]
     pub suite: String,
     /// Measured rounds (models: each case once per round, alternating with PyTorch; data:

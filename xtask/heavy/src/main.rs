@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_llm;
+mod bench_lora;
 mod bench_models;
 mod bench_serve;
 mod compress_report;

@@ -258,25 +258,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// llama.cpp's row order of a query or key projection `[out, in]` (the inverse of
-/// [`crate::llama::unpermute_rows`]): within each head, Hugging Face row `j·(head_dim/2) + i`
-/// becomes GGUF row `2i + j`.
-pub fn permute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-    let hd = rows / heads;
-    let half = hd / 2;
-    let mut out = vec![0.0; w.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let gguf = h * hd + 2 * i + j;
-                let hf = h * hd + j * half + i;
-                out[gguf * cols..(gguf + 1) * cols].copy_from_slice(&w[hf * cols..(hf + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
 /// GGUF's name of a Hugging Face parameter (`layers.3.mlp.up_proj.weight` → `blk.3.ffn_up.weight`).
 pub fn gguf_tensor_name(hf: &str) -> String {
     crate::llama::gguf_name(hf)
@@ -466,7 +447,7 @@ pub fn save_gguf(bundle: &LlmBundle, path: &Path, ty: WeightType, name: &str) ->
             None
         };
         let values = match heads {
-            Some(h) => permute_rows(&t.values, t.shape[0], t.shape[1], h),
+            Some(h) => crate::llama::permute_rows(&t.values, t.shape[0], t.shape[1], h),
             None => t.values,
         };
         let tensor_ty = if t.shape.len() == 1 {

@@ -209,6 +209,16 @@ pub fn config_from_gguf(gguf: &GgufFile) -> Result<LlamaConfig> {
 /// Undoes llama.cpp's permutation of the rows of a query or key projection `[out, in]`:
 /// within each head, GGUF row `2i + j` is Hugging Face row `j·(head_dim/2) + i`.
 pub fn unpermute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    reorder_qk_rows(w, rows, cols, heads, false)
+}
+
+/// llama.cpp's row order of a query or key projection `[out, in]` (the inverse of
+/// [`unpermute_rows`]), for writing GGUF files.
+pub fn permute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    reorder_qk_rows(w, rows, cols, heads, true)
+}
+
+fn reorder_qk_rows(w: &[f32], rows: usize, cols: usize, heads: usize, to_gguf: bool) -> Vec<f32> {
     let hd = rows / heads;
     let half = hd / 2;
     let mut out = vec![0.0; w.len()];
@@ -217,7 +227,8 @@ pub fn unpermute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<
             for j in 0..2 {
                 let gguf = h * hd + 2 * i + j;
                 let hf = h * hd + j * half + i;
-                out[hf * cols..(hf + 1) * cols].copy_from_slice(&w[gguf * cols..(gguf + 1) * cols]);
+                let (to, from) = if to_gguf { (gguf, hf) } else { (hf, gguf) };
+                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
             }
         }
     }

@@ -492,6 +492,12 @@ fn project(linear: &Linear, x: Tensor<3>, dropout: f64) -> Tensor<3> {
     };
     let [b, t, d] = x.dims();
     let base = linear.weight.base();
+    // A QLoRA base is stored quantized; the product needs its float values.
+    let base = if base.dtype().is_float() {
+        base
+    } else {
+        base.dequantize()
+    };
     let d_out = base.dims()[1];
     let flat = x.reshape([b * t, d]);
     let low_in = if dropout > 0.0 && flat.device().is_autodiff() {
@@ -707,6 +713,55 @@ impl Llama {
         let group = lora_param_group(targets)?;
         let lora = burn::module::Lora::new(rank, alpha).set_param_group(group);
         let mut model = self.apply_lora(lora);
+        model.lora_dropout = dropout;
+        Ok(model)
+    }
+
+    /// QLoRA: as [`Llama::with_lora`], with the adapted projections' base weights stored
+    /// quantized (burn's `QLora`: symmetric `bits`-bit integers, 8 or 4, one scale per block
+    /// of up to 64 input rows of a column), dequantized in each product; the adapters stay f32.
+    pub fn with_qlora(
+        self,
+        rank: usize,
+        alpha: f64,
+        dropout: f64,
+        targets: &[String],
+        bits: u8,
+    ) -> Result<Self> {
+        use burn::tensor::quantization::{
+            Calibration, QuantScheme, QuantStore, QuantValue, ScaleDtype,
+        };
+        let value = match bits {
+            8 => QuantValue::Q8S,
+            4 => QuantValue::Q4S,
+            other => {
+                return Err(invalid(
+                    MODEL,
+                    format!("QLoRA quantizes base weights to 8 or 4 bits, not {other}"),
+                ));
+            }
+        };
+        // Every adapted projection has at least 64 input rows here (hidden sizes are
+        // multiples of 64 in every Llama); others fall back to the largest divisor.
+        let rows = self.config.hidden_size.min(self.config.intermediate_size);
+        let block = (1..=64).rev().find(|b| rows % b == 0).unwrap_or(1) as u8;
+        let scheme = QuantScheme::default()
+            .with_value(value)
+            .with_store(QuantStore::Native)
+            .per_block(vec![block, 1], ScaleDtype::F32);
+        let group = lora_param_group(targets)?;
+        let mut quantizer = burn::module::Quantizer::new(Calibration::MinMax, scheme);
+        quantizer.set_param_group(group.clone());
+        if rank == 0 || !alpha.is_finite() || alpha <= 0.0 || !(0.0..1.0).contains(&dropout) {
+            return Err(invalid(
+                MODEL,
+                format!(
+                    "LoRA needs rank ≥ 1, alpha > 0 and dropout in [0, 1), found {rank}, {alpha} and {dropout}"
+                ),
+            ));
+        }
+        let lora = burn::module::Lora::new(rank, alpha).set_param_group(group);
+        let mut model = self.apply_qlora(burn::module::QLora::new(lora, quantizer));
         model.lora_dropout = dropout;
         Ok(model)
     }

@@ -54,6 +54,9 @@ pub struct LoraSettings {
     /// The adapted projections of every block (default: all seven).
     #[serde(default = "all_targets")]
     pub targets: Vec<String>,
+    /// QLoRA: store the adapted projections' base weights as 8- or 4-bit integers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize_base: Option<u8>,
 }
 
 fn default_rank() -> usize {
@@ -80,6 +83,7 @@ impl Default for LoraSettings {
             alpha: default_alpha(),
             dropout: default_dropout(),
             targets: all_targets(),
+            quantize_base: None,
         }
     }
 }
@@ -185,6 +189,12 @@ impl LlmFinetuneConfig {
                 )));
             }
             kiln_models::llama::lora_param_group(&l.targets)?;
+            if l.quantize_base.is_some_and(|b| b != 8 && b != 4) {
+                return Err(Error::InvalidSetting(format!(
+                    "QLoRA quantizes base weights to 8 or 4 bits, not {}",
+                    l.quantize_base.unwrap_or_default()
+                )));
+            }
         }
         Ok(())
     }
@@ -663,9 +673,14 @@ pub fn finetune_llm(
                 0
             };
         let model = match &config.lora {
-            Some(l) => bundle
-                .model
-                .with_lora(l.rank, l.alpha, l.dropout, &l.targets)?,
+            Some(l) => match l.quantize_base {
+                Some(bits) => bundle
+                    .model
+                    .with_qlora(l.rank, l.alpha, l.dropout, &l.targets, bits)?,
+                None => bundle
+                    .model
+                    .with_lora(l.rank, l.alpha, l.dropout, &l.targets)?,
+            },
             None => bundle.model,
         };
         trainable = trainable_params(&model);
@@ -686,7 +701,7 @@ pub fn finetune_llm(
         Ok((LlmTask { model }, loaders))
     })?;
     let model = fitted.task.model;
-    save_tuned(&model, config, run_dir)?;
+    save_tuned(&model, config, run_dir, &data_dir)?;
     drop(model);
     let started = std::time::Instant::now();
     let test = evaluate_llm_run_with(run_dir, &data, options.data_dir.as_deref(), config)?;
@@ -720,7 +735,12 @@ pub fn resume_llm(run_dir: &Path, options: &TrainOptions) -> Result<LlmReport> {
 }
 
 /// Writes the trained weights: the adapters (LoRA) or the whole model (full fine-tuning).
-fn save_tuned(model: &Llama, config: &LlmFinetuneConfig, run_dir: &Path) -> Result<()> {
+fn save_tuned(
+    model: &Llama,
+    config: &LlmFinetuneConfig,
+    run_dir: &Path,
+    data_dir: &Path,
+) -> Result<()> {
     match &config.lora {
         Some(_) => {
             kiln_transfer::adapter::save_adapter(
@@ -730,8 +750,7 @@ fn save_tuned(model: &Llama, config: &LlmFinetuneConfig, run_dir: &Path) -> Resu
             )?;
         }
         None => {
-            let base = base_path(config, &kiln_data::data_dir::resolve(None))?;
-            let parts = chat_parts(&base)?;
+            let parts = chat_parts(&base_path(config, data_dir)?)?;
             let bundle = LlmBundle {
                 model: model.valid(),
                 tokenizer: parts.tokenizer,
@@ -782,7 +801,13 @@ pub fn is_llm_run(dir: &Path) -> bool {
 pub fn load_chat_model(spec: &str, data_dir: &Path, device: &Device) -> Result<LlmBundle> {
     let path = Path::new(spec);
     if path.is_dir() && path.join("config.toml").is_file() {
-        return load_llm_run(path, Some(data_dir), device);
+        return match crate::RunKind::of(path)? {
+            crate::RunKind::LlmFinetune => load_llm_run(path, Some(data_dir), device),
+            other => Err(Error::InvalidSetting(format!(
+                "{} holds a {other:?} run, not a fine-tuned chat LLM",
+                path.display()
+            ))),
+        };
     }
     let resolved = kiln_transfer::llama::resolve_model(spec, data_dir)?;
     Ok(kiln_transfer::llama::load(&resolved, device)?)
@@ -950,6 +975,8 @@ pub struct LlmRequest {
     pub lora_dropout: Option<f64>,
     /// Adapted projections (default all seven).
     pub targets: Vec<String>,
+    /// QLoRA: the base weights of the adapted projections as 8- or 4-bit integers.
+    pub qlora_bits: Option<u8>,
     /// Fine-tune every weight instead of LoRA.
     pub full: bool,
     /// Tokens per sequence (default 256).
@@ -1004,6 +1031,7 @@ pub fn plan(request: &LlmRequest, overrides: &crate::RecipeOverrides) -> Result<
         if !request.targets.is_empty() {
             lora.targets = request.targets.clone();
         }
+        lora.quantize_base = request.qlora_bits;
         config.lora = Some(lora);
     }
     if let Some(n) = request.max_len {

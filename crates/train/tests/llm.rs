@@ -248,3 +248,52 @@ fn a_paused_lora_run_resumes_and_learns_the_answer() {
         .len();
     assert!(size < 10_000_000, "{size}");
 }
+
+#[test]
+fn qlora_trains_adapters_over_8_bit_base_weights() {
+    use burn::data::dataloader::batcher::Batcher;
+    use kiln_train::Task;
+    let device = Device::flex().autodiff();
+    let bundle = kiln_transfer::llama::load(&smollm2(), &device).unwrap();
+    let ids = bundle
+        .tokenizer
+        .encode_plain("The weather today is")
+        .unwrap();
+    let base = logits(&bundle.model.valid(), &ids);
+    let all = LoraSettings::default().targets;
+    let q = bundle
+        .model
+        .clone()
+        .with_qlora(8, 16.0, 0.0, &all, 8)
+        .unwrap();
+    assert_eq!(kiln_train::llm::trainable_params(&q), 2_442_240);
+    // The projections' weights are stored as integers now.
+    assert!(!q.layers[0].q_proj.weight.base().dtype().is_float());
+    let got = logits(&q.valid(), &ids);
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let diff: Vec<f32> = got.iter().zip(&base).map(|(a, b)| a - b).collect();
+    let rel = norm(&diff) / norm(&base);
+    assert!(rel < 0.05, "8-bit base: relative error {rel}");
+    // Training moves the adapters and lowers the loss of a real batch.
+    let template = bundle.template.as_ref().unwrap();
+    let data_dir = kiln_data::data_dir::resolve(None);
+    let (train, _) = kiln_data::text::LabelledTexts::fine_food_reviews(&data_dir).unwrap();
+    let chats: Vec<_> = kiln_transfer::instruct::reviews_instructions(&train.subset(&[0, 1, 2, 3]))
+        .iter()
+        .map(|c| kiln_transfer::instruct::tokenize(template, &bundle.tokenizer, c, 4096).unwrap())
+        .collect();
+    let batcher = kiln_train::llm::LlmBatcher {
+        pad_id: bundle.tokenizer.pad_id(),
+    };
+    let mut task = kiln_train::llm::LlmTask { model: q };
+    let mut optim = burn::optim::AdamWConfig::new().init();
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        let out = task.forward(batcher.batch(chats.clone(), &device));
+        let loss = out.loss.mean();
+        losses.push(loss.clone().into_scalar::<f32>());
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &task);
+        task = optim.step(1e-3, task, grads);
+    }
+    assert!(losses[2] < 0.7 * losses[0], "{losses:?}");
+}

@@ -70,6 +70,10 @@ pub(crate) struct LlmArgs {
     /// up_proj,down_proj (default all).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
+    /// (LLM) QLoRA: store the adapted projections' base weights as 8- or 4-bit integers
+    /// (burn's QLora; dequantized in each product).
+    #[arg(long)]
+    qlora_bits: Option<u8>,
     /// (LLM) Fine-tune every weight instead of LoRA adapters.
     #[arg(long)]
     full: bool,
@@ -114,6 +118,7 @@ fn run_llm(args: Args) -> Result<()> {
         lora_alpha: llm.lora_alpha,
         lora_dropout: llm.lora_dropout,
         targets: llm.targets,
+        qlora_bits: llm.qlora_bits,
         full: llm.full,
         max_len: llm.max_len,
         prompt_column: llm.prompt_column,
@@ -141,6 +146,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let llm_flags = args.llm.lora_rank.is_some()
         || args.llm.lora_alpha.is_some()
         || args.llm.full
+        || args.llm.qlora_bits.is_some()
         || !args.llm.targets.is_empty();
     if llm_flags || kiln_train::llm::is_llm_source(&args.from) {
         return run_llm(args);

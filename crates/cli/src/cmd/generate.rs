@@ -70,6 +70,13 @@ pub(crate) fn run(args: Args) -> Result<()> {
         data: DataDirArgs { data_dir },
     } = args;
     use std::io::Write;
+    // A fine-tuned LLM run given as the run folder: the same as --model RUN.
+    let (model, run_dir, prompt) = match (model, prompt) {
+        (None, Some(p)) if kiln_train::llm::is_llm_run(std::path::Path::new(&run_dir)) => {
+            (Some(run_dir), p, None)
+        }
+        other => (other.0, run_dir, other.1),
+    };
     if let Some(model) = model {
         anyhow::ensure!(
             prompt.is_none(),

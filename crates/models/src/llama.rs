@@ -744,7 +744,10 @@ impl Llama {
         // Every adapted projection has at least 64 input rows here (hidden sizes are
         // multiples of 64 in every Llama); others fall back to the largest divisor.
         let rows = self.config.hidden_size.min(self.config.intermediate_size);
-        let block = (1..=64).rev().find(|b| rows % b == 0).unwrap_or(1) as u8;
+        let block = (1..=64)
+            .rev()
+            .find(|b| rows.is_multiple_of(*b))
+            .unwrap_or(1) as u8;
         let scheme = QuantScheme::default()
             .with_value(value)
             .with_store(QuantStore::Native)

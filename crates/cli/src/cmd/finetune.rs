@@ -66,8 +66,8 @@ pub(crate) struct LlmArgs {
     /// (LLM) Dropout on the adapters' input (default 0.05).
     #[arg(long)]
     lora_dropout: Option<f64>,
-    /// (LLM) Adapted projections, comma-separated: q_proj,k_proj,v_proj,o_proj,gate_proj,
-    /// up_proj,down_proj (default all).
+    /// (LLM) Adapted projections, comma-separated (default all seven: q_proj, k_proj,
+    /// v_proj, o_proj, gate_proj, up_proj, down_proj).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     /// (LLM) QLoRA: store the adapted projections' base weights as 8- or 4-bit integers

@@ -154,8 +154,8 @@ fn errors_are_one_line_with_nonzero_exit() {
 #[test]
 fn every_command_has_help() {
     for cmd in [
-        "models", "summary", "train", "regress", "finetune", "export", "embed", "predict",
-        "prune", "quantize", "distill", "eval", "generate", "chat", "fetch",
+        "models", "summary", "train", "regress", "finetune", "export", "embed", "predict", "prune",
+        "quantize", "distill", "eval", "generate", "chat", "fetch",
     ] {
         let (ok, stdout, _) = kiln(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: kiln"), "{cmd}: {stdout}");

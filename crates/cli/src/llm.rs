@@ -88,12 +88,16 @@ pub fn fetch(name: &str, python: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Loads `--model SPEC`, saying what it loaded on stderr.
-pub fn load(spec: &str, data_dir: Option<PathBuf>) -> Result<LlmBundle> {
+/// Loads `--model SPEC` (and `--adapter DIR` merged into it), saying what it loaded on stderr.
+pub fn load(spec: &str, adapter: Option<&Path>, data_dir: Option<PathBuf>) -> Result<LlmBundle> {
     let data_dir = kiln_data::data_dir::resolve(data_dir);
     let started = std::time::Instant::now();
-    let bundle = kiln_train::llm::load_chat_model(spec, &data_dir, &DeviceSpec::Flex.device())
-        .with_context(|| format!("loading {spec}"))?;
+    let device = DeviceSpec::Flex.device();
+    let bundle = kiln_train::llm::load_chat_model_with(spec, adapter, &data_dir, &device)
+        .with_context(|| match adapter {
+            Some(dir) => format!("loading {spec} with the adapter {}", dir.display()),
+            None => format!("loading {spec}"),
+        })?;
     let path = bundle.source.clone();
     let c = bundle.model.config();
     eprintln!(

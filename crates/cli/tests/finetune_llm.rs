@@ -1,8 +1,8 @@
 //! LoRA fine-tuning of a chat LLM as a user runs it: `kiln finetune --from smollm2` on a
 //! JSONL instruction file built from real reviews, `kiln export` to GGUF (checked against the
 //! spec by llama.cpp's own `gguf` Python package from PyPI) and to a Hugging Face folder, and
-//! the run and every export answering the same greedy text in `kiln generate`, `kiln chat`
-//! and `kiln serve`.
+//! the run, its adapter folder on the base and every export answering the same greedy text in
+//! `kiln generate`, `kiln chat` and `kiln serve`.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -144,11 +144,12 @@ fn lora_fine_tuning_exports_and_serves_from_the_command_line() {
         "valid loss {tuned} against the base model's {base}"
     );
 
-    // Exports: GGUF in f32 and Q8_0, and a Hugging Face folder.
+    // Exports: GGUF in f32, f16 and Q8_0, and a Hugging Face folder; the f16 one from the
+    // base model with the run's adapter folder merged (`--adapter`).
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let adapter_dir = path("run/adapter");
     for (format, ty, out) in [
         ("gguf", "f32", path("m-f32.gguf")),
-        ("gguf", "f16", path("m-f16.gguf")),
         ("gguf", "q8_0", path("m-q8.gguf")),
         ("safetensors", "f32", path("hf")),
     ] {
@@ -159,6 +160,19 @@ fn lora_fine_tuning_exports_and_serves_from_the_command_line() {
             None,
         );
     }
+    ok(
+        &[
+            "export",
+            "smollm2",
+            "--adapter",
+            &adapter_dir,
+            "--type",
+            "f16",
+            "--out",
+            &path("m-f16.gguf"),
+        ],
+        None,
+    );
     let err = fails(&["export", run_s, "--type", "q4", "--out", &path("x.gguf")]);
     assert!(err.contains("weight type `q4`"), "{err}");
 
@@ -207,6 +221,20 @@ fn lora_fine_tuning_exports_and_serves_from_the_command_line() {
     assert_eq!(generate(&path("m-f32.gguf")), from_run);
     assert_eq!(generate(&path("hf")), from_run);
     assert_eq!(generate(&path("m-f16.gguf")), from_run);
+    // The adapter folder alone loads onto the base its adapter_config.json names.
+    assert_eq!(generate(&adapter_dir), from_run);
+    let err = fails(&[
+        "generate",
+        "--model",
+        "smollm2",
+        "--adapter",
+        &path("no-such-adapter"),
+        prompt,
+    ]);
+    assert!(
+        err.contains("no-such-adapter") && err.contains("adapter_config.json"),
+        "{err}"
+    );
     let first_words = |s: &str| -> String {
         s[prompt.len()..]
             .split_whitespace()
@@ -219,11 +247,21 @@ fn lora_fine_tuning_exports_and_serves_from_the_command_line() {
         first_words(&from_run)
     );
 
-    // Chat and serve answer with the fine-tuned model.
+    // Chat (the base with the adapter merged) and serve (the run folder) answer with the
+    // fine-tuned model, the same.
     // (One line: `kiln chat` takes each line of its input as a message.)
     let question = "Is this review great or other? Answer with one word. Review: Stale and tasteless, never again.";
     let chat = ok(
-        &["chat", "--model", run_s, "--greedy", "--max-tokens", "8"],
+        &[
+            "chat",
+            "--model",
+            "smollm2",
+            "--adapter",
+            &adapter_dir,
+            "--greedy",
+            "--max-tokens",
+            "8",
+        ],
         Some(&format!("{question}\n")),
     );
     let mut server = kiln()

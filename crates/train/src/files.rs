@@ -255,3 +255,13 @@ pub struct EpochMetrics {
 fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
+
+/// A dataset named on a command line, as a run's config records it: a file given by path is
+/// made absolute (so `kiln eval` and `--resume` find it from anywhere), a name stays a name.
+pub fn dataset_reference(dataset: &str) -> Result<String> {
+    if Path::new(dataset).is_file() {
+        let absolute = std::path::absolute(dataset).map_err(io(dataset))?;
+        return Ok(absolute.to_string_lossy().into_owned());
+    }
+    Ok(dataset.to_string())
+}

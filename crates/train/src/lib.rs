@@ -59,6 +59,7 @@ mod eval;
 mod files;
 pub mod finetune;
 pub mod fit;
+mod kind;
 pub mod llm;
 pub mod lm;
 pub mod multitask;
@@ -82,11 +83,12 @@ pub use eval::{
     evaluate_run_in, evaluate_run_split, evaluate_with, load_data, load_run, predict_images,
     run_input_shape, save_run,
 };
-pub use files::{EpochMetrics, save_module};
+pub use files::{EpochMetrics, dataset_reference, save_module};
 pub use fit::{Loaders, Setup, TrainOptions, fit};
+pub use kind::RunKind;
 pub use recipe::{EarlyStopping, Monitor, NoOtherKeys, Recipe, RecipeOverrides};
 pub use run::{TrainReport, default_run_dir, resume, train};
-pub use runs::{RunKind, RunReport, dataset_reference, resume_run};
+pub use runs::{RunReport, resume_run};
 pub use step::{
     Shard, Shards, Task, TaskOutput, fake_quantized, mask_pruned_gradients, train_step,
 };

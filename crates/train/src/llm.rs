@@ -795,7 +795,8 @@ pub fn is_llm_run(dir: &Path) -> bool {
     matches!(crate::RunKind::of(dir), Ok(crate::RunKind::LlmFinetune))
 }
 
-/// A chat model by what a user names: an LLM run folder (fine-tuned, merged), or what
+/// A chat model by what a user names: an LLM run folder (fine-tuned, merged), a LoRA adapter
+/// folder in PEFT's layout (merged onto the base its `adapter_config.json` names), or what
 /// [`kiln_transfer::llama::resolve_model`] accepts (a `.gguf` file, a Hugging Face folder, a
 /// model name).
 pub fn load_chat_model(spec: &str, data_dir: &Path, device: &Device) -> Result<LlmBundle> {
@@ -809,8 +810,53 @@ pub fn load_chat_model(spec: &str, data_dir: &Path, device: &Device) -> Result<L
             ))),
         };
     }
+    if path.is_dir() && path.join("adapter_config.json").is_file() {
+        let Some(base) = kiln_transfer::adapter::read_adapter_config(path)?.base_model_name_or_path
+        else {
+            return Err(Error::InvalidSetting(format!(
+                "the LoRA adapter {}'s adapter_config.json names no base model (base_model_name_or_path is null); name the base with --model and this folder with --adapter",
+                path.display()
+            )));
+        };
+        let resolved = kiln_transfer::llama::resolve_model(&base, data_dir).map_err(|e| {
+            Error::InvalidSetting(format!(
+                "the LoRA adapter {} was trained on `{base}` (its adapter_config.json's base_model_name_or_path), which Kiln cannot find: {e}; name the base with --model and this folder with --adapter",
+                path.display()
+            ))
+        })?;
+        let bundle = kiln_transfer::llama::load(&resolved, device)?;
+        return with_adapter(bundle, path);
+    }
     let resolved = kiln_transfer::llama::resolve_model(spec, data_dir)?;
     Ok(kiln_transfer::llama::load(&resolved, device)?)
+}
+
+/// `bundle` with the LoRA adapter in `dir` (PEFT's layout: `adapter_config.json`,
+/// `adapter_model.safetensors`) merged into its weights, as `kiln chat --model BASE --adapter
+/// DIR` loads it; an error naming the file when the adapter does not fit the model.
+pub fn with_adapter(mut bundle: LlmBundle, dir: &Path) -> Result<LlmBundle> {
+    let rank = kiln_transfer::adapter::read_adapter_config(dir)?.r;
+    bundle.model = kiln_transfer::adapter::merge_adapter(bundle.model, dir)?;
+    bundle.format = format!(
+        "{} + LoRA r{rank} from {} merged",
+        bundle.format,
+        dir.display()
+    );
+    Ok(bundle)
+}
+
+/// [`load_chat_model`], then [`with_adapter`] when an adapter folder is given.
+pub fn load_chat_model_with(
+    spec: &str,
+    adapter: Option<&Path>,
+    data_dir: &Path,
+    device: &Device,
+) -> Result<LlmBundle> {
+    let bundle = load_chat_model(spec, data_dir, device)?;
+    match adapter {
+        Some(dir) => with_adapter(bundle, dir),
+        None => Ok(bundle),
+    }
 }
 
 const EVAL_BATCH: usize = 8;
@@ -1072,16 +1118,17 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
-/// Loads the chat model `spec` names ([`load_chat_model`]: a fine-tuned run is merged) and
-/// writes it to `out` as `format` with matrices stored as `ty`; returns what was loaded.
+/// Loads the chat model `spec` names ([`load_chat_model`]: a fine-tuned run is merged), with
+/// the LoRA adapter folder `adapter` merged when given ([`with_adapter`]), and writes it to `out` as `format` with matrices stored as `ty`; returns what was loaded.
 pub fn export(
     spec: &str,
+    adapter: Option<&Path>,
     data_dir: &Path,
     out: &Path,
     format: ExportFormat,
     ty: kiln_transfer::export::WeightType,
 ) -> Result<LlmBundle> {
-    let bundle = load_chat_model(spec, data_dir, &Device::flex())?;
+    let bundle = load_chat_model_with(spec, adapter, data_dir, &Device::flex())?;
     let name = Path::new(spec)
         .file_name()
         .map_or_else(|| spec.to_string(), |n| n.to_string_lossy().into_owned());

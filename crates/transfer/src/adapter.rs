@@ -16,7 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// `adapter_config.json` (the fields PEFT's `LoraConfig` needs).
+/// `adapter_config.json`: the fields of PEFT's `LoraConfig` that decide what the adapter
+/// computes. Kiln merges plain LoRA (and rank-stabilised LoRA's scale); a file asking for more
+/// (DoRA, per-module ranks or scales, a subset of layers, whole modules saved beside the
+/// adapters, a regular expression for the targets) is refused by [`read_adapter_config`] rather
+/// than merged wrongly. Fields PEFT writes that change nothing here are ignored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
     /// Always `LORA`.
@@ -28,11 +32,33 @@ pub struct AdapterConfig {
     /// The scale's numerator (the update is `lora_alpha / r · B·A`).
     pub lora_alpha: f64,
     /// Dropout on the adapters' input while training.
+    #[serde(default)]
     pub lora_dropout: f64,
     /// The adapted projections (`q_proj`, `v_proj`, ...).
+    #[serde(deserialize_with = "module_list")]
     pub target_modules: Vec<String>,
-    /// The base model the adapter was trained on (a path or a model name).
-    pub base_model_name_or_path: String,
+    /// The base model the adapter was trained on (a path or a model name; PEFT may leave it
+    /// null).
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    /// Rank-stabilised LoRA: the update is scaled by `lora_alpha / √r` instead of `/ r`.
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// DoRA (weight-decomposed LoRA); Kiln refuses it.
+    #[serde(default)]
+    pub use_dora: bool,
+    /// Per-module ranks; Kiln refuses a non-empty one.
+    #[serde(default)]
+    pub rank_pattern: serde_json::Map<String, serde_json::Value>,
+    /// Per-module alphas; Kiln refuses a non-empty one.
+    #[serde(default)]
+    pub alpha_pattern: serde_json::Map<String, serde_json::Value>,
+    /// The blocks adapted, when not all; Kiln refuses it.
+    #[serde(default)]
+    pub layers_to_transform: Option<serde_json::Value>,
+    /// Whole modules trained and saved beside the adapters; Kiln refuses them.
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
     /// Always `none`: no bias is trained.
     #[serde(default = "none")]
     pub bias: String,
@@ -46,6 +72,71 @@ pub struct AdapterConfig {
 
 fn none() -> String {
     "none".into()
+}
+
+/// `target_modules` as a list of names; PEFT's other form, one string (a regular expression or
+/// `all-linear`), is refused with what to write instead.
+fn module_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(pattern) => Err(serde::de::Error::custom(format!(
+            "target_modules is the pattern `{pattern}`; Kiln reads a list of projection names ({})",
+            LORA_TARGETS.join(", ")
+        ))),
+        other => Vec::<String>::deserialize(other).map_err(serde::de::Error::custom),
+    }
+}
+
+impl AdapterConfig {
+    /// The factor of `B·A` in the merged weight: `lora_alpha / r`, or `lora_alpha / √r` for
+    /// rank-stabilised LoRA.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.lora_alpha / (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha / self.r as f64
+        }
+    }
+
+    /// What this adapter asks for that Kiln does not compute, if anything.
+    fn unsupported(&self) -> Option<String> {
+        if self.peft_type != "LORA" {
+            return Some(format!("peft_type is {}, not LORA", self.peft_type));
+        }
+        if self.r == 0 {
+            return Some("r is 0".into());
+        }
+        if self.bias != "none" {
+            return Some(format!(
+                "bias is `{}` (trained biases), not none",
+                self.bias
+            ));
+        }
+        if self.fan_in_fan_out {
+            return Some("fan_in_fan_out is true (Conv1D weights), Llama's are Linear".into());
+        }
+        if self.use_dora {
+            return Some("use_dora is true (DoRA)".into());
+        }
+        if !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
+            return Some("rank_pattern or alpha_pattern sets per-module ranks or alphas".into());
+        }
+        if self
+            .layers_to_transform
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
+            return Some("layers_to_transform adapts only some blocks".into());
+        }
+        if let Some(m) = self.modules_to_save.as_ref().filter(|m| !m.is_empty()) {
+            return Some(format!(
+                "modules_to_save saves whole modules ({})",
+                m.join(", ")
+            ));
+        }
+        None
+    }
 }
 
 /// The PEFT name prefix of a block's projection.
@@ -147,7 +238,13 @@ pub fn save_adapter(model: &Llama, dir: &Path, base: &str) -> Result<AdapterConf
         lora_alpha: alpha,
         lora_dropout: model.lora_dropout(),
         target_modules: targets,
-        base_model_name_or_path: base.into(),
+        base_model_name_or_path: Some(base.into()),
+        use_rslora: false,
+        use_dora: false,
+        rank_pattern: serde_json::Map::new(),
+        alpha_pattern: serde_json::Map::new(),
+        layers_to_transform: None,
+        modules_to_save: None,
         bias: none(),
         fan_in_fan_out: false,
         inference_mode: true,
@@ -169,13 +266,11 @@ pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    if config.peft_type != "LORA" || config.r == 0 || config.bias != "none" || config.fan_in_fan_out
-    {
+    if let Some(what) = config.unsupported() {
         return Err(Error::Config {
             path,
             reason: format!(
-                "Kiln applies LoRA adapters (peft_type LORA, r ≥ 1, bias none, fan_in_fan_out false); found {}, r {}, bias {}, fan_in_fan_out {}",
-                config.peft_type, config.r, config.bias, config.fan_in_fan_out
+                "Kiln merges plain LoRA adapters (rank-stabilised too) on all blocks; this one: {what}"
             ),
         });
     }
@@ -199,7 +294,7 @@ pub fn merge_adapter(mut model: Llama, dir: &Path) -> Result<Llama> {
         .into_iter()
         .map(|n| (n.to_string(), ()))
         .collect();
-    let scale = config.lora_alpha / config.r as f64;
+    let scale = config.scale();
     let device = model.embed_tokens.weight.device();
     for target in &config.target_modules {
         if !LORA_TARGETS.contains(&target.as_str()) {
@@ -220,18 +315,30 @@ pub fn merge_adapter(mut model: Llama, dir: &Path) -> Result<Llama> {
                     keys: vec![name.clone()],
                 })?;
                 unused.remove(&name);
-                if view.dtype() != safetensors::Dtype::F32 {
-                    return Err(Error::Corrupt {
-                        path: file.clone(),
-                        format: "safetensors",
-                        reason: format!("`{name}` is {:?}; Kiln reads F32 adapters", view.dtype()),
-                    });
-                }
-                let v = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+                let data = view.data();
+                let v = match view.dtype() {
+                    safetensors::Dtype::F32 => data
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                    safetensors::Dtype::F16 => data
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    safetensors::Dtype::BF16 => data
+                        .chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    other => {
+                        return Err(Error::Corrupt {
+                            path: file.clone(),
+                            format: "safetensors",
+                            reason: format!(
+                                "`{name}` is {other:?}; Kiln reads F32, F16 and BF16 adapters"
+                            ),
+                        });
+                    }
+                };
                 Ok((view.shape().to_vec(), v))
             };
             let (a_shape, a) = read("lora_A.weight")?;

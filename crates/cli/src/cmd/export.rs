@@ -6,9 +6,13 @@ use super::prelude::*;
 /// The arguments of `kiln export`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// A fine-tuned LLM run folder (`kiln finetune --from MODEL.gguf`), a .gguf file, a
-    /// Hugging Face Llama folder or a fetched model's name.
+    /// A fine-tuned LLM run folder (`kiln finetune --from MODEL.gguf`), a LoRA adapter folder
+    /// (PEFT's layout), a .gguf file, a Hugging Face Llama folder or a fetched model's name.
     model: String,
+    /// A LoRA adapter folder (PEFT's layout: adapter_config.json, adapter_model.safetensors)
+    /// to merge into the model before writing it.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// gguf (one file) or safetensors (a folder: config.json, model.safetensors,
     /// tokenizer.json, tokenizer_config.json).
     #[arg(long, default_value = "gguf")]
@@ -29,8 +33,15 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let ty: kiln_transfer::export::WeightType = args.weight_type.parse()?;
     let data_dir = kiln_data::data_dir::resolve(args.data.data_dir);
     let started = std::time::Instant::now();
-    let bundle = kiln_train::llm::export(&args.model, &data_dir, &args.out, format, ty)
-        .with_context(|| format!("exporting {}", args.model))?;
+    let bundle = kiln_train::llm::export(
+        &args.model,
+        args.adapter.as_deref(),
+        &data_dir,
+        &args.out,
+        format,
+        ty,
+    )
+    .with_context(|| format!("exporting {}", args.model))?;
     println!(
         "wrote {} ({} as {}) from {} in {:.1}s",
         args.out.display(),

@@ -11,11 +11,14 @@ pub(crate) struct Args {
     /// The text to continue (with --model it is the only positional argument).
     prompt: Option<String>,
     /// A pretrained LLM instead of a run: a .gguf file, a Hugging Face Llama folder
-    /// (config.json, model.safetensors, tokenizer.json) or a fetched model's name
-    /// (`smollm2`, see `kiln fetch`). The prompt is used as it is (no chat template);
-    /// prompt and decode speeds go to stderr.
+    /// (config.json, model.safetensors, tokenizer.json), a fetched model's name (`smollm2`,
+    /// see `kiln fetch`), a fine-tuned LLM run folder or a LoRA adapter folder. The prompt is
+    /// used as it is (no chat template); prompt and decode speeds go to stderr.
     #[arg(long)]
     model: Option<String>,
+    /// (--model) A LoRA adapter folder (PEFT's layout) to merge into the model.
+    #[arg(long, requires = "model")]
+    adapter: Option<PathBuf>,
     /// (--model) Drop tokens less likely than P times the most likely one (0: off).
     #[arg(long, default_value_t = 0.0)]
     min_p: f64,
@@ -57,6 +60,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         run_dir,
         prompt,
         model,
+        adapter,
         max_tokens,
         temperature,
         greedy,
@@ -94,7 +98,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             seed,
             context,
         };
-        let bundle = llm::load(&model, data_dir)?;
+        let bundle = llm::load(&model, adapter.as_deref(), data_dir)?;
         return llm::generate(&bundle, &run_dir, &args);
     }
     let run_dir = PathBuf::from(run_dir);

@@ -99,8 +99,9 @@ impl AdapterConfig {
         }
     }
 
-    /// What this adapter asks for that Kiln does not compute, if anything.
-    fn unsupported(&self) -> Option<String> {
+    /// What this adapter asks for that Kiln does not compute, if anything; `raw` is the whole
+    /// `adapter_config.json`, for PEFT's options this struct does not name.
+    fn unsupported(&self, raw: &serde_json::Value) -> Option<String> {
         if self.peft_type != "LORA" {
             return Some(format!("peft_type is {}, not LORA", self.peft_type));
         }
@@ -134,6 +135,37 @@ impl AdapterConfig {
                 "modules_to_save saves whole modules ({})",
                 m.join(", ")
             ));
+        }
+        // PEFT's options that change what an adapter computes (left at their defaults, null,
+        // false or empty, they change nothing).
+        const CHANGES_THE_ADAPTER: [(&str, &str); 8] = [
+            ("lora_bias", "a trained bias on lora_B"),
+            ("use_qalora", "QA-LoRA's pooled input"),
+            ("use_bdlora", "block-diagonal LoRA"),
+            ("layer_replication", "replicated blocks"),
+            ("trainable_token_indices", "trained embedding rows"),
+            (
+                "target_parameters",
+                "adapted parameters besides the projections",
+            ),
+            (
+                "alora_invocation_tokens",
+                "activated LoRA (from an invocation token on)",
+            ),
+            ("exclude_modules", "modules excluded from the targets"),
+        ];
+        for (key, what) in CHANGES_THE_ADAPTER {
+            let set = match raw.get(key) {
+                None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {
+                    false
+                }
+                Some(serde_json::Value::Array(a)) => !a.is_empty(),
+                Some(serde_json::Value::Object(o)) => !o.is_empty(),
+                Some(_) => true,
+            };
+            if set {
+                return Some(format!("{key} is set ({what})"));
+            }
         }
         None
     }
@@ -262,11 +294,13 @@ pub fn save_adapter(model: &Llama, dir: &Path, base: &str) -> Result<AdapterConf
 pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig> {
     let path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let config: AdapterConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
+    let bad = |e: serde_json::Error| Error::Config {
         path: path.clone(),
         reason: e.to_string(),
-    })?;
-    if let Some(what) = config.unsupported() {
+    };
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    let config: AdapterConfig = serde_json::from_value(raw.clone()).map_err(bad)?;
+    if let Some(what) = config.unsupported(&raw) {
         return Err(Error::Config {
             path,
             reason: format!(

@@ -776,13 +776,9 @@ pub fn load_llm_run(dir: &Path, data_dir: Option<&Path>, device: &Device) -> Res
     let config: LlmFinetuneConfig = crate::files::read_run_config(dir)?;
     let data = kiln_data::data_dir::resolve(data_dir.map(Path::to_path_buf));
     let mut bundle = match &config.lora {
-        Some(l) => {
-            let base = base_path(&config, &data)?;
-            let mut bundle = kiln_transfer::llama::load(&base, device)?;
-            bundle.model =
-                kiln_transfer::adapter::merge_adapter(bundle.model, &dir.join("adapter"))?;
-            bundle.format = format!("{} + LoRA r{} merged", bundle.format, l.rank);
-            bundle
+        Some(_) => {
+            let base = kiln_transfer::llama::load(&base_path(&config, &data)?, device)?;
+            with_adapter(base, &dir.join("adapter"))?
         }
         None => kiln_transfer::llama::load_hf_folder(&dir.join("model"), device)?,
     };
@@ -838,7 +834,7 @@ pub fn with_adapter(mut bundle: LlmBundle, dir: &Path) -> Result<LlmBundle> {
     let rank = kiln_transfer::adapter::read_adapter_config(dir)?.r;
     bundle.model = kiln_transfer::adapter::merge_adapter(bundle.model, dir)?;
     bundle.format = format!(
-        "{} + LoRA r{rank} from {} merged",
+        "{} + LoRA r{rank} merged (from {})",
         bundle.format,
         dir.display()
     );
@@ -1119,7 +1115,8 @@ impl std::str::FromStr for ExportFormat {
 }
 
 /// Loads the chat model `spec` names ([`load_chat_model`]: a fine-tuned run is merged), with
-/// the LoRA adapter folder `adapter` merged when given ([`with_adapter`]), and writes it to `out` as `format` with matrices stored as `ty`; returns what was loaded.
+/// the LoRA adapter folder `adapter` merged when given ([`with_adapter`]), and writes it to
+/// `out` as `format` with matrices stored as `ty`; returns what was loaded.
 pub fn export(
     spec: &str,
     adapter: Option<&Path>,

@@ -44,21 +44,6 @@ pub struct AdapterConfig {
     /// Rank-stabilised LoRA: the update is scaled by `lora_alpha / √r` instead of `/ r`.
     #[serde(default)]
     pub use_rslora: bool,
-    /// DoRA (weight-decomposed LoRA); Kiln refuses it.
-    #[serde(default)]
-    pub use_dora: bool,
-    /// Per-module ranks; Kiln refuses a non-empty one.
-    #[serde(default)]
-    pub rank_pattern: serde_json::Map<String, serde_json::Value>,
-    /// Per-module alphas; Kiln refuses a non-empty one.
-    #[serde(default)]
-    pub alpha_pattern: serde_json::Map<String, serde_json::Value>,
-    /// The blocks adapted, when not all; Kiln refuses it.
-    #[serde(default)]
-    pub layers_to_transform: Option<serde_json::Value>,
-    /// Whole modules trained and saved beside the adapters; Kiln refuses them.
-    #[serde(default)]
-    pub modules_to_save: Option<Vec<String>>,
     /// Always `none`: no bias is trained.
     #[serde(default = "none")]
     pub bias: String,
@@ -117,28 +102,14 @@ impl AdapterConfig {
         if self.fan_in_fan_out {
             return Some("fan_in_fan_out is true (Conv1D weights), Llama's are Linear".into());
         }
-        if self.use_dora {
-            return Some("use_dora is true (DoRA)".into());
-        }
-        if !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
-            return Some("rank_pattern or alpha_pattern sets per-module ranks or alphas".into());
-        }
-        if self
-            .layers_to_transform
-            .as_ref()
-            .is_some_and(|v| !v.is_null())
-        {
-            return Some("layers_to_transform adapts only some blocks".into());
-        }
-        if let Some(m) = self.modules_to_save.as_ref().filter(|m| !m.is_empty()) {
-            return Some(format!(
-                "modules_to_save saves whole modules ({})",
-                m.join(", ")
-            ));
-        }
         // PEFT's options that change what an adapter computes (left at their defaults, null,
         // false or empty, they change nothing).
-        const CHANGES_THE_ADAPTER: [(&str, &str); 8] = [
+        const CHANGES_THE_ADAPTER: [(&str, &str); 13] = [
+            ("use_dora", "DoRA, weight-decomposed LoRA"),
+            ("rank_pattern", "per-module ranks"),
+            ("alpha_pattern", "per-module alphas"),
+            ("layers_to_transform", "only some blocks adapted"),
+            ("modules_to_save", "whole modules saved beside the adapters"),
             ("lora_bias", "a trained bias on lora_B"),
             ("use_qalora", "QA-LoRA's pooled input"),
             ("use_bdlora", "block-diagonal LoRA"),
@@ -164,7 +135,7 @@ impl AdapterConfig {
                 Some(_) => true,
             };
             if set {
-                return Some(format!("{key} is set ({what})"));
+                return Some(format!("{key} is {} ({what})", raw[key]));
             }
         }
         None
@@ -272,11 +243,6 @@ pub fn save_adapter(model: &Llama, dir: &Path, base: &str) -> Result<AdapterConf
         target_modules: targets,
         base_model_name_or_path: Some(base.into()),
         use_rslora: false,
-        use_dora: false,
-        rank_pattern: serde_json::Map::new(),
-        alpha_pattern: serde_json::Map::new(),
-        layers_to_transform: None,
-        modules_to_save: None,
         bias: none(),
         fan_in_fan_out: false,
         inference_mode: true,
